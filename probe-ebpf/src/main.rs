@@ -1,0 +1,261 @@
+//! async-inspect's kernel side. Each program is attached once as a `uprobe.multi` link over every
+//! site of its kind in the target (kernel >= 6.6); the attach cookie's low 32 bits index the probe
+//! plan's site table and, for the generic [`task_op`] program, the high 32 bits carry the
+//! [`EventKind`] to emit.
+//!
+//! Nothing about tokio's layout is hard-coded here: the offsets come in [`CONFIG`], written by the
+//! user side before the programs are loaded.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    EbpfContext,
+    helpers::{
+        bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
+    },
+    macros::{map, uprobe, uretprobe},
+    maps::{HashMap, PerCpuArray, RingBuf},
+    programs::{ProbeContext, RetProbeContext},
+};
+use probe_common::{COOKIE_SITE_MASK, Config, Event, EventKind, flags};
+
+/// Written by the user side at load time (`EbpfLoader::set_global`).
+#[unsafe(no_mangle)]
+static CONFIG: Config = Config {
+    header_state: 0,
+    header_vtable: 0,
+    vtable_id_offset: 0,
+    ready: 0,
+};
+
+/// The event stream. The user side may resize it at load time.
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
+
+/// Events that found the ring buffer full, per CPU.
+#[map]
+static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// The task being polled on each thread (key: thread id), so that wakes, spawns and panics can be
+/// attributed to the task that caused them, and poll ends to the task that started.
+#[map]
+static CURRENT: HashMap<u32, Current> = HashMap::with_max_entries(16384, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Current {
+    header: u64,
+    task_id: u64,
+    flags: u64,
+    /// The poll this one is nested in (a runtime driven from inside a task), restored at its end.
+    outer_header: u64,
+    outer_task_id: u64,
+    outer_flags: u64,
+}
+
+#[inline(always)]
+fn config() -> Config {
+    // SAFETY: CONFIG is a plain static; the volatile read keeps the compiler from folding the
+    // zero initialiser that the loader overwrites.
+    unsafe { core::ptr::read_volatile(&CONFIG) }
+}
+
+#[inline(always)]
+fn read_u64(address: u64) -> Option<u64> {
+    // SAFETY: bpf_probe_read_user faults safely on bad addresses.
+    unsafe { bpf_probe_read_user(address as *const u64).ok() }
+}
+
+/// The task's vtable and tokio task id (read through `Vtable::id_offset`).
+#[inline(always)]
+fn task_identity(config: &Config, header: u64) -> (u64, Option<u64>) {
+    let Some(vtable) = read_u64(header + config.header_vtable) else {
+        return (0, None);
+    };
+    let id = read_u64(vtable + config.vtable_id_offset)
+        // The id lives inside the task cell; anything far away is not a tokio task.
+        .filter(|offset| *offset < 1 << 20)
+        .and_then(|offset| read_u64(header + offset));
+    (vtable, id)
+}
+
+#[inline(always)]
+fn current_tid() -> u32 {
+    bpf_get_current_pid_tgid() as u32
+}
+
+#[inline(always)]
+fn emit(
+    ctx: &impl EbpfContext,
+    config: &Config,
+    kind: EventKind,
+    header: u64,
+    value: u64,
+    event_flags: u8,
+    other: Option<&Current>,
+) {
+    let ts_ns = unsafe { bpf_ktime_get_ns() };
+    let (vtable, task_id) = task_identity(config, header);
+    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
+        if let Some(count) = DROPS.get_ptr_mut(0) {
+            // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+            unsafe { *count += 1 };
+        }
+        return;
+    };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
+    entry.write(Event {
+        ts_ns,
+        header,
+        task_id: task_id.unwrap_or(0),
+        vtable,
+        other_header: other.map_or(0, |current| current.header),
+        other_task_id: other.map_or(0, |current| current.task_id),
+        value,
+        site: (cookie & COOKIE_SITE_MASK) as u32,
+        tid: pid_tgid as u32,
+        pid: (pid_tgid >> 32) as u32,
+        kind: kind as u8,
+        flags: event_flags | if task_id.is_none() { flags::NO_TASK_ID } else { 0 },
+        _pad: [0; 2],
+    });
+    entry.submit(0);
+}
+
+#[inline(always)]
+fn current(tid: u32) -> Option<Current> {
+    // SAFETY: the value is copied out at once.
+    unsafe { CURRENT.get(&tid).copied() }
+}
+
+/// `tokio::runtime::task::raw::poll::<T, S>(ptr: NonNull<Header>)`, every instance.
+#[uprobe(multi)]
+pub fn poll_start(ctx: ProbeContext) -> u32 {
+    let config = config();
+    if config.ready == 0 {
+        return 0;
+    }
+    let Some(header) = ctx.arg::<u64>(0) else {
+        return 0;
+    };
+    let tid = current_tid();
+    let (_, task_id) = task_identity(&config, header);
+    let outer = current(tid);
+    let entry = Current {
+        header,
+        task_id: task_id.unwrap_or(0),
+        flags: 0,
+        outer_header: outer.map_or(0, |outer| outer.header),
+        outer_task_id: outer.map_or(0, |outer| outer.task_id),
+        outer_flags: outer.map_or(0, |outer| outer.flags),
+    };
+    let _ = CURRENT.insert(&tid, &entry, 0);
+    let state = read_u64(header + config.header_state).unwrap_or(0);
+    emit(&ctx, &config, EventKind::PollStart, header, state, 0, outer.as_ref());
+    0
+}
+
+/// The return of every `raw::poll` instance: reports the state word the poll left behind.
+#[uretprobe(multi)]
+pub fn poll_end(ctx: RetProbeContext) -> u32 {
+    let config = config();
+    if config.ready == 0 {
+        return 0;
+    }
+    let tid = current_tid();
+    let Some(entry) = current(tid) else {
+        // Attached while this poll was already running: its start was never seen.
+        return 0;
+    };
+    let event_flags = entry.flags as u8;
+    let state = if event_flags & flags::FREED_DURING_POLL != 0 {
+        0
+    } else {
+        read_u64(entry.header + config.header_state).unwrap_or(0)
+    };
+    if entry.outer_header != 0 {
+        let outer = Current {
+            header: entry.outer_header,
+            task_id: entry.outer_task_id,
+            flags: entry.outer_flags,
+            outer_header: 0,
+            outer_task_id: 0,
+            outer_flags: 0,
+        };
+        let _ = CURRENT.insert(&tid, &outer, 0);
+    } else {
+        let _ = CURRENT.remove(&tid);
+    }
+    // The header may be freed memory now (FREED_DURING_POLL): emit() only reads it through
+    // bpf_probe_read_user, and the user side ignores the id and vtable of such an event.
+    emit(&ctx, &config, EventKind::PollEnd, entry.header, state, event_flags, None);
+    0
+}
+
+/// The return of a scheduler's spawn function (`multi_thread::Handle::bind_new_task::<T>`,
+/// `current_thread::Handle::spawn::<T>`), whose `JoinHandle` is the new task's header pointer.
+#[uretprobe(multi)]
+pub fn spawn_return(ctx: RetProbeContext) -> u32 {
+    let config = config();
+    if config.ready == 0 {
+        return 0;
+    }
+    let header: u64 = ctx.ret();
+    if header == 0 {
+        return 0;
+    }
+    let parent = current(current_tid());
+    emit(&ctx, &config, EventKind::Spawn, header, 0, 0, parent.as_ref());
+    0
+}
+
+/// Functions whose first argument is a task header: the four waker functions, `raw::shutdown`
+/// and `raw::dealloc`. The cookie's high half says which [`EventKind`] this site reports.
+#[uprobe(multi)]
+pub fn task_op(ctx: ProbeContext) -> u32 {
+    let config = config();
+    if config.ready == 0 {
+        return 0;
+    }
+    let Some(header) = ctx.arg::<u64>(0) else {
+        return 0;
+    };
+    let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
+    let Some(kind) = EventKind::from_u8((cookie >> 32) as u8) else {
+        return 0;
+    };
+    let tid = current_tid();
+    let running = current(tid);
+    if kind == EventKind::Dealloc
+        && let Some(mut entry) = running
+        && entry.header == header
+    {
+        entry.flags |= u64::from(flags::FREED_DURING_POLL);
+        let _ = CURRENT.insert(&tid, &entry, 0);
+    }
+    emit(&ctx, &config, kind, header, 0, 0, running.as_ref());
+    0
+}
+
+/// `rust_panic`: a panic is unwinding on this thread; if a task is being polled, its poll end
+/// carries [`flags::PANICKED`].
+#[uprobe(multi)]
+pub fn panic_start(_ctx: ProbeContext) -> u32 {
+    let tid = current_tid();
+    if let Some(mut entry) = current(tid) {
+        entry.flags |= u64::from(flags::PANICKED);
+        let _ = CURRENT.insert(&tid, &entry, 0);
+    }
+    0
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

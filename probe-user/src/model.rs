@@ -1,0 +1,611 @@
+//! The task model: pure state, updated by events, knowing nothing about BPF. A task is identified
+//! by its header address *and* a generation, because tokio reuses task memory after a task is
+//! freed; the tokio task id, when the event carries it, tells two tasks at one address apart even
+//! when the free was lost.
+
+use std::collections::HashMap;
+
+use probe_common::{EventKind, flags, state};
+
+/// A decoded ring-buffer record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskEvent {
+    pub ts_ns: u64,
+    pub kind: EventKind,
+    pub header: u64,
+    pub task_id: Option<u64>,
+    pub vtable: u64,
+    /// The task being polled on the thread where this happened (the waker, the parent).
+    pub other_header: u64,
+    pub value: u64,
+    pub site: u32,
+    pub tid: u32,
+    pub flags: u8,
+}
+
+impl TaskEvent {
+    pub fn from_raw(raw: &probe_common::Event) -> Option<Self> {
+        Some(Self {
+            ts_ns: raw.ts_ns,
+            kind: EventKind::from_u8(raw.kind)?,
+            header: raw.header,
+            task_id: (raw.flags & flags::NO_TASK_ID == 0).then_some(raw.task_id),
+            vtable: raw.vtable,
+            other_header: raw.other_header,
+            value: raw.value,
+            site: raw.site,
+            tid: raw.tid,
+            flags: raw.flags,
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    /// Being polled.
+    Running,
+    /// Woken (or just spawned) and waiting for a worker to poll it.
+    Scheduled,
+    /// Returned `Pending` and not woken since.
+    Idle,
+    Completed,
+    Cancelled,
+    Panicked,
+}
+
+impl TaskState {
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Completed | Self::Cancelled | Self::Panicked)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Scheduled => "scheduled",
+            Self::Idle => "idle",
+            Self::Completed => "completed",
+            Self::Cancelled => "cancelled",
+            Self::Panicked => "panicked",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Task {
+    pub header: u64,
+    /// How many earlier tasks this model saw at the same header address.
+    pub generation: u32,
+    pub id: Option<u64>,
+    pub vtable: u64,
+    /// Index into the plan's task types, once a per-type site named it.
+    pub task_type: Option<usize>,
+    pub state: TaskState,
+    pub polls: u64,
+    pub busy_ns: u64,
+    pub scheduled_ns: u64,
+    pub idle_ns: u64,
+    pub max_poll_ns: u64,
+    pub wakes: u64,
+    pub self_wakes: u64,
+    pub waker_clones: u64,
+    /// Wakers dropped or consumed by `wake_by_val`.
+    pub waker_drops: u64,
+    /// `None` when the task existed before the probe attached.
+    pub spawned_ns: Option<u64>,
+    pub first_seen_ns: u64,
+    pub ended_ns: Option<u64>,
+    /// The task that spawned this one, if it was spawned from inside a task.
+    pub parent: Option<usize>,
+    since_ns: u64,
+    poll: Option<(u32, u64)>,
+    cancel_requested: bool,
+    freed_in_poll: bool,
+}
+
+impl Task {
+    /// Wakers alive now, when every clone since spawn was seen.
+    pub fn live_wakers(&self) -> Option<u64> {
+        self.spawned_ns?;
+        self.waker_clones.checked_sub(self.waker_drops)
+    }
+
+    fn account(&mut self, now: u64) {
+        let spent = now.saturating_sub(self.since_ns);
+        match self.state {
+            TaskState::Running => self.busy_ns += spent,
+            TaskState::Scheduled => self.scheduled_ns += spent,
+            TaskState::Idle => self.idle_ns += spent,
+            _ => return,
+        }
+        self.since_ns = self.since_ns.max(now);
+    }
+
+    fn enter(&mut self, state: TaskState, now: u64) {
+        if self.state.is_terminal() {
+            return;
+        }
+        self.account(now);
+        self.state = state;
+        if state.is_terminal() {
+            self.ended_ns.get_or_insert(now);
+        }
+    }
+}
+
+/// Counts of things the model could not place, for an honest summary.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Anomalies {
+    /// Poll ends whose start was never seen or belonged to another thread.
+    pub unmatched_poll_ends: u64,
+    /// A new task id appeared at a live header: the old task's free was lost.
+    pub lost_frees: u64,
+}
+
+pub struct TaskModel {
+    tasks: Vec<Task>,
+    live: HashMap<u64, usize>,
+    generations: HashMap<u64, u32>,
+    site_types: Vec<Option<usize>>,
+    vtable_types: HashMap<u64, usize>,
+    pub events: u64,
+    pub first_ns: Option<u64>,
+    pub last_ns: u64,
+    active: usize,
+    pub peak_active: usize,
+    pub anomalies: Anomalies,
+}
+
+impl TaskModel {
+    /// `site_types[site]` is the task type a per-type site (a `raw::poll` instance) belongs to.
+    pub fn new(site_types: Vec<Option<usize>>) -> Self {
+        Self {
+            tasks: Vec::new(),
+            live: HashMap::new(),
+            generations: HashMap::new(),
+            site_types,
+            vtable_types: HashMap::new(),
+            events: 0,
+            first_ns: None,
+            last_ns: 0,
+            active: 0,
+            peak_active: 0,
+            anomalies: Anomalies::default(),
+        }
+    }
+
+    pub fn tasks(&self) -> &[Task] {
+        &self.tasks
+    }
+
+    /// The task type of a task, learned from its own sites or from another task with its vtable.
+    pub fn task_type(&self, task: &Task) -> Option<usize> {
+        task.task_type
+            .or_else(|| self.vtable_types.get(&task.vtable).copied())
+    }
+
+    pub fn apply(&mut self, event: &TaskEvent) {
+        self.events += 1;
+        self.first_ns.get_or_insert(event.ts_ns);
+        self.last_ns = self.last_ns.max(event.ts_ns);
+        if let Some(task_type) = self.site_types.get(event.site as usize).copied().flatten()
+            && matches!(event.kind, EventKind::PollStart | EventKind::PollEnd)
+            && event.vtable != 0
+            && event.flags & flags::FREED_DURING_POLL == 0
+        {
+            self.vtable_types.insert(event.vtable, task_type);
+        }
+        let now = event.ts_ns;
+        match event.kind {
+            EventKind::Spawn => {
+                if let Some(&index) = self.live.get(&event.header)
+                    && self.same_task(index, event)
+                {
+                    // Two spawn sites saw one spawn (Cell::new inside bind_new_task).
+                    return;
+                }
+                self.retire(event.header);
+                let index = self.create(event, TaskState::Scheduled);
+                self.tasks[index].spawned_ns = Some(now);
+                self.tasks[index].parent = self.live.get(&event.other_header).copied();
+            }
+            EventKind::PollStart => {
+                let index = self.task_for(event, TaskState::Scheduled);
+                let task = &mut self.tasks[index];
+                if task.state == TaskState::Running {
+                    // The previous poll's end is late or lost (another worker picked it up).
+                    task.poll = None;
+                }
+                task.enter(TaskState::Running, now);
+                task.polls += 1;
+                task.poll = Some((event.tid, now));
+            }
+            EventKind::PollEnd => self.poll_end(event),
+            EventKind::WakeByVal | EventKind::WakeByRef => {
+                let index = self.task_for(event, TaskState::Idle);
+                let task = &mut self.tasks[index];
+                task.wakes += 1;
+                if event.other_header == event.header {
+                    task.self_wakes += 1;
+                }
+                if event.kind == EventKind::WakeByVal {
+                    task.waker_drops += 1;
+                }
+                if task.state == TaskState::Idle {
+                    task.enter(TaskState::Scheduled, now);
+                }
+            }
+            EventKind::WakerClone => {
+                let index = self.task_for(event, TaskState::Idle);
+                self.tasks[index].waker_clones += 1;
+            }
+            EventKind::WakerDrop => {
+                let index = self.task_for(event, TaskState::Idle);
+                self.tasks[index].waker_drops += 1;
+            }
+            EventKind::Shutdown => {
+                let index = self.task_for(event, TaskState::Idle);
+                let task = &mut self.tasks[index];
+                task.cancel_requested = true;
+                // A running task is cancelled by its own poll, which reports CANCELLED.
+                if task.state != TaskState::Running {
+                    self.finish(index, TaskState::Cancelled, now);
+                }
+            }
+            EventKind::Dealloc => {
+                let Some(&index) = self.live.get(&event.header) else {
+                    return;
+                };
+                let task = &mut self.tasks[index];
+                if task.state == TaskState::Running {
+                    task.freed_in_poll = true;
+                    return;
+                }
+                let end = if task.cancel_requested {
+                    TaskState::Cancelled
+                } else {
+                    TaskState::Completed
+                };
+                self.finish(index, end, now);
+                self.retire(event.header);
+            }
+        }
+    }
+
+    fn poll_end(&mut self, event: &TaskEvent) {
+        let now = event.ts_ns;
+        let Some(&index) = self.live.get(&event.header) else {
+            self.anomalies.unmatched_poll_ends += 1;
+            return;
+        };
+        let task = &mut self.tasks[index];
+        match task.poll {
+            Some((tid, started)) if tid == event.tid => {
+                task.max_poll_ns = task.max_poll_ns.max(now.saturating_sub(started));
+                task.poll = None;
+            }
+            _ => {
+                self.anomalies.unmatched_poll_ends += 1;
+                return;
+            }
+        }
+        let freed = event.flags & flags::FREED_DURING_POLL != 0 || task.freed_in_poll;
+        let word = event.value;
+        let next = if event.flags & flags::PANICKED != 0 && (freed || word & state::COMPLETE != 0) {
+            TaskState::Panicked
+        } else if freed || word & state::COMPLETE != 0 {
+            if word & state::CANCELLED != 0 || (freed && task.cancel_requested) {
+                TaskState::Cancelled
+            } else {
+                TaskState::Completed
+            }
+        } else if word & (state::NOTIFIED | state::RUNNING) != 0 {
+            // Woken during the poll (or already picked up again by another worker).
+            TaskState::Scheduled
+        } else {
+            TaskState::Idle
+        };
+        if next.is_terminal() {
+            self.finish(index, next, now);
+        } else {
+            self.tasks[index].enter(next, now);
+        }
+        if freed {
+            self.retire(event.header);
+        }
+    }
+
+    fn same_task(&self, index: usize, event: &TaskEvent) -> bool {
+        match (self.tasks[index].id, event.task_id) {
+            (Some(a), Some(b)) => a == b,
+            _ => !self.tasks[index].state.is_terminal(),
+        }
+    }
+
+    /// The live task at the event's header, or a new one first seen in `state`.
+    fn task_for(&mut self, event: &TaskEvent, state: TaskState) -> usize {
+        if let Some(&index) = self.live.get(&event.header) {
+            if self.same_task(index, event) {
+                let task = &mut self.tasks[index];
+                if task.id.is_none() {
+                    task.id = event.task_id;
+                }
+                if task.task_type.is_none() {
+                    task.task_type = self.site_types.get(event.site as usize).copied().flatten()
+                        .filter(|_| matches!(event.kind, EventKind::PollStart | EventKind::PollEnd));
+                }
+                return index;
+            }
+            self.anomalies.lost_frees += 1;
+            self.retire(event.header);
+        }
+        self.create(event, state)
+    }
+
+    fn create(&mut self, event: &TaskEvent, state: TaskState) -> usize {
+        let generation = self.generations.entry(event.header).or_insert(0);
+        let index = self.tasks.len();
+        let task_type = self
+            .site_types
+            .get(event.site as usize)
+            .copied()
+            .flatten()
+            .filter(|_| matches!(event.kind, EventKind::PollStart | EventKind::PollEnd));
+        self.tasks.push(Task {
+            header: event.header,
+            generation: *generation,
+            id: event.task_id,
+            vtable: event.vtable,
+            task_type,
+            state,
+            polls: 0,
+            busy_ns: 0,
+            scheduled_ns: 0,
+            idle_ns: 0,
+            max_poll_ns: 0,
+            wakes: 0,
+            self_wakes: 0,
+            waker_clones: 0,
+            waker_drops: 0,
+            spawned_ns: None,
+            first_seen_ns: event.ts_ns,
+            ended_ns: None,
+            parent: None,
+            since_ns: event.ts_ns,
+            poll: None,
+            cancel_requested: false,
+            freed_in_poll: false,
+        });
+        *generation += 1;
+        self.live.insert(event.header, index);
+        self.active += 1;
+        self.peak_active = self.peak_active.max(self.active);
+        index
+    }
+
+    fn finish(&mut self, index: usize, end: TaskState, now: u64) {
+        let task = &mut self.tasks[index];
+        if task.state.is_terminal() {
+            return;
+        }
+        task.enter(end, now);
+        self.active -= 1;
+    }
+
+    /// The header's memory was freed (or reused): later events there belong to a new task.
+    fn retire(&mut self, header: u64) {
+        self.live.remove(&header);
+    }
+
+    /// Brings every live task's time accounting up to `now` (the end of the probe).
+    pub fn close(&mut self, now: u64) {
+        for task in &mut self.tasks {
+            if !task.state.is_terminal() {
+                task.account(now);
+            }
+        }
+        self.last_ns = self.last_ns.max(now);
+    }
+
+    /// Tasks not yet ended.
+    pub fn active(&self) -> usize {
+        self.active
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HDR: u64 = 0x7f00_0000_1000;
+    const POLL_SITE: u32 = 0;
+
+    fn model() -> TaskModel {
+        TaskModel::new(vec![Some(0), None])
+    }
+
+    fn event(ts_ns: u64, kind: EventKind, header: u64, task_id: u64) -> TaskEvent {
+        TaskEvent {
+            ts_ns,
+            kind,
+            header,
+            task_id: Some(task_id),
+            vtable: 0x5000,
+            other_header: 0,
+            value: 0,
+            site: if matches!(kind, EventKind::PollStart | EventKind::PollEnd) {
+                POLL_SITE
+            } else {
+                1
+            },
+            tid: 7,
+            flags: 0,
+        }
+    }
+
+    fn poll_end(ts_ns: u64, header: u64, task_id: u64, word: u64) -> TaskEvent {
+        TaskEvent {
+            value: word,
+            ..event(ts_ns, EventKind::PollEnd, header, task_id)
+        }
+    }
+
+    #[test]
+    fn a_sleeping_loop_accounts_busy_idle_and_scheduled_time() {
+        let mut m = model();
+        m.apply(&event(100, EventKind::Spawn, HDR, 1));
+        m.apply(&event(150, EventKind::PollStart, HDR, 1));
+        m.apply(&poll_end(160, HDR, 1, 0));
+        m.apply(&event(1160, EventKind::WakeByVal, HDR, 1));
+        m.apply(&event(1200, EventKind::PollStart, HDR, 1));
+        m.apply(&poll_end(1230, HDR, 1, state::COMPLETE));
+        let task = &m.tasks()[0];
+        assert_eq!(task.state, TaskState::Completed);
+        assert_eq!(task.polls, 2);
+        assert_eq!(task.busy_ns, 10 + 30);
+        assert_eq!(task.scheduled_ns, 50 + 40);
+        assert_eq!(task.idle_ns, 1000);
+        assert_eq!(task.wakes, 1);
+        assert_eq!(task.spawned_ns, Some(100));
+        assert_eq!(task.ended_ns, Some(1230));
+        assert_eq!(m.task_type(task), Some(0));
+        assert_eq!(m.active(), 0);
+    }
+
+    #[test]
+    fn a_reused_header_is_a_new_task() {
+        let mut m = model();
+        m.apply(&event(1, EventKind::Spawn, HDR, 1));
+        m.apply(&event(2, EventKind::PollStart, HDR, 1));
+        m.apply(&poll_end(3, HDR, 1, state::COMPLETE));
+        m.apply(&event(4, EventKind::Dealloc, HDR, 1));
+        m.apply(&event(5, EventKind::Spawn, HDR, 2));
+        m.apply(&event(6, EventKind::PollStart, HDR, 2));
+        assert_eq!(m.tasks().len(), 2);
+        assert_eq!(m.tasks()[0].polls, 1);
+        assert_eq!(m.tasks()[1].generation, 1);
+        assert_eq!(m.tasks()[1].state, TaskState::Running);
+        assert_eq!(m.tasks()[1].id, Some(2));
+    }
+
+    #[test]
+    fn a_lost_dealloc_is_detected_by_the_task_id() {
+        let mut m = model();
+        m.apply(&event(1, EventKind::PollStart, HDR, 1));
+        m.apply(&poll_end(2, HDR, 1, 0));
+        // Task 1's completion and free were lost; task 2 now lives at the same address.
+        m.apply(&event(3, EventKind::PollStart, HDR, 2));
+        assert_eq!(m.tasks().len(), 2);
+        assert_eq!(m.tasks()[0].polls, 1);
+        assert_eq!(m.tasks()[1].polls, 1);
+        assert_eq!(m.anomalies.lost_frees, 1);
+    }
+
+    #[test]
+    fn self_wakes_and_yields_leave_the_task_scheduled() {
+        let mut m = model();
+        m.apply(&event(1, EventKind::PollStart, HDR, 1));
+        m.apply(&TaskEvent {
+            other_header: HDR,
+            ..event(2, EventKind::WakeByRef, HDR, 1)
+        });
+        m.apply(&poll_end(3, HDR, 1, state::NOTIFIED));
+        let task = &m.tasks()[0];
+        assert_eq!(task.state, TaskState::Scheduled);
+        assert_eq!((task.wakes, task.self_wakes), (1, 1));
+        assert_eq!(task.spawned_ns, None, "seen mid-flight, not spawned under the probe");
+    }
+
+    #[test]
+    fn a_task_freed_inside_its_last_poll_completes() {
+        let mut m = model();
+        m.apply(&event(1, EventKind::Spawn, HDR, 1));
+        m.apply(&event(2, EventKind::PollStart, HDR, 1));
+        m.apply(&event(3, EventKind::Dealloc, HDR, 1));
+        m.apply(&TaskEvent {
+            flags: flags::FREED_DURING_POLL,
+            ..poll_end(4, HDR, 1, 0)
+        });
+        assert_eq!(m.tasks()[0].state, TaskState::Completed);
+        assert_eq!(m.tasks()[0].ended_ns, Some(4));
+        m.apply(&event(5, EventKind::Spawn, HDR, 9));
+        assert_eq!(m.tasks().len(), 2);
+    }
+
+    #[test]
+    fn panics_and_cancellations_are_told_apart() {
+        let mut m = model();
+        m.apply(&event(1, EventKind::PollStart, HDR, 1));
+        m.apply(&TaskEvent {
+            flags: flags::PANICKED,
+            ..poll_end(2, HDR, 1, state::COMPLETE)
+        });
+        assert_eq!(m.tasks()[0].state, TaskState::Panicked);
+
+        let other = HDR + 0x100;
+        m.apply(&event(3, EventKind::PollStart, other, 2));
+        m.apply(&poll_end(4, other, 2, 0));
+        m.apply(&event(5, EventKind::Shutdown, other, 2));
+        assert_eq!(m.tasks()[1].state, TaskState::Cancelled);
+        assert_eq!(m.tasks()[1].ended_ns, Some(5));
+    }
+
+    #[test]
+    fn duplicate_spawn_sites_count_once_and_parents_are_kept() {
+        let mut m = model();
+        let parent = HDR + 0x200;
+        m.apply(&event(1, EventKind::PollStart, parent, 5));
+        let spawn = TaskEvent {
+            other_header: parent,
+            ..event(2, EventKind::Spawn, HDR, 6)
+        };
+        m.apply(&spawn);
+        m.apply(&TaskEvent { ts_ns: 3, ..spawn });
+        assert_eq!(m.tasks().len(), 2);
+        assert_eq!(m.tasks()[1].parent, Some(0));
+        assert_eq!(m.peak_active, 2);
+    }
+
+    #[test]
+    fn a_late_poll_end_from_another_thread_is_not_applied() {
+        let mut m = model();
+        m.apply(&event(1, EventKind::PollStart, HDR, 1));
+        // Another worker starts polling before the first poll's end arrived.
+        m.apply(&TaskEvent {
+            tid: 8,
+            ..event(3, EventKind::PollStart, HDR, 1)
+        });
+        m.apply(&poll_end(2, HDR, 1, state::RUNNING));
+        m.apply(&TaskEvent {
+            tid: 8,
+            ..poll_end(5, HDR, 1, 0)
+        });
+        let task = &m.tasks()[0];
+        assert_eq!(task.polls, 2);
+        assert_eq!(task.state, TaskState::Idle);
+        assert_eq!(task.busy_ns, 4);
+        assert_eq!(m.anomalies.unmatched_poll_ends, 1);
+    }
+
+    #[test]
+    fn live_wakers_follow_clones_drops_and_consuming_wakes() {
+        let mut m = model();
+        m.apply(&event(1, EventKind::Spawn, HDR, 1));
+        m.apply(&event(2, EventKind::WakerClone, HDR, 1));
+        m.apply(&event(3, EventKind::WakerClone, HDR, 1));
+        m.apply(&event(4, EventKind::WakerDrop, HDR, 1));
+        assert_eq!(m.tasks()[0].live_wakers(), Some(1));
+        m.apply(&event(5, EventKind::WakeByVal, HDR, 1));
+        assert_eq!(m.tasks()[0].live_wakers(), Some(0));
+    }
+
+    #[test]
+    fn closing_accounts_time_up_to_the_end_of_the_probe() {
+        let mut m = model();
+        m.apply(&event(10, EventKind::PollStart, HDR, 1));
+        m.apply(&poll_end(20, HDR, 1, 0));
+        m.close(1020);
+        assert_eq!(m.tasks()[0].idle_ns, 1000);
+        assert_eq!(m.tasks()[0].state, TaskState::Idle);
+    }
+}

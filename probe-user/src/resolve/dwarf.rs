@@ -1,0 +1,199 @@
+//! What DWARF tells resolve: the future type `T` of each `raw::poll::<T, S>` instance, and the
+//! offsets of tokio's `Header::{state, vtable}` and `Vtable::id_offset`.
+
+use std::{borrow::Cow, collections::HashMap};
+
+use gimli::{AttributeValue, EndianSlice, RunTimeEndian, UnitOffset};
+use object::{Object as _, ObjectSection as _};
+
+use super::Layout;
+
+type Reader<'a> = EndianSlice<'a, RunTimeEndian>;
+
+pub(super) struct DwarfInfo {
+    pub has_dwarf: bool,
+    pub layout: Option<Layout>,
+    /// Indexed like the `poll_symbols` passed to [`read`].
+    pub poll_type_names: Vec<Option<String>>,
+}
+
+/// `poll_symbols` are the mangled names (no `.llvm.` suffix) of the `raw::poll` instances.
+pub(super) fn read(file: &object::File<'_>, poll_symbols: &[&str]) -> DwarfInfo {
+    let mut info = DwarfInfo {
+        has_dwarf: false,
+        layout: None,
+        poll_type_names: vec![None; poll_symbols.len()],
+    };
+    let has_debug_info = file
+        .section_by_name(".debug_info")
+        .is_some_and(|section| section.size() > 0);
+    if !has_debug_info {
+        return info;
+    }
+    info.has_dwarf = true;
+    let endian = if file.is_little_endian() {
+        RunTimeEndian::Little
+    } else {
+        RunTimeEndian::Big
+    };
+    let load = |id: gimli::SectionId| -> Result<Cow<'_, [u8]>, gimli::Error> {
+        Ok(file
+            .section_by_name(id.name())
+            .and_then(|section| section.uncompressed_data().ok())
+            .unwrap_or(Cow::Borrowed(&[])))
+    };
+    let Ok(sections) = gimli::DwarfSections::load(load) else {
+        return info;
+    };
+    let dwarf = sections.borrow(|section| EndianSlice::new(section, endian));
+    let wanted: HashMap<&str, usize> = poll_symbols
+        .iter()
+        .enumerate()
+        .map(|(index, name)| (*name, index))
+        .collect();
+    let mut header = LayoutParts::default();
+    let mut units = dwarf.units();
+    while let Ok(Some(unit_header)) = units.next() {
+        let Ok(unit) = dwarf.unit(unit_header) else {
+            continue;
+        };
+        let _ = scan_unit(&dwarf, &unit, &wanted, &mut info.poll_type_names, &mut header);
+    }
+    info.layout = header.layout();
+    info
+}
+
+#[derive(Default)]
+struct LayoutParts {
+    header_state: Option<u64>,
+    header_vtable: Option<u64>,
+    vtable_id_offset: Option<u64>,
+}
+
+impl LayoutParts {
+    fn layout(&self) -> Option<Layout> {
+        Some(Layout {
+            header_state: self.header_state?,
+            header_vtable: self.header_vtable?,
+            vtable_id_offset: self.vtable_id_offset?,
+            from_dwarf: true,
+        })
+    }
+}
+
+/// One depth-first walk of a unit, keeping the path of enclosing namespaces and types.
+fn scan_unit(
+    dwarf: &gimli::Dwarf<Reader<'_>>,
+    unit: &gimli::Unit<Reader<'_>>,
+    wanted: &HashMap<&str, usize>,
+    names: &mut [Option<String>],
+    layout: &mut LayoutParts,
+) -> gimli::Result<()> {
+    let mut path: Vec<(isize, String)> = Vec::new();
+    let mut depth = 0isize;
+    // The `raw::poll` subprogram whose template parameters come next: (poll index, its depth).
+    let mut poll: Option<(usize, isize)> = None;
+    // The tokio struct whose members come next: (which, its depth).
+    let mut layout_struct: Option<(LayoutStruct, isize)> = None;
+    // Types to name once the walk has seen them: offset -> poll index.
+    let mut type_refs: Vec<(UnitOffset, usize)> = Vec::new();
+    let mut type_names: HashMap<UnitOffset, String> = HashMap::new();
+    let mut entries = unit.entries();
+    while let Some((delta, entry)) = entries.next_dfs()? {
+        depth += delta;
+        while path.last().is_some_and(|(d, _)| *d >= depth) {
+            path.pop();
+        }
+        if poll.is_some_and(|(_, d)| depth <= d) {
+            poll = None;
+        }
+        if layout_struct.is_some_and(|(_, d)| depth <= d) {
+            layout_struct = None;
+        }
+        let name = || -> Option<String> {
+            let value = entry.attr_value(gimli::DW_AT_name).ok()??;
+            let name = dwarf.attr_string(unit, value).ok()?;
+            Some(name.to_string_lossy().into_owned())
+        };
+        match entry.tag() {
+            gimli::DW_TAG_namespace
+            | gimli::DW_TAG_structure_type
+            | gimli::DW_TAG_union_type
+            | gimli::DW_TAG_enumeration_type => {
+                let Some(name) = name() else { continue };
+                let qualified = qualify(&path, &name);
+                if entry.tag() == gimli::DW_TAG_structure_type {
+                    layout_struct = match qualified.as_str() {
+                        "tokio::runtime::task::core::Header" => Some((LayoutStruct::Header, depth)),
+                        "tokio::runtime::task::raw::Vtable" => Some((LayoutStruct::Vtable, depth)),
+                        _ => None,
+                    };
+                }
+                if entry.tag() != gimli::DW_TAG_namespace {
+                    type_names.insert(entry.offset(), qualified.clone());
+                }
+                path.push((depth, name));
+            }
+            gimli::DW_TAG_subprogram => {
+                let linkage = entry
+                    .attr_value(gimli::DW_AT_linkage_name)?
+                    .or(entry.attr_value(gimli::DW_AT_MIPS_linkage_name)?)
+                    .and_then(|value| dwarf.attr_string(unit, value).ok());
+                if let Some(index) = linkage.and_then(|l| wanted.get(&*l.to_string_lossy()).copied())
+                    && names[index].is_none()
+                {
+                    poll = Some((index, depth));
+                }
+            }
+            gimli::DW_TAG_template_type_parameter => {
+                if let Some((index, d)) = poll
+                    && depth == d + 1
+                    && name().as_deref() == Some("T")
+                    && let Some(AttributeValue::UnitRef(offset)) = entry.attr_value(gimli::DW_AT_type)?
+                {
+                    type_refs.push((offset, index));
+                    poll = None;
+                }
+            }
+            gimli::DW_TAG_member => {
+                if let Some((which, d)) = layout_struct
+                    && depth == d + 1
+                    && let Some(AttributeValue::Udata(offset)) =
+                        entry.attr_value(gimli::DW_AT_data_member_location)?
+                {
+                    match (which, name().as_deref()) {
+                        (LayoutStruct::Header, Some("state")) => layout.header_state = Some(offset),
+                        (LayoutStruct::Header, Some("vtable")) => layout.header_vtable = Some(offset),
+                        (LayoutStruct::Vtable, Some("id_offset")) => {
+                            layout.vtable_id_offset = Some(offset)
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    for (offset, index) in type_refs {
+        if let Some(name) = type_names.get(&offset) {
+            names[index] = Some(name.clone());
+        }
+    }
+    Ok(())
+}
+
+#[derive(Clone, Copy)]
+enum LayoutStruct {
+    Header,
+    Vtable,
+}
+
+fn qualify(path: &[(isize, String)], name: &str) -> String {
+    let mut qualified = String::new();
+    for (_, part) in path {
+        qualified.push_str(part);
+        qualified.push_str("::");
+    }
+    qualified.push_str(name);
+    qualified
+}

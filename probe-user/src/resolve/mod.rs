@@ -1,0 +1,323 @@
+//! Resolve: read the target ELF once (symbols, DWARF, code) into a [`ProbePlan`]: every probe site
+//! as a file offset, what each site is, the name of every task type, and the task-layout offsets
+//! the kernel side needs. What could not be found is recorded in [`ProbePlan::notes`] so reports
+//! can say so.
+
+mod calls;
+mod dwarf;
+mod names;
+mod symbols;
+
+use std::path::{Path, PathBuf};
+
+use object::{Object as _, ObjectSection as _};
+use probe_common::EventKind;
+
+pub use names::task_name_from_type;
+
+/// What a probe site is. One kind per tokio function we attach to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SiteKind {
+    /// `tokio::runtime::task::raw::poll::<T, S>`: one per task type.
+    Poll,
+    /// `raw::dealloc::<T, S>`.
+    Dealloc,
+    /// `raw::shutdown::<T, S>`.
+    Shutdown,
+    WakeByVal,
+    WakeByRef,
+    CloneWaker,
+    DropWaker,
+    /// `multi_thread::handle::Handle::bind_new_task::<T>` (returns the new task's JoinHandle).
+    SpawnMultiThread,
+    /// `current_thread::Handle::spawn::<T>`.
+    SpawnCurrentThread,
+    /// `Cell::<T, S>::new`: allocates every task, blocking and local ones included (returns the
+    /// header pointer). Inlined in some builds, hence the scheduler functions as well.
+    CellNew,
+    /// `rust_panic`: a panic starts unwinding.
+    Panic,
+}
+
+impl SiteKind {
+    /// The event a `task_op` site reports (its cookie's high half).
+    pub fn task_op_event(self) -> Option<EventKind> {
+        Some(match self {
+            Self::Dealloc => EventKind::Dealloc,
+            Self::Shutdown => EventKind::Shutdown,
+            Self::WakeByVal => EventKind::WakeByVal,
+            Self::WakeByRef => EventKind::WakeByRef,
+            Self::CloneWaker => EventKind::WakerClone,
+            Self::DropWaker => EventKind::WakerDrop,
+            _ => return None,
+        })
+    }
+}
+
+/// One place to attach to.
+#[derive(Clone, Debug)]
+pub struct Site {
+    pub kind: SiteKind,
+    /// Virtual address in the ELF.
+    pub address: u64,
+    /// Offset in the file: what uprobes attach by.
+    pub file_offset: u64,
+    /// Index into [`ProbePlan::task_types`] for per-type sites.
+    pub task_type: Option<usize>,
+}
+
+/// A future type that tasks are spawned with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskType {
+    /// What users see: `myapp::handler` for `myapp::handler::{async_fn_env#0}`.
+    pub name: String,
+    /// `raw::poll`'s address for this type.
+    pub poll_address: u64,
+}
+
+/// Where task names came from, best first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NamingSource {
+    /// The `T` template parameter of each `raw::poll` instance in DWARF.
+    Dwarf,
+    /// Generic arguments in v0-mangled symbol names.
+    V0Symbols,
+    /// Following direct calls from `raw::poll` to the future's own poll function.
+    CallGraph,
+    /// None of the above: a stable label per type.
+    Labels,
+}
+
+/// Offsets into tokio's task structures, handed to the kernel side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout {
+    pub header_state: u64,
+    pub header_vtable: u64,
+    pub vtable_id_offset: u64,
+    /// Whether the offsets were read from the target's DWARF (else: tokio >= 1.32's known layout).
+    pub from_dwarf: bool,
+}
+
+impl Layout {
+    /// `Header { state, queue_next, vtable, owner_id }` and `Vtable`'s tenth field `id_offset`,
+    /// unchanged from tokio 1.32 to 1.54 (see shared notes).
+    pub const KNOWN: Self = Self {
+        header_state: 0,
+        header_vtable: 0x10,
+        vtable_id_offset: 0x48,
+        from_dwarf: false,
+    };
+}
+
+/// Everything attach and collect need to know about the target binary.
+#[derive(Clone, Debug)]
+pub struct ProbePlan {
+    pub binary: PathBuf,
+    pub sites: Vec<Site>,
+    pub task_types: Vec<TaskType>,
+    pub layout: Layout,
+    pub naming: NamingSource,
+    pub has_dwarf: bool,
+    /// Things a user should know about the quality of what follows.
+    pub notes: Vec<String>,
+}
+
+impl ProbePlan {
+    pub fn sites_of(&self, kind: SiteKind) -> impl Iterator<Item = (usize, &Site)> {
+        self.sites
+            .iter()
+            .enumerate()
+            .filter(move |(_, site)| site.kind == kind)
+    }
+
+    /// The task type a site belongs to.
+    pub fn site_task_type(&self, site: u32) -> Option<usize> {
+        self.sites.get(site as usize).and_then(|site| site.task_type)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not an ELF executable ({reason})")]
+    NotElf { path: PathBuf, reason: String },
+    #[error(
+        "{path} has no symbol table (stripped binary): async-inspect finds tokio's functions by their symbols. \
+         Rebuild without `strip`, or keep the unstripped binary and pass it with --binary"
+    )]
+    Stripped { path: PathBuf },
+    #[error(
+        "{path} contains no tokio task functions (tokio::runtime::task::raw::poll): is it a tokio program? \
+         (tokio >= 1.32 is supported; a tokio linked as a shared library is not)"
+    )]
+    NoTokio { path: PathBuf },
+    #[error("{path}: found {missing} missing from the symbol table; this tokio version is not supported")]
+    MissingFunction { path: PathBuf, missing: String },
+}
+
+/// Reads `binary` and plans every probe.
+pub fn resolve(binary: &Path) -> Result<ProbePlan, ResolveError> {
+    let data = std::fs::read(binary).map_err(|source| ResolveError::Read {
+        path: binary.to_owned(),
+        source,
+    })?;
+    let file = object::File::parse(&*data).map_err(|error| ResolveError::NotElf {
+        path: binary.to_owned(),
+        reason: error.to_string(),
+    })?;
+    if file.format() != object::BinaryFormat::Elf {
+        return Err(ResolveError::NotElf {
+            path: binary.to_owned(),
+            reason: format!("{:?} format", file.format()),
+        });
+    }
+    let table = symbols::SymbolTable::read(&file);
+    if table.is_empty() {
+        return Err(ResolveError::Stripped {
+            path: binary.to_owned(),
+        });
+    }
+    let found = table.tokio_functions();
+    if found.polls.is_empty() {
+        return Err(ResolveError::NoTokio {
+            path: binary.to_owned(),
+        });
+    }
+    let mut notes = Vec::new();
+    for (kind, name) in [
+        (SiteKind::WakeByVal, "tokio::runtime::task::waker::wake_by_val"),
+        (SiteKind::WakeByRef, "tokio::runtime::task::waker::wake_by_ref"),
+        (SiteKind::CloneWaker, "tokio::runtime::task::waker::clone_waker"),
+        (SiteKind::DropWaker, "tokio::runtime::task::waker::drop_waker"),
+    ] {
+        if !found.singles.iter().any(|(k, _)| *k == kind) {
+            notes.push(format!("{name} not found: those waker operations are not counted"));
+        }
+    }
+    if !found.others.iter().any(|(kind, _)| {
+        matches!(
+            kind,
+            SiteKind::SpawnMultiThread | SiteKind::SpawnCurrentThread | SiteKind::CellNew
+        )
+    }) {
+        notes.push(
+            "no scheduler spawn function found: tasks are first seen at their first poll".into(),
+        );
+    }
+
+    let dwarf_info = dwarf::read(&file, &found.polls.iter().map(|p| p.symbol.as_str()).collect::<Vec<_>>());
+    let has_dwarf = dwarf_info.has_dwarf;
+    let layout = dwarf_info.layout.unwrap_or(Layout::KNOWN);
+    if has_dwarf && !layout.from_dwarf {
+        notes.push(
+            "tokio's Header/Vtable types not found in DWARF: using the known tokio >= 1.32 layout".into(),
+        );
+    }
+
+    // Name each task type, from the best source that knows it.
+    let mut naming = NamingSource::Labels;
+    let mut task_types = Vec::with_capacity(found.polls.len());
+    let mut unnamed = 0;
+    for (index, poll) in found.polls.iter().enumerate() {
+        let (name, source) = if let Some(name) = dwarf_info.poll_type_names.get(index).cloned().flatten() {
+            (task_name_from_type(&name), NamingSource::Dwarf)
+        } else if let Some(name) = &poll.generic_type {
+            (task_name_from_type(name), NamingSource::V0Symbols)
+        } else if let Some(name) = calls::name_by_calls(&file, &table, poll.address) {
+            (name, NamingSource::CallGraph)
+        } else {
+            unnamed += 1;
+            (format!("task-type-{index}"), NamingSource::Labels)
+        };
+        naming = best(naming, source);
+        task_types.push(TaskType {
+            name,
+            poll_address: poll.address,
+        });
+    }
+    match naming {
+        NamingSource::Dwarf | NamingSource::V0Symbols => {}
+        NamingSource::CallGraph => notes.push(
+            "no DWARF and legacy symbol mangling: task types were named by following calls from \
+             raw::poll to each future's poll function"
+                .into(),
+        ),
+        NamingSource::Labels => {}
+    }
+    if unnamed > 0 {
+        notes.push(format!(
+            "{unnamed} task type(s) could not be named (no DWARF, no v0 names, no poll function found): \
+             shown as task-type-N"
+        ));
+    }
+
+    let mut sites = Vec::new();
+    let mut push = |kind, address, task_type| -> Result<(), ResolveError> {
+        let file_offset = file_offset(&file, address).ok_or_else(|| ResolveError::NotElf {
+            path: binary.to_owned(),
+            reason: format!("address {address:#x} is in no section"),
+        })?;
+        sites.push(Site {
+            kind,
+            address,
+            file_offset,
+            task_type,
+        });
+        Ok(())
+    };
+    for (index, poll) in found.polls.iter().enumerate() {
+        push(SiteKind::Poll, poll.address, Some(index))?;
+    }
+    for (kind, address) in found.singles.iter().chain(&found.others) {
+        push(*kind, *address, None)?;
+    }
+
+    Ok(ProbePlan {
+        binary: binary.to_owned(),
+        sites,
+        task_types,
+        layout,
+        naming,
+        has_dwarf,
+        notes,
+    })
+}
+
+fn best(current: NamingSource, new: NamingSource) -> NamingSource {
+    // A plan is as good as the best source that named anything.
+    let rank = |source| match source {
+        NamingSource::Dwarf => 0,
+        NamingSource::V0Symbols => 1,
+        NamingSource::CallGraph => 2,
+        NamingSource::Labels => 3,
+    };
+    if rank(new) < rank(current) { new } else { current }
+}
+
+/// Virtual address -> offset in the file, through the section that holds it.
+fn file_offset(file: &object::File<'_>, address: u64) -> Option<u64> {
+    file.sections().find_map(|section| {
+        let (offset, size) = section.file_range()?;
+        let start = section.address();
+        (address >= start && address < start + size).then(|| address - start + offset)
+    })
+}
+
+/// Reads target memory at a virtual address range of the ELF (code, for call following).
+fn bytes_at<'data>(file: &object::File<'data>, address: u64, size: u64) -> Option<&'data [u8]> {
+    file.sections().find_map(|section| {
+        let start = section.address();
+        if address < start || address >= start + section.size() {
+            return None;
+        }
+        let data = section.data().ok()?;
+        let from = usize::try_from(address - start).ok()?;
+        let to = from.checked_add(usize::try_from(size).ok()?)?.min(data.len());
+        data.get(from..to)
+    })
+}
