@@ -116,8 +116,12 @@ async fn run_demo(options: &Options) {
         .unwrap_or(options.tick_ms.max(100) * 2);
     tokio::time::sleep(Duration::from_millis(linger)).await;
     println!("inspect-demo: done: {ticks} ticks, chain depth {depth}, lock waiter still parked");
-    drop(guard);
-    waiter.abort();
+    // Exit with the guard held and lock_waiter still parked: releasing the lock would wake it,
+    // and dropping the runtime would cancel it.
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    let _still_held = (guard, waiter);
+    std::process::exit(0);
 }
 
 async fn tick_loop(ticks: u32, tick_ms: u64) -> u32 {

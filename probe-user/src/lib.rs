@@ -1,7 +1,13 @@
 //! async-inspect: see every task of a running tokio program, without changing it.
 //!
 //! Data flows one way: [`resolve`] (ELF, DWARF) -> [`attach`] (uprobe.multi links) -> [`collect`]
-//! (ring buffer -> [`model`]) -> [`report`].
+//! (ring buffer -> [`model`]) -> [`report`]. [`target`] launches or finds the process; [`cli`]
+//! turns flags into a validated configuration.
 
-pub mod resolve;
+pub mod attach;
+pub mod cli;
+pub mod collect;
 pub mod model;
+pub mod report;
+pub mod resolve;
+pub mod target;

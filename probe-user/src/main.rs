@@ -1,12 +1,225 @@
-fn main() {
-    let path = std::env::args().nth(1).unwrap();
-    match probe_user::resolve::resolve(std::path::Path::new(&path)) {
-        Ok(plan) => {
-            println!("naming {:?} dwarf {} layout {:?}", plan.naming, plan.has_dwarf, plan.layout);
-            for t in &plan.task_types { println!("type {}", t.name); }
-            for s in &plan.sites { if s.task_type.is_none() { println!("site {:?} {:#x} off {:#x}", s.kind, s.address, s.file_offset); } }
-            for n in &plan.notes { println!("note {n}"); }
+use std::{ffi::OsString, io::Write as _, process::ExitCode};
+
+use clap::Parser as _;
+use probe_user::{
+    attach::{self, Attachment},
+    cli::{Cli, Command, ProbeConfig, Target},
+    collect::{self, Collector},
+    model::TaskModel,
+    report::{Report, RunFacts},
+    resolve, target,
+};
+
+fn main() -> ExitCode {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|arg| arg == target::GATE_ARG) {
+        return ExitCode::from(target::run_gate(&args[2..]) as u8);
+    }
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => return fail(&anyhow::anyhow!("cannot start the runtime: {error}")),
+    };
+    let result = match cli.command {
+        Command::Probe(args) => runtime.block_on(probe(ProbeConfig::from(args))),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        Err(error) => fail(&error),
+    }
+}
+
+fn fail(error: &anyhow::Error) -> ExitCode {
+    eprintln!("async-inspect: error: {error:#}");
+    ExitCode::from(2)
+}
+
+/// How the run ended.
+enum Ended {
+    TargetExited(Option<std::process::ExitStatus>),
+    Interrupted,
+    Duration,
+}
+
+async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
+    // Resolve first: a bad binary is reported before anything is started or attached.
+    let (pid, runtime_binary, launched) = match &config.target {
+        Target::Launch(command) => {
+            let binary = target::find_program(&command[0])?;
+            (None, binary, Some(command))
         }
-        Err(e) => println!("error: {e}"),
+        Target::Pid(pid) => {
+            let (pid, exe) = target::existing(*pid)?;
+            (Some(pid), exe, None)
+        }
+    };
+    let symbols_from = config.binary.clone().unwrap_or_else(|| runtime_binary.clone());
+    let plan = resolve::resolve(&symbols_from)?;
+    attach::preflight()?;
+
+    let (pid, binary, gate) = match (pid, launched) {
+        (Some(pid), _) => (pid, runtime_binary, None),
+        (None, Some(command)) => {
+            let gate = target::launch(command)?;
+            (gate.pid, gate.binary.clone(), Some(gate))
+        }
+        (None, None) => unreachable!("a target is either launched or given by pid"),
+    };
+    let mut attachment = match Attachment::attach(&plan, &binary, pid, config.ring_bytes) {
+        Ok(attachment) => attachment,
+        Err(error) => {
+            if let Some(gate) = gate {
+                gate.abandon().await;
+            }
+            return Err(error.into());
+        }
+    };
+    let mut collector = Collector::new(attachment.take_events()?)?;
+    let mut model = TaskModel::new(plan.sites.iter().map(|site| site.task_type).collect());
+    let started_ns = collect::monotonic_ns();
+    if !config.quiet {
+        eprintln!(
+            "async-inspect: {} probe points attached to pid {pid} ({} task types); {}",
+            attachment.points,
+            plan.task_types.len(),
+            match &gate {
+                Some(_) => "starting the program",
+                None => "Ctrl-C to stop",
+            }
+        );
+    }
+
+    let mut child = match gate {
+        Some(gate) => Some(gate.release()?),
+        None => None,
+    };
+    let show_progress = !config.quiet && child.is_none();
+    let ended = {
+        let target_exit = async {
+            match child.as_mut() {
+                Some(child) => Ended::TargetExited(child.wait().await.ok()),
+                None => {
+                    let _ = target::exited(pid).await;
+                    Ended::TargetExited(None)
+                }
+            }
+        };
+        let deadline = async {
+            match config.duration {
+                Some(duration) => tokio::time::sleep(duration).await,
+                None => std::future::pending().await,
+            }
+        };
+        let stop = async {
+            tokio::select! {
+                ended = target_exit => ended,
+                _ = interrupted() => Ended::Interrupted,
+                () = deadline => Ended::Duration,
+            }
+        };
+        let mut ended = None;
+        let stop = async { ended = Some(stop.await) };
+        let progress = Progress::new(show_progress);
+        collector
+            .run(&mut model, stop, |model| progress.show(model))
+            .await?;
+        progress.clear();
+        ended.expect("the stop future ran")
+    };
+    let ended_ns = collect::monotonic_ns();
+    let dropped_per_cpu = attachment.drops_per_cpu().unwrap_or_default();
+    let facts = RunFacts {
+        target: binary.display().to_string(),
+        pid: pid.get(),
+        started_ns,
+        ended_ns,
+        dropped_per_cpu,
+        undecodable: collector.undecodable,
+        probe_points: attachment.points,
+        links: attachment.links,
+    };
+    // Detach before reporting: the target runs unprobed from here on.
+    drop(collector);
+    drop(attachment);
+    model.close(ended_ns);
+
+    // A launched target that got our Ctrl-C too: give it a moment to finish so its status is real.
+    let status = match (ended, child.as_mut()) {
+        (Ended::TargetExited(status), _) => status,
+        (_, Some(child)) => tokio::time::timeout(std::time::Duration::from_secs(2), child.wait())
+            .await
+            .ok()
+            .and_then(Result::ok),
+        (_, None) => None,
+    };
+
+    let report = Report::new(&plan, &model, facts);
+    if let Some(path) = &config.json {
+        let file = std::fs::File::create(path)
+            .map_err(|error| anyhow::anyhow!("cannot write {}: {error}", path.display()))?;
+        report.write_json(std::io::BufWriter::new(file))?;
+    }
+    let stdout = std::io::stdout().lock();
+    match report.write_text(stdout, config.top) {
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {}
+        other => other?,
+    }
+    if let Some(path) = &config.json {
+        eprintln!("async-inspect: wrote {}", path.display());
+    }
+    let _ = std::io::stderr().flush();
+    Ok(status.map_or(0, target::exit_code))
+}
+
+/// Ctrl-C or SIGTERM.
+async fn interrupted() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = match signal(SignalKind::terminate()) {
+        Ok(terminate) => terminate,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}
+
+/// A one-line live status on stderr when it is a terminal (attach mode only: a launched
+/// program's own output shares the terminal).
+struct Progress {
+    enabled: bool,
+    last: std::cell::Cell<Option<std::time::Instant>>,
+}
+
+impl Progress {
+    fn new(wanted: bool) -> Self {
+        use std::io::IsTerminal as _;
+        Self {
+            enabled: wanted && std::io::stderr().is_terminal(),
+            last: std::cell::Cell::new(None),
+        }
+    }
+
+    fn show(&self, model: &TaskModel) {
+        if !self.enabled {
+            return;
+        }
+        let now = std::time::Instant::now();
+        if self.last.get().is_some_and(|last| now - last < std::time::Duration::from_millis(500)) {
+            return;
+        }
+        self.last.set(Some(now));
+        eprint!(
+            "\r\x1b[K  {} tasks seen, {} live, {} events",
+            model.tasks().len(),
+            model.active(),
+            model.events
+        );
+    }
+
+    fn clear(&self) {
+        if self.enabled && self.last.get().is_some() {
+            eprint!("\r\x1b[K");
+        }
     }
 }

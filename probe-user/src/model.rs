@@ -152,7 +152,6 @@ pub struct TaskModel {
     pub first_ns: Option<u64>,
     pub last_ns: u64,
     active: usize,
-    pub peak_active: usize,
     pub anomalies: Anomalies,
 }
 
@@ -169,7 +168,6 @@ impl TaskModel {
             first_ns: None,
             last_ns: 0,
             active: 0,
-            peak_active: 0,
             anomalies: Anomalies::default(),
         }
     }
@@ -379,7 +377,6 @@ impl TaskModel {
         *generation += 1;
         self.live.insert(event.header, index);
         self.active += 1;
-        self.peak_active = self.peak_active.max(self.active);
         index
     }
 
@@ -410,6 +407,25 @@ impl TaskModel {
     /// Tasks not yet ended.
     pub fn active(&self) -> usize {
         self.active
+    }
+
+    /// The most tasks alive at once among those `include` accepts (from first sight to end).
+    pub fn peak_concurrency(&self, include: impl Fn(&Task) -> bool) -> usize {
+        let mut edges: Vec<(u64, i64)> = Vec::new();
+        for task in self.tasks.iter().filter(|task| include(task)) {
+            edges.push((task.spawned_ns.unwrap_or(task.first_seen_ns), 1));
+            if let Some(ended) = task.ended_ns {
+                edges.push((ended, -1));
+            }
+        }
+        // Ends before starts at the same instant: a task that ends as another starts overlaps none.
+        edges.sort_unstable();
+        let (mut alive, mut peak) = (0i64, 0i64);
+        for (_, delta) in edges {
+            alive += delta;
+            peak = peak.max(alive);
+        }
+        peak as usize
     }
 }
 
@@ -563,7 +579,8 @@ mod tests {
         m.apply(&TaskEvent { ts_ns: 3, ..spawn });
         assert_eq!(m.tasks().len(), 2);
         assert_eq!(m.tasks()[1].parent, Some(0));
-        assert_eq!(m.peak_active, 2);
+        assert_eq!(m.peak_concurrency(|_| true), 2);
+        assert_eq!(m.peak_concurrency(|task| task.header == HDR), 1);
     }
 
     #[test]

@@ -73,6 +73,9 @@ pub struct TaskType {
     pub name: String,
     /// `raw::poll`'s address for this type.
     pub poll_address: u64,
+    /// The blocking task that runs a multi-thread worker's loop: runtime plumbing, busy for
+    /// the runtime's whole life, not something the program spawned.
+    pub runtime_worker: bool,
 }
 
 /// Where task names came from, best first.
@@ -236,6 +239,8 @@ pub fn resolve(binary: &Path) -> Result<ProbePlan, ResolveError> {
         };
         naming = best(naming, source);
         task_types.push(TaskType {
+            runtime_worker: name.starts_with("blocking: tokio::runtime::scheduler::multi_thread::worker::")
+                && name.ends_with("::launch"),
             name,
             poll_address: poll.address,
         });

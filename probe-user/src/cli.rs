@@ -1,0 +1,165 @@
+//! Command-line flags, parsed once into a validated [`ProbeConfig`].
+
+use std::{ffi::OsString, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "async-inspect",
+    version,
+    about = "X-ray vision for async Rust: see every tokio task of a running program, without changing it",
+    long_about = "X-ray vision for async Rust: see every tokio task of a running program, without \
+changing it.\n\nasync-inspect attaches eBPF uprobes to tokio's task and waker functions in an \
+unmodified binary (no console-subscriber, no tokio_unstable, no rebuild) and reports every task: \
+its name, state, polls, and how its time split between running, waiting for a worker and idling.\n\n\
+Needs root (or CAP_BPF + CAP_PERFMON) and Linux >= 6.6.",
+    after_help = "Examples:\n  \
+sudo async-inspect probe -- ./target/debug/myapp --port 8080\n  \
+sudo async-inspect probe --pid 4242 --duration 30s --json report.json\n  \
+sudo async-inspect probe -- ./target/debug/deps/mytest-0123abcd --nocapture"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Trace every task of a tokio program: launch it, or attach to a running one.
+    #[command(
+        after_help = "Launching (`-- CMD`) places the probes before the program's main runs, passes its stdio \
+through and ends when it exits, with its exit status.\nAttaching (`--pid`) never stops or changes the \
+program: Ctrl-C or --duration ends the probe, and nothing stays attached afterwards."
+    )]
+    Probe(ProbeArgs),
+}
+
+#[derive(Args)]
+pub struct ProbeArgs {
+    /// Attach to this running process.
+    #[arg(short, long, value_name = "PID", conflicts_with = "command")]
+    pub pid: Option<u32>,
+
+    /// Stop after this long (e.g. 500ms, 10s, 5m). Default: until the target exits or Ctrl-C.
+    #[arg(short, long, value_name = "DURATION", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+
+    /// Also write the report as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+
+    /// Read symbols and DWARF from this file instead of the target's executable (for a stripped
+    /// deployment whose unstripped build you kept).
+    #[arg(long, value_name = "PATH")]
+    pub binary: Option<PathBuf>,
+
+    /// How many tasks the table shows, busiest first (0: all).
+    #[arg(long, value_name = "N", default_value_t = 25)]
+    pub top: usize,
+
+    /// Size of the kernel-to-collector event buffer, in MiB (a power of two).
+    #[arg(long, value_name = "MIB", default_value_t = 16, value_parser = parse_ring_mib)]
+    pub ring_buffer_mb: u32,
+
+    /// No progress lines on stderr.
+    #[arg(short, long)]
+    pub quiet: bool,
+
+    /// The program to launch under the probe, and its arguments.
+    #[arg(last = true, value_name = "CMD", required_unless_present = "pid")]
+    pub command: Vec<OsString>,
+}
+
+/// What to probe.
+pub enum Target {
+    Launch(Vec<OsString>),
+    Pid(u32),
+}
+
+/// The validated probe configuration.
+pub struct ProbeConfig {
+    pub target: Target,
+    pub duration: Option<Duration>,
+    pub json: Option<PathBuf>,
+    pub binary: Option<PathBuf>,
+    pub top: usize,
+    pub ring_bytes: u32,
+    pub quiet: bool,
+}
+
+impl From<ProbeArgs> for ProbeConfig {
+    fn from(args: ProbeArgs) -> Self {
+        let target = match args.pid {
+            Some(pid) => Target::Pid(pid),
+            None => Target::Launch(args.command),
+        };
+        Self {
+            target,
+            duration: args.duration,
+            json: args.json,
+            binary: args.binary,
+            top: args.top,
+            ring_bytes: args.ring_buffer_mb * 1024 * 1024,
+            quiet: args.quiet,
+        }
+    }
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("'{text}' is not a duration like 500ms, 10s or 5m"))?;
+    let seconds = match unit {
+        "ms" => number / 1e3,
+        "" | "s" => number,
+        "m" => number * 60.0,
+        "h" => number * 3600.0,
+        _ => return Err(format!("unknown unit '{unit}' in '{text}': use ms, s, m or h")),
+    };
+    if !(seconds > 0.0 && seconds.is_finite()) {
+        return Err(format!("'{text}' must be longer than zero"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+fn parse_ring_mib(text: &str) -> Result<u32, String> {
+    let mib: u32 = text.parse().map_err(|_| format!("'{text}' is not a whole number"))?;
+    if !mib.is_power_of_two() || mib > 1024 {
+        return Err(format!("{mib} must be a power of two from 1 to 1024"));
+    }
+    Ok(mib)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("10 parsecs").is_err());
+    }
+
+    #[test]
+    fn pid_and_command_exclude_each_other() {
+        assert!(Cli::try_parse_from(["async-inspect", "probe", "--pid", "1", "--", "ls"]).is_err());
+        assert!(Cli::try_parse_from(["async-inspect", "probe"]).is_err());
+        assert!(Cli::try_parse_from(["async-inspect", "probe", "--", "./app", "--flag"]).is_ok());
+    }
+
+    #[test]
+    fn ring_sizes_are_powers_of_two() {
+        assert_eq!(parse_ring_mib("8"), Ok(8));
+        assert!(parse_ring_mib("3").is_err());
+    }
+}

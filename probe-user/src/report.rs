@@ -1,0 +1,254 @@
+//! Present: the end-of-probe summary and task table, and the JSON report. Computes nothing about
+//! tasks itself: every figure comes from the model.
+
+use std::io::{self, Write};
+
+use serde::Serialize;
+
+use crate::{
+    model::{Task, TaskModel, TaskState},
+    resolve::{NamingSource, ProbePlan},
+};
+
+#[derive(Serialize)]
+pub struct Report {
+    pub summary: Summary,
+    /// Sorted by busy time, busiest first.
+    pub tasks: Vec<TaskRow>,
+}
+
+#[derive(Serialize)]
+pub struct Summary {
+    pub target: String,
+    pub pid: u32,
+    /// How long the probe was attached.
+    pub duration_ns: u64,
+    /// Tasks seen (spawned under the probe, or first seen running).
+    pub tasks: usize,
+    pub peak_concurrency: usize,
+    pub completed: usize,
+    pub cancelled: usize,
+    pub panicked: usize,
+    pub live_at_end: usize,
+    /// Worker-loop tasks of multi-thread runtimes: left out of `tasks` and the counts above.
+    pub runtime_workers: usize,
+    pub events: u64,
+    /// Events lost because the ring buffer was full.
+    pub dropped: u64,
+    pub dropped_per_cpu: Vec<u64>,
+    pub undecodable: u64,
+    pub unmatched_poll_ends: u64,
+    pub lost_frees: u64,
+    pub naming: NamingSource,
+    pub debuginfo: bool,
+    pub probe_points: usize,
+    pub links: usize,
+    pub notes: Vec<String>,
+}
+
+#[derive(Serialize)]
+pub struct TaskRow {
+    /// The tokio task id (`tokio::task::Id`), if it could be read.
+    pub id: Option<u64>,
+    pub name: String,
+    pub state: TaskState,
+    pub polls: u64,
+    pub busy_ns: u64,
+    pub scheduled_ns: u64,
+    pub idle_ns: u64,
+    pub wakes: u64,
+    pub self_wakes: u64,
+    /// Nanoseconds after the probe attached; null when the task existed before.
+    pub spawned_ns: Option<u64>,
+    /// Nanoseconds after the probe attached; null while the task lives.
+    pub ended_ns: Option<u64>,
+    pub max_poll_ns: u64,
+    /// Wakers alive at the end; null when the task predates the probe.
+    pub live_wakers: Option<u64>,
+    /// The tokio id of the task that spawned this one.
+    pub parent: Option<u64>,
+    /// The task's header address (hex).
+    pub header: String,
+}
+
+/// What the run ended with, besides the model.
+pub struct RunFacts {
+    pub target: String,
+    pub pid: u32,
+    pub started_ns: u64,
+    pub ended_ns: u64,
+    pub dropped_per_cpu: Vec<u64>,
+    pub undecodable: u64,
+    pub probe_points: usize,
+    pub links: usize,
+}
+
+impl Report {
+    pub fn new(plan: &ProbePlan, model: &TaskModel, facts: RunFacts) -> Self {
+        let since = |ts: u64| ts.saturating_sub(facts.started_ns);
+        let task_type =
+            |task: &Task| model.task_type(task).and_then(|index| plan.task_types.get(index));
+        let is_worker = |task: &Task| task_type(task).is_some_and(|t| t.runtime_worker);
+        let runtime_workers = model.tasks().iter().filter(|task| is_worker(task)).count();
+        let mut tasks: Vec<TaskRow> = model
+            .tasks()
+            .iter()
+            .filter(|task| !is_worker(task))
+            .map(|task| TaskRow {
+                id: task.id,
+                name: task_type(task)
+                    .map_or_else(|| "(unknown type: never polled)".to_owned(), |t| t.name.clone()),
+                state: task.state,
+                polls: task.polls,
+                busy_ns: task.busy_ns,
+                scheduled_ns: task.scheduled_ns,
+                idle_ns: task.idle_ns,
+                wakes: task.wakes,
+                self_wakes: task.self_wakes,
+                spawned_ns: task.spawned_ns.map(since),
+                ended_ns: task.ended_ns.map(since),
+                max_poll_ns: task.max_poll_ns,
+                live_wakers: task.live_wakers(),
+                parent: task.parent.and_then(|index| model.tasks()[index].id),
+                header: format!("{:#x}", task.header),
+            })
+            .collect();
+        tasks.sort_by(|a, b| b.busy_ns.cmp(&a.busy_ns).then(a.id.cmp(&b.id)));
+        let count = |state| tasks.iter().filter(|task| task.state == state).count();
+        let summary = Summary {
+            target: facts.target,
+            pid: facts.pid,
+            duration_ns: facts.ended_ns.saturating_sub(facts.started_ns),
+            tasks: tasks.len(),
+            peak_concurrency: model.peak_concurrency(|task| !is_worker(task)),
+            completed: count(TaskState::Completed),
+            cancelled: count(TaskState::Cancelled),
+            panicked: count(TaskState::Panicked),
+            live_at_end: tasks.iter().filter(|task| !task.state.is_terminal()).count(),
+            runtime_workers,
+            events: model.events,
+            dropped: facts.dropped_per_cpu.iter().sum(),
+            dropped_per_cpu: facts.dropped_per_cpu,
+            undecodable: facts.undecodable,
+            unmatched_poll_ends: model.anomalies.unmatched_poll_ends,
+            lost_frees: model.anomalies.lost_frees,
+            naming: plan.naming,
+            debuginfo: plan.has_dwarf,
+            probe_points: facts.probe_points,
+            links: facts.links,
+            notes: plan.notes.clone(),
+        };
+        Self { summary, tasks }
+    }
+
+    pub fn write_json(&self, out: impl Write) -> io::Result<()> {
+        serde_json::to_writer_pretty(out, self).map_err(io::Error::other)
+    }
+
+    /// The summary and the `top` busiest tasks (all when `top` is 0).
+    pub fn write_text(&self, mut out: impl Write, top: usize) -> io::Result<()> {
+        let s = &self.summary;
+        writeln!(
+            out,
+            "\nasync-inspect: {} (pid {}) probed for {}",
+            s.target,
+            s.pid,
+            duration(s.duration_ns)
+        )?;
+        writeln!(
+            out,
+            "  tasks: {} seen, peak {} at once; {} completed, {} cancelled, {} panicked, {} live at the end",
+            s.tasks, s.peak_concurrency, s.completed, s.cancelled, s.panicked, s.live_at_end
+        )?;
+        let seconds = (s.duration_ns as f64 / 1e9).max(1e-9);
+        writeln!(
+            out,
+            "  events: {} ({:.0}/s), dropped: {}{}",
+            s.events,
+            s.events as f64 / seconds,
+            s.dropped,
+            if s.dropped > 0 {
+                " (the ring buffer was full: counts are low; try --ring-buffer-mb)"
+            } else {
+                ""
+            }
+        )?;
+        let naming = match s.naming {
+            NamingSource::Dwarf => "DWARF",
+            NamingSource::V0Symbols => "v0 symbol names",
+            NamingSource::CallGraph => "the call graph (no DWARF)",
+            NamingSource::Labels => "labels (no DWARF, no v0 names)",
+        };
+        writeln!(
+            out,
+            "  probes: {} points in {} uprobe_multi links; task names from {naming}",
+            s.probe_points, s.links
+        )?;
+        for note in &s.notes {
+            writeln!(out, "  note: {note}")?;
+        }
+        if self.tasks.is_empty() {
+            writeln!(out, "\n  no tasks were polled, spawned or woken while the probe was attached")?;
+            return Ok(());
+        }
+        let shown = if top == 0 { self.tasks.len() } else { top.min(self.tasks.len()) };
+        let width = self.tasks[..shown]
+            .iter()
+            .map(|task| task.name.chars().count())
+            .max()
+            .unwrap_or(4)
+            .clamp(4, 60);
+        writeln!(
+            out,
+            "\n  {:>6}  {:<width$}  {:<9}  {:>7}  {:>9}  {:>9}  {:>9}  {:>6}  {:>5}",
+            "ID", "TASK", "STATE", "POLLS", "BUSY", "SCHED", "IDLE", "WAKES", "SELF"
+        )?;
+        for task in &self.tasks[..shown] {
+            let name: String = task.name.chars().take(width).collect();
+            writeln!(
+                out,
+                "  {:>6}  {:<width$}  {:<9}  {:>7}  {:>9}  {:>9}  {:>9}  {:>6}  {:>5}",
+                task.id.map_or_else(|| "?".to_owned(), |id| id.to_string()),
+                name,
+                task.state.as_str(),
+                task.polls,
+                duration(task.busy_ns),
+                duration(task.scheduled_ns),
+                duration(task.idle_ns),
+                task.wakes,
+                task.self_wakes,
+            )?;
+        }
+        if shown < self.tasks.len() {
+            writeln!(
+                out,
+                "  … {} more (--top 0 shows all, --json FILE writes every task)",
+                self.tasks.len() - shown
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Human durations: `812ns`, `4.1us`, `12.3ms`, `2.05s`.
+pub fn duration(ns: u64) -> String {
+    match ns {
+        0..1_000 => format!("{ns}ns"),
+        1_000..1_000_000 => format!("{:.1}us", ns as f64 / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.1}ms", ns as f64 / 1e6),
+        _ => format!("{:.2}s", ns as f64 / 1e9),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::duration;
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(duration(812), "812ns");
+        assert_eq!(duration(4_100), "4.1us");
+        assert_eq!(duration(12_300_000), "12.3ms");
+        assert_eq!(duration(2_050_000_000), "2.05s");
+    }
+}
