@@ -33,6 +33,10 @@ pub(super) fn name_by_calls(
         let Some(symbol) = table.at(address) else {
             continue;
         };
+        if depth > 0 && symbol.demangled == WORKER_LOOP {
+            // The worker-launch closure is inlined away; its body's call remains.
+            return Some(WORKER_TASK_NAME.to_owned());
+        }
         if depth > 0 && is_closure(&symbol.demangled) {
             if is_runtime_internal(&symbol.demangled) {
                 tokio_closure.get_or_insert_with(|| task_name_from_type(&symbol.demangled));
@@ -59,6 +63,10 @@ pub(super) fn name_by_calls(
     }
     tokio_closure
 }
+
+/// A multi-thread worker's loop, run as a blocking task by `Launch::launch`.
+const WORKER_LOOP: &str = "tokio::runtime::scheduler::multi_thread::worker::run";
+const WORKER_TASK_NAME: &str = "blocking: tokio::runtime::scheduler::multi_thread::worker::Launch::launch";
 
 fn is_closure(name: &str) -> bool {
     name.ends_with("{{closure}}") || name.contains("::{closure#")

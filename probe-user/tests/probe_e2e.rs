@@ -1,0 +1,394 @@
+//! End to end: the real `async-inspect` binary loads the real eBPF programs into the kernel and
+//! probes the bundled demo (built by `cargo xtask test` in four shapes: debug, release with
+//! debuginfo, plain release, and a legacy-mangled plain release).
+//!
+//! These need root and a kernel with uprobe_multi. Elsewhere they skip with a message, except in
+//! CI (`CI=true`), where a skip is a failure.
+
+use std::{
+    io::{BufRead as _, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::{Mutex, MutexGuard},
+    time::Duration,
+};
+
+use serde_json::Value;
+
+/// Probes run one at a time: each test checks that none of our programs stay loaded afterwards.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const PROGRAM_NAMES: [&str; 5] = ["poll_start", "poll_end", "spawn_return", "task_op", "panic_start"];
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_owned()
+}
+
+fn probe_binary() -> &'static str {
+    env!("CARGO_BIN_EXE_async-inspect")
+}
+
+/// The serial lock, when this machine can run eBPF probes; `None` (skip) otherwise, outside CI.
+fn privileged() -> Option<MutexGuard<'static, ()>> {
+    let guard = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let supported = root
+        && aya::sys::is_uprobe_multi_supported(aya::sys::UProbeMultiFeature::ProcessScopedPidFilter)
+            .unwrap_or(false);
+    if supported {
+        return Some(guard);
+    }
+    let why = if root { "the kernel lacks uprobe_multi" } else { "not root" };
+    if std::env::var("CI").is_ok_and(|ci| ci == "true") {
+        panic!("privileged end-to-end test cannot run in CI: {why}");
+    }
+    eprintln!("skipped: {why} (run scripts/test.sh as root)");
+    None
+}
+
+/// A demo build; `cargo xtask test` makes them all, so a missing one is a setup error.
+fn fixture(relative: &str) -> PathBuf {
+    let path = workspace().join("target").join(relative);
+    assert!(
+        path.is_file(),
+        "{} is missing: run the tests with scripts/test.sh (cargo xtask test builds the fixtures)",
+        path.display()
+    );
+    path
+}
+
+fn temp_json(tag: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("async-inspect-{tag}-{}.json", std::process::id()))
+}
+
+fn our_programs_loaded() -> Vec<String> {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter_map(|program| program.name_as_str().map(str::to_owned))
+        .filter(|name| PROGRAM_NAMES.contains(&name.as_str()))
+        .collect()
+}
+
+/// The kernel frees a detached link's program after an RCU grace period, so allow it a moment.
+fn assert_nothing_left_attached() {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = our_programs_loaded();
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "programs still loaded 5 s after the probe exited: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `async-inspect probe [options] --json FILE -- target args`, with its report.
+fn probe_launch(tag: &str, options: &[&str], target: &Path, args: &[&str]) -> (Output, Value) {
+    let json = temp_json(tag);
+    let output = Command::new(probe_binary())
+        .arg("probe")
+        .args(options)
+        .arg("--json")
+        .arg(&json)
+        .arg("--")
+        .arg(target)
+        .args(args)
+        .output()
+        .expect("running async-inspect");
+    assert_nothing_left_attached();
+    let report = read_report(&json, &output);
+    (output, report)
+}
+
+fn read_report(json: &Path, output: &Output) -> Value {
+    let text = std::fs::read_to_string(json).unwrap_or_else(|error| {
+        panic!(
+            "no JSON report at {} ({error}); stderr:\n{}",
+            json.display(),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    let _ = std::fs::remove_file(json);
+    serde_json::from_str(&text).expect("the report is JSON")
+}
+
+fn task<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["tasks"]
+        .as_array()
+        .expect("tasks array")
+        .iter()
+        .find(|task| task["name"] == name)
+        .unwrap_or_else(|| panic!("no task named {name} in {report:#}"))
+}
+
+fn number(task: &Value, field: &str) -> u64 {
+    task[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{field} is not a number in {task:#}"))
+}
+
+const TICKS: u64 = 5;
+const TICK_MS: u64 = 100;
+const BLOCK_MS: u64 = 300;
+
+/// What the demo's known behaviour must look like in any build.
+fn check_demo_run(output: &Output, report: &Value) {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "probe failed: {}\n{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("inspect-demo: ready"), "the target's stdout passes through: {stdout}");
+    assert!(stdout.contains("inspect_demo::tick_loop"), "the table names the tasks: {stdout}");
+
+    let ticker = task(report, "inspect_demo::tick_loop");
+    assert_eq!(ticker["state"], "completed", "{ticker:#}");
+    assert!(number(ticker, "polls") > TICKS, "a loop sleeping {TICKS} times is polled at least {} times: {ticker:#}", TICKS + 1);
+    assert!(number(ticker, "wakes") >= TICKS, "{ticker:#}");
+    assert!(number(ticker, "idle_ns") >= TICKS * TICK_MS * 1_000_000 * 9 / 10, "{ticker:#}");
+    assert!(ticker["spawned_ns"].is_u64() && ticker["ended_ns"].is_u64(), "{ticker:#}");
+
+    let hog = task(report, "inspect_demo::blocking_hog");
+    assert_eq!(hog["state"], "completed", "{hog:#}");
+    assert!(number(hog, "busy_ns") >= BLOCK_MS * 1_000_000, "the blocked time is busy time: {hog:#}");
+    assert!(number(hog, "max_poll_ns") >= BLOCK_MS * 1_000_000, "{hog:#}");
+
+    let waiter = task(report, "inspect_demo::lock_waiter");
+    assert_eq!(waiter["state"], "idle", "parked on a lock that is never released: {waiter:#}");
+    assert_eq!(number(waiter, "wakes"), 0, "{waiter:#}");
+    assert!(waiter["ended_ns"].is_null(), "{waiter:#}");
+
+    let chain = task(report, "inspect_demo::chain_a");
+    assert_eq!(chain["state"], "completed", "{chain:#}");
+    assert!(number(chain, "polls") >= 2, "{chain:#}");
+
+    let ids: Vec<u64> = ["inspect_demo::tick_loop", "inspect_demo::blocking_hog", "inspect_demo::lock_waiter", "inspect_demo::chain_a"]
+        .iter()
+        .map(|name| number(task(report, name), "id"))
+        .collect();
+    let mut unique = ids.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), 4, "each task has its own tokio id: {ids:?}");
+
+    let summary = &report["summary"];
+    assert_eq!(summary["dropped"], 0, "{summary:#}");
+    assert_eq!(summary["tasks"], 4, "the demo spawns four tasks: {report:#}");
+    assert!(number(summary, "peak_concurrency") >= 3, "{summary:#}");
+    assert!(number(summary, "events") > 20, "{summary:#}");
+}
+
+fn demo_args() -> Vec<String> {
+    vec![
+        "--ticks".into(),
+        TICKS.to_string(),
+        "--tick-ms".into(),
+        TICK_MS.to_string(),
+        "--block-ms".into(),
+        BLOCK_MS.to_string(),
+    ]
+}
+
+fn launch_demo(tag: &str, build: &str, extra: &[&str]) -> Value {
+    let args = demo_args();
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+    args.extend_from_slice(extra);
+    let (output, report) = probe_launch(tag, &[], &fixture(build), &args);
+    check_demo_run(&output, &report);
+    report
+}
+
+#[test]
+fn debug_build() {
+    let Some(_serial) = privileged() else { return };
+    let report = launch_demo("debug", "debug/inspect-demo", &[]);
+    assert_eq!(report["summary"]["naming"], "dwarf");
+}
+
+#[test]
+fn release_build_with_debuginfo() {
+    let Some(_serial) = privileged() else { return };
+    let report = launch_demo("reldbg", "release-debuginfo/inspect-demo", &[]);
+    assert_eq!(report["summary"]["naming"], "dwarf");
+    assert_eq!(report["summary"]["debuginfo"], true);
+}
+
+#[test]
+fn release_build_without_debuginfo() {
+    let Some(_serial) = privileged() else { return };
+    let report = launch_demo("release", "release/inspect-demo", &[]);
+    assert_eq!(report["summary"]["debuginfo"], false);
+    assert_eq!(report["summary"]["naming"], "v0_symbols");
+}
+
+#[test]
+fn legacy_mangled_release_without_debuginfo() {
+    let Some(_serial) = privileged() else { return };
+    let report = launch_demo("legacy", "legacy/release/inspect-demo", &[]);
+    assert_eq!(report["summary"]["debuginfo"], false);
+    assert_eq!(report["summary"]["naming"], "call_graph");
+}
+
+#[test]
+fn current_thread_runtime() {
+    let Some(_serial) = privileged() else { return };
+    launch_demo("current", "release-debuginfo/inspect-demo", &["--current-thread"]);
+}
+
+/// A running demo that ticks for a while; killed on drop.
+struct Running(Child);
+
+impl Running {
+    fn start(build: &str, ticks: u64) -> Self {
+        let mut child = Command::new(fixture(build))
+            .args(["--ticks", &ticks.to_string(), "--tick-ms", "20", "--block-ms", "10"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("starting the demo");
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().expect("stdout"))
+            .read_line(&mut line)
+            .expect("the demo's ready line");
+        assert!(line.contains("ready"), "{line}");
+        Self(child)
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    fn is_alive(&mut self) -> bool {
+        self.0.try_wait().expect("try_wait").is_none()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn attach_by_pid_leaves_the_target_running() {
+    let Some(_serial) = privileged() else { return };
+    let mut target = Running::start("release-debuginfo/inspect-demo", 1000);
+    std::thread::sleep(Duration::from_millis(300));
+    let json = temp_json("pid");
+    let output = Command::new(probe_binary())
+        .args(["probe", "--duration", "1s", "--json"])
+        .arg(&json)
+        .args(["--pid", &target.pid().to_string()])
+        .output()
+        .expect("running async-inspect");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_nothing_left_attached();
+    let report = read_report(&json, &output);
+    let ticker = task(&report, "inspect_demo::tick_loop");
+    assert!(number(ticker, "polls") >= 10, "1 s of 20 ms ticks: {ticker:#}");
+    assert!(ticker["spawned_ns"].is_null(), "spawned before the probe attached: {ticker:#}");
+    assert!(ticker["ended_ns"].is_null(), "{ticker:#}");
+    assert_ne!(ticker["state"], "completed");
+    let duration = number(&report["summary"], "duration_ns");
+    assert!((900_000_000..3_000_000_000).contains(&duration), "--duration 1s: {duration}");
+    assert!(target.is_alive(), "the target keeps running after the probe detached");
+}
+
+#[test]
+fn ctrl_c_detaches_and_reports() {
+    let Some(_serial) = privileged() else { return };
+    let mut target = Running::start("release/inspect-demo", 1000);
+    let json = temp_json("sigint");
+    let probe = Command::new(probe_binary())
+        .args(["probe", "--quiet", "--json"])
+        .arg(&json)
+        .args(["--pid", &target.pid().to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running async-inspect");
+    std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: sending SIGINT to our own child.
+    unsafe { libc::kill(probe.id() as i32, libc::SIGINT) };
+    let output = probe.wait_with_output().expect("probe output");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_nothing_left_attached();
+    let report = read_report(&json, &output);
+    assert!(number(task(&report, "inspect_demo::tick_loop"), "polls") >= 10);
+    assert!(String::from_utf8_lossy(&output.stdout).contains("inspect_demo::tick_loop"));
+    assert!(target.is_alive(), "Ctrl-C on the probe must not touch the target");
+}
+
+#[test]
+fn the_target_exit_status_passes_through() {
+    let Some(_serial) = privileged() else { return };
+    let output = Command::new(probe_binary())
+        .args(["probe", "--quiet", "--"])
+        .arg(fixture("debug/inspect-demo"))
+        .arg("--no-such-flag")
+        .output()
+        .expect("running async-inspect");
+    assert_nothing_left_attached();
+    assert_eq!(output.status.code(), Some(2), "the demo exits 2 on a bad flag");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("unknown argument"));
+}
+
+fn probe_error(args: &[&str]) -> String {
+    let output = Command::new(probe_binary())
+        .arg("probe")
+        .args(args)
+        .output()
+        .expect("running async-inspect");
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn bad_targets_get_clear_errors() {
+    // No privileges needed: these fail before anything is attached.
+    assert!(probe_error(&["--pid", "999999999"]).contains("no process with pid 999999999"));
+    let script = workspace().join("scripts/setup.sh");
+    assert!(probe_error(&["--", script.to_str().unwrap()]).contains("is not an ELF executable"));
+    let plain = fixture("debug/inspect-demo-plain");
+    assert!(probe_error(&["--", plain.to_str().unwrap()]).contains("is it a tokio program?"));
+    assert!(probe_error(&["--", "/no/such/program"]).contains("no such file"));
+    let stripped = std::env::temp_dir().join(format!("inspect-demo-stripped-{}", std::process::id()));
+    let status = Command::new("strip")
+        .arg("-o")
+        .arg(&stripped)
+        .arg(fixture("release/inspect-demo"))
+        .status();
+    if status.is_ok_and(|status| status.success()) {
+        let error = probe_error(&["--", stripped.to_str().unwrap()]);
+        let _ = std::fs::remove_file(&stripped);
+        assert!(error.contains("stripped binary"), "{error}");
+    }
+}
+
+#[test]
+fn unprivileged_users_are_told_what_is_needed() {
+    let Some(_serial) = privileged() else { return };
+    // Drop to nobody, without capabilities, and try to launch the demo under the probe.
+    let output = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--"])
+        .arg(probe_binary())
+        .args(["probe", "--"])
+        .arg(fixture("release/inspect-demo"))
+        .output();
+    let Ok(output) = output else {
+        eprintln!("skipped: setpriv is not installed");
+        return;
+    };
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("needs root"), "{stderr}");
+    assert!(!stderr.contains("inspect-demo: ready"), "the target must not start unprobed");
+}
