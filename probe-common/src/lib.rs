@@ -28,7 +28,13 @@ pub enum EventKind {
     /// `raw::shutdown`: the runtime (shutdown) or an abort asked the task to cancel.
     Shutdown = 8,
     /// `raw::dealloc`: the task's memory is freed; its header address may be reused from now on.
+    /// (Frees through `Harness::dealloc` called directly are not seen; the user side tells reuse
+    /// by the task id.)
     Dealloc = 9,
+    /// `State::transition_to_complete`: the task finished (returned, was cancelled, or
+    /// panicked). `value` = the state word just before, so `CANCELLED` tells a cancellation;
+    /// [`flags::PANICKED`] is set when a panic started during the current poll.
+    Complete = 10,
 }
 
 impl EventKind {
@@ -43,6 +49,7 @@ impl EventKind {
             7 => Self::WakerDrop,
             8 => Self::Shutdown,
             9 => Self::Dealloc,
+            10 => Self::Complete,
             _ => return None,
         })
     }

@@ -14,7 +14,7 @@ use aya_ebpf::{
         bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
     },
     macros::{map, uprobe, uretprobe},
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{LruHashMap, PerCpuArray, RingBuf},
     programs::{ProbeContext, RetProbeContext},
 };
 use probe_common::{COOKIE_SITE_MASK, Config, Event, EventKind, flags};
@@ -36,10 +36,11 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
 #[map]
 static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
-/// The task being polled on each thread (key: thread id), so that wakes, spawns and panics can be
-/// attributed to the task that caused them, and poll ends to the task that started.
+/// The task being polled on each thread (key: thread id; header 0 when none), so that wakes,
+/// spawns and panics can be attributed to the task that caused them, and poll ends to the task
+/// that started. LRU, so the slots of exited threads are recycled.
 #[map]
-static CURRENT: HashMap<u32, Current> = HashMap::with_max_entries(16384, 0);
+static CURRENT: LruHashMap<u32, Current> = LruHashMap::with_max_entries(16384, 0);
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -92,7 +93,7 @@ fn emit(
     header: u64,
     value: u64,
     event_flags: u8,
-    other: Option<&Current>,
+    other: Running,
 ) {
     let ts_ns = unsafe { bpf_ktime_get_ns() };
     let (vtable, task_id) = task_identity(config, header);
@@ -110,8 +111,8 @@ fn emit(
         header,
         task_id: task_id.unwrap_or(0),
         vtable,
-        other_header: other.map_or(0, |current| current.header),
-        other_task_id: other.map_or(0, |current| current.task_id),
+        other_header: other.header,
+        other_task_id: other.task_id,
         value,
         site: (cookie & COOKIE_SITE_MASK) as u32,
         tid: pid_tgid as u32,
@@ -123,10 +124,55 @@ fn emit(
     entry.submit(0);
 }
 
+/// The task being polled on a thread; all zero when none. Plain scalars (no Option of a
+/// struct): the verifier rejects reads of the uninitialised bytes of a `None`.
+#[derive(Clone, Copy)]
+struct Running {
+    header: u64,
+    task_id: u64,
+    flags: u64,
+}
+
+const NOT_RUNNING: Running = Running {
+    header: 0,
+    task_id: 0,
+    flags: 0,
+};
+
 #[inline(always)]
-fn current(tid: u32) -> Option<Current> {
-    // SAFETY: the value is copied out at once.
-    unsafe { CURRENT.get(&tid).copied() }
+fn running(tid: u32) -> Running {
+    match CURRENT.get_ptr(&tid) {
+        // SAFETY: map values stay valid while the program runs; only this thread writes its
+        // entry (and task_op/panic_start, on this same thread).
+        Some(entry) => unsafe {
+            Running {
+                header: (*entry).header,
+                task_id: (*entry).task_id,
+                flags: (*entry).flags,
+            }
+        },
+        None => NOT_RUNNING,
+    }
+}
+
+/// This thread's slot, created on first use. Hash-map updates take a bucket lock and fail with
+/// EBUSY when another program on this CPU was preempted holding it, so the slot is written in
+/// place through the lookup pointer (lock-free) and inserted only once per thread.
+#[inline(always)]
+fn slot(tid: u32) -> Option<*mut Current> {
+    if let Some(entry) = CURRENT.get_ptr_mut(&tid) {
+        return Some(entry);
+    }
+    let empty = Current {
+        header: 0,
+        task_id: 0,
+        flags: 0,
+        outer_header: 0,
+        outer_task_id: 0,
+        outer_flags: 0,
+    };
+    let _ = CURRENT.insert(&tid, &empty, 0);
+    CURRENT.get_ptr_mut(&tid)
 }
 
 /// `tokio::runtime::task::raw::poll::<T, S>(ptr: NonNull<Header>)`, every instance.
@@ -141,18 +187,22 @@ pub fn poll_start(ctx: ProbeContext) -> u32 {
     };
     let tid = current_tid();
     let (_, task_id) = task_identity(&config, header);
-    let outer = current(tid);
-    let entry = Current {
-        header,
-        task_id: task_id.unwrap_or(0),
-        flags: 0,
-        outer_header: outer.map_or(0, |outer| outer.header),
-        outer_task_id: outer.map_or(0, |outer| outer.task_id),
-        outer_flags: outer.map_or(0, |outer| outer.flags),
-    };
-    let _ = CURRENT.insert(&tid, &entry, 0);
+    let outer = running(tid);
+    if let Some(entry) = slot(tid) {
+        // SAFETY: see slot().
+        unsafe {
+            *entry = Current {
+                header,
+                task_id: task_id.unwrap_or(0),
+                flags: 0,
+                outer_header: outer.header,
+                outer_task_id: outer.task_id,
+                outer_flags: outer.flags,
+            };
+        }
+    }
     let state = read_u64(header + config.header_state).unwrap_or(0);
-    emit(&ctx, &config, EventKind::PollStart, header, state, 0, outer.as_ref());
+    emit(&ctx, &config, EventKind::PollStart, header, state, 0, outer);
     0
 }
 
@@ -164,18 +214,24 @@ pub fn poll_end(ctx: RetProbeContext) -> u32 {
         return 0;
     }
     let tid = current_tid();
-    let Some(entry) = current(tid) else {
-        // Attached while this poll was already running: its start was never seen.
+    let Some(slot) = CURRENT.get_ptr_mut(&tid) else {
         return 0;
     };
+    // SAFETY: see slot().
+    let entry = unsafe { *slot };
+    if entry.header == 0 {
+        // Attached while this poll was already running: its start was never seen.
+        return 0;
+    }
     let event_flags = entry.flags as u8;
     let state = if event_flags & flags::FREED_DURING_POLL != 0 {
         0
     } else {
         read_u64(entry.header + config.header_state).unwrap_or(0)
     };
-    if entry.outer_header != 0 {
-        let outer = Current {
+    // SAFETY: see slot(). Restores the poll this one was nested in (none: header 0).
+    unsafe {
+        *slot = Current {
             header: entry.outer_header,
             task_id: entry.outer_task_id,
             flags: entry.outer_flags,
@@ -183,13 +239,10 @@ pub fn poll_end(ctx: RetProbeContext) -> u32 {
             outer_task_id: 0,
             outer_flags: 0,
         };
-        let _ = CURRENT.insert(&tid, &outer, 0);
-    } else {
-        let _ = CURRENT.remove(&tid);
     }
     // The header may be freed memory now (FREED_DURING_POLL): emit() only reads it through
     // bpf_probe_read_user, and the user side ignores the id and vtable of such an event.
-    emit(&ctx, &config, EventKind::PollEnd, entry.header, state, event_flags, None);
+    emit(&ctx, &config, EventKind::PollEnd, entry.header, state, event_flags, NOT_RUNNING);
     0
 }
 
@@ -205,20 +258,22 @@ pub fn spawn_return(ctx: RetProbeContext) -> u32 {
     if header == 0 {
         return 0;
     }
-    let parent = current(current_tid());
-    emit(&ctx, &config, EventKind::Spawn, header, 0, 0, parent.as_ref());
+    let parent = running(current_tid());
+    emit(&ctx, &config, EventKind::Spawn, header, 0, 0, parent);
     0
 }
 
 /// Functions whose first argument is a task header: the four waker functions, `raw::shutdown`
-/// and `raw::dealloc`. The cookie's high half says which [`EventKind`] this site reports.
+/// and `raw::dealloc`; and `State::transition_to_complete`, whose `&State` points
+/// `header_state` bytes into the header. The cookie's high half says which [`EventKind`] this
+/// site reports.
 #[uprobe(multi)]
 pub fn task_op(ctx: ProbeContext) -> u32 {
     let config = config();
     if config.ready == 0 {
         return 0;
     }
-    let Some(header) = ctx.arg::<u64>(0) else {
+    let Some(argument) = ctx.arg::<u64>(0) else {
         return 0;
     };
     let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
@@ -226,15 +281,27 @@ pub fn task_op(ctx: ProbeContext) -> u32 {
         return 0;
     };
     let tid = current_tid();
-    let running = current(tid);
-    if kind == EventKind::Dealloc
-        && let Some(mut entry) = running
-        && entry.header == header
-    {
-        entry.flags |= u64::from(flags::FREED_DURING_POLL);
-        let _ = CURRENT.insert(&tid, &entry, 0);
+    let polled = running(tid);
+    if kind == EventKind::Complete {
+        let header = argument - config.header_state;
+        let state = read_u64(argument).unwrap_or(0);
+        let panicked = if polled.header == header {
+            polled.flags as u8 & flags::PANICKED
+        } else {
+            0
+        };
+        emit(&ctx, &config, kind, header, state, panicked, polled);
+        return 0;
     }
-    emit(&ctx, &config, kind, header, 0, 0, running.as_ref());
+    let header = argument;
+    if kind == EventKind::Dealloc
+        && polled.header == header
+        && let Some(entry) = CURRENT.get_ptr_mut(&tid)
+    {
+        // SAFETY: see slot().
+        unsafe { (*entry).flags |= u64::from(flags::FREED_DURING_POLL) };
+    }
+    emit(&ctx, &config, kind, header, 0, 0, polled);
     0
 }
 
@@ -243,9 +310,11 @@ pub fn task_op(ctx: ProbeContext) -> u32 {
 #[uprobe(multi)]
 pub fn panic_start(_ctx: ProbeContext) -> u32 {
     let tid = current_tid();
-    if let Some(mut entry) = current(tid) {
-        entry.flags |= u64::from(flags::PANICKED);
-        let _ = CURRENT.insert(&tid, &entry, 0);
+    if running(tid).header != 0
+        && let Some(entry) = CURRENT.get_ptr_mut(&tid)
+    {
+        // SAFETY: see slot().
+        unsafe { (*entry).flags |= u64::from(flags::PANICKED) };
     }
     0
 }

@@ -136,6 +136,7 @@ impl Attachment {
                     SiteKind::WakeByRef,
                     SiteKind::CloneWaker,
                     SiteKind::DropWaker,
+                    SiteKind::Complete,
                 ],
             ),
             ("panic_start", &[SiteKind::Panic]),

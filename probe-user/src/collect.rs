@@ -57,6 +57,9 @@ impl Collector {
         // Records are reserved in order per CPU, not globally: sort what arrived together.
         self.batch.sort_by_key(|event| event.ts_ns);
         for event in self.batch.drain(..) {
+            if std::env::var_os("ASYNC_INSPECT_TRACE_EVENTS").is_some() {
+                eprintln!("EV {event:?}");
+            }
             model.apply(&event);
         }
     }

@@ -138,7 +138,7 @@ impl Task {
 pub struct Anomalies {
     /// Poll ends whose start was never seen or belonged to another thread.
     pub unmatched_poll_ends: u64,
-    /// A new task id appeared at a live header: the old task's free was lost.
+    /// A new task id appeared at the header of a task that had not ended: events were lost.
     pub lost_frees: u64,
 }
 
@@ -219,6 +219,17 @@ impl TaskModel {
                 task.poll = Some((event.tid, now));
             }
             EventKind::PollEnd => self.poll_end(event),
+            EventKind::Complete => {
+                let index = self.task_for(event, TaskState::Running);
+                let end = if event.flags & flags::PANICKED != 0 {
+                    TaskState::Panicked
+                } else if event.value & state::CANCELLED != 0 {
+                    TaskState::Cancelled
+                } else {
+                    TaskState::Completed
+                };
+                self.finish(index, end, now);
+            }
             EventKind::WakeByVal | EventKind::WakeByRef => {
                 let index = self.task_for(event, TaskState::Idle);
                 let task = &mut self.tasks[index];
@@ -287,12 +298,27 @@ impl TaskModel {
                 return;
             }
         }
+        if task.state.is_terminal() {
+            // Completion was reported while the task was alive; the word read after the
+            // poll may come from freed memory.
+            if event.flags & flags::FREED_DURING_POLL != 0 || task.freed_in_poll {
+                self.retire(event.header);
+            }
+            return;
+        }
         let freed = event.flags & flags::FREED_DURING_POLL != 0 || task.freed_in_poll;
         let word = event.value;
         let next = if event.flags & flags::PANICKED != 0 && (freed || word & state::COMPLETE != 0) {
             TaskState::Panicked
-        } else if freed || word & state::COMPLETE != 0 {
-            if word & state::CANCELLED != 0 || (freed && task.cancel_requested) {
+        } else if freed {
+            // The memory is gone: the word read at poll end means nothing.
+            if task.cancel_requested {
+                TaskState::Cancelled
+            } else {
+                TaskState::Completed
+            }
+        } else if word & state::COMPLETE != 0 {
+            if word & state::CANCELLED != 0 {
                 TaskState::Cancelled
             } else {
                 TaskState::Completed
@@ -334,7 +360,9 @@ impl TaskModel {
                 }
                 return index;
             }
-            self.anomalies.lost_frees += 1;
+            if !self.tasks[index].state.is_terminal() {
+                self.anomalies.lost_frees += 1;
+            }
             self.retire(event.header);
         }
         self.create(event, state)
@@ -602,6 +630,33 @@ mod tests {
         assert_eq!(task.state, TaskState::Idle);
         assert_eq!(task.busy_ns, 4);
         assert_eq!(m.anomalies.unmatched_poll_ends, 1);
+    }
+
+    #[test]
+    fn completion_is_taken_from_the_complete_event_not_the_word_after_the_poll() {
+        let mut m = model();
+        m.apply(&event(1, EventKind::Spawn, HDR, 1));
+        m.apply(&event(2, EventKind::PollStart, HDR, 1));
+        m.apply(&TaskEvent {
+            value: state::RUNNING,
+            ..event(3, EventKind::Complete, HDR, 1)
+        });
+        // Another thread freed the task before this poll returned: the word is garbage.
+        m.apply(&poll_end(5, HDR, 1, 0xdead_beef_u64 & !state::COMPLETE));
+        assert_eq!(m.tasks()[0].state, TaskState::Completed);
+        assert_eq!(m.tasks()[0].ended_ns, Some(3));
+        assert_eq!(m.tasks()[0].max_poll_ns, 3);
+        // The memory is reused by a new task without a dealloc event seen.
+        m.apply(&event(6, EventKind::Spawn, HDR, 2));
+        assert_eq!(m.tasks().len(), 2);
+        assert_eq!(m.anomalies.lost_frees, 0);
+
+        m.apply(&event(7, EventKind::PollStart, HDR, 2));
+        m.apply(&TaskEvent {
+            value: state::RUNNING | state::CANCELLED,
+            ..event(8, EventKind::Complete, HDR, 2)
+        });
+        assert_eq!(m.tasks()[1].state, TaskState::Cancelled);
     }
 
     #[test]

@@ -392,3 +392,30 @@ fn unprivileged_users_are_told_what_is_needed() {
     assert!(stderr.contains("needs root"), "{stderr}");
     assert!(!stderr.contains("inspect-demo: ready"), "the target must not start unprobed");
 }
+
+#[test]
+fn a_poll_heavy_workload_is_counted_exactly() {
+    let Some(_serial) = privileged() else { return };
+    const TASKS: u64 = 16;
+    const YIELDS: u64 = 500;
+    let (output, report) = probe_launch(
+        "yields",
+        &["--quiet"],
+        &fixture("release/inspect-demo"),
+        &["bench", "--tasks", &TASKS.to_string(), "--yields", &YIELDS.to_string()],
+    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(report["summary"]["dropped"], 0, "{:#}", report["summary"]);
+    let yielders: Vec<&Value> = report["tasks"]
+        .as_array()
+        .expect("tasks")
+        .iter()
+        .filter(|task| task["name"] == "inspect_demo::yield_many")
+        .collect();
+    assert_eq!(yielders.len() as u64, TASKS);
+    for task in yielders {
+        assert_eq!(task["state"], "completed", "{task:#}");
+        assert_eq!(number(task, "polls"), YIELDS + 1, "{task:#}");
+        assert_eq!(number(task, "wakes"), YIELDS, "{task:#}");
+    }
+}

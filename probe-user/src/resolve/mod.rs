@@ -35,6 +35,8 @@ pub enum SiteKind {
     /// `Cell::<T, S>::new`: allocates every task, blocking and local ones included (returns the
     /// header pointer). Inlined in some builds, hence the scheduler functions as well.
     CellNew,
+    /// `State::transition_to_complete`: every task completion, while the task is still alive.
+    Complete,
     /// `rust_panic`: a panic starts unwinding.
     Panic,
 }
@@ -49,6 +51,7 @@ impl SiteKind {
             Self::WakeByRef => EventKind::WakeByRef,
             Self::CloneWaker => EventKind::WakerClone,
             Self::DropWaker => EventKind::WakerDrop,
+            Self::Complete => EventKind::Complete,
             _ => return None,
         })
     }
@@ -197,9 +200,10 @@ pub fn resolve(binary: &Path) -> Result<ProbePlan, ResolveError> {
         (SiteKind::WakeByRef, "tokio::runtime::task::waker::wake_by_ref"),
         (SiteKind::CloneWaker, "tokio::runtime::task::waker::clone_waker"),
         (SiteKind::DropWaker, "tokio::runtime::task::waker::drop_waker"),
+        (SiteKind::Complete, "tokio::runtime::task::state::State::transition_to_complete"),
     ] {
         if !found.singles.iter().any(|(k, _)| *k == kind) {
-            notes.push(format!("{name} not found: those waker operations are not counted"));
+            notes.push(format!("{name} not found: those events are not seen"));
         }
     }
     if !found.others.iter().any(|(kind, _)| {

@@ -28,7 +28,7 @@ pub(super) struct PollFunction {
 pub(super) struct TokioFunctions {
     /// One `raw::poll` per task type, in address order.
     pub polls: Vec<PollFunction>,
-    /// The waker functions (one each).
+    /// The waker functions and `State::transition_to_complete` (one each).
     pub singles: Vec<(SiteKind, u64)>,
     /// Per-type task-ending and spawn functions, and `rust_panic`.
     pub others: Vec<(SiteKind, u64)>,
@@ -102,6 +102,7 @@ impl SymbolTable {
                     SiteKind::SpawnCurrentThread
                 }
                 "tokio::runtime::task::core::Cell::new" => SiteKind::CellNew,
+                "tokio::runtime::task::state::State::transition_to_complete" => SiteKind::Complete,
                 "rust_panic" | "__rustc::rust_panic" => SiteKind::Panic,
                 _ => continue,
             };
@@ -112,7 +113,8 @@ impl SymbolTable {
                 SiteKind::WakeByVal
                 | SiteKind::WakeByRef
                 | SiteKind::CloneWaker
-                | SiteKind::DropWaker => found.singles.push((kind, symbol.address)),
+                | SiteKind::DropWaker
+                | SiteKind::Complete => found.singles.push((kind, symbol.address)),
                 _ => found.others.push((kind, symbol.address)),
             }
         }
