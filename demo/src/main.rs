@@ -90,7 +90,10 @@ fn main() {
         builder.worker_threads(2);
         builder
     };
-    let runtime = builder.enable_all().build().expect("building the tokio runtime");
+    let runtime = builder
+        .enable_all()
+        .build()
+        .expect("building the tokio runtime");
     match &options.bench {
         Some(bench) => runtime.block_on(run_bench(bench)),
         None => runtime.block_on(run_demo(&options)),
@@ -111,9 +114,7 @@ async fn run_demo(options: &Options) {
     let ticks = ticker.await.expect("tick_loop panicked");
     hog.await.expect("blocking_hog panicked");
     let depth = chain.await.expect("chain_a panicked");
-    let linger = options
-        .linger_ms
-        .unwrap_or(options.tick_ms.max(100) * 2);
+    let linger = options.linger_ms.unwrap_or(options.tick_ms.max(100) * 2);
     tokio::time::sleep(Duration::from_millis(linger)).await;
     println!("inspect-demo: done: {ticks} ticks, chain depth {depth}, lock waiter still parked");
     // Exit with the guard held and lock_waiter still parked: releasing the lock would wake it,

@@ -118,7 +118,12 @@ fn emit(
         tid: pid_tgid as u32,
         pid: (pid_tgid >> 32) as u32,
         kind: kind as u8,
-        flags: event_flags | if task_id.is_none() { flags::NO_TASK_ID } else { 0 },
+        flags: event_flags
+            | if task_id.is_none() {
+                flags::NO_TASK_ID
+            } else {
+                0
+            },
         _pad: [0; 2],
     });
     entry.submit(0);
@@ -242,7 +247,15 @@ pub fn poll_end(ctx: RetProbeContext) -> u32 {
     }
     // The header may be freed memory now (FREED_DURING_POLL): emit() only reads it through
     // bpf_probe_read_user, and the user side ignores the id and vtable of such an event.
-    emit(&ctx, &config, EventKind::PollEnd, entry.header, state, event_flags, NOT_RUNNING);
+    emit(
+        &ctx,
+        &config,
+        EventKind::PollEnd,
+        entry.header,
+        state,
+        event_flags,
+        NOT_RUNNING,
+    );
     0
 }
 

@@ -35,7 +35,7 @@ pub enum AttachError {
     )]
     NoUprobeMulti { kernel: String },
     #[error("loading the eBPF programs failed: {0}")]
-    Load(#[from] aya::EbpfError),
+    Load(Box<aya::EbpfError>),
     #[error("the eBPF object has no {0}: the build is inconsistent")]
     Missing(&'static str),
     #[error("attaching {program} to {sites} site(s) in {binary} failed: {source}")]
@@ -43,10 +43,10 @@ pub enum AttachError {
         program: &'static str,
         sites: usize,
         binary: String,
-        source: aya::programs::ProgramError,
+        source: Box<aya::programs::ProgramError>,
     },
     #[error(transparent)]
-    Map(#[from] aya::maps::MapError),
+    Map(Box<aya::maps::MapError>),
 }
 
 /// The loaded programs and their links. Dropping it detaches everything.
@@ -116,7 +116,8 @@ impl Attachment {
         let mut ebpf = EbpfLoader::new()
             .override_global("CONFIG", &config, true)
             .map_max_entries("EVENTS", ring_bytes)
-            .load(PROGRAMS)?;
+            .load(PROGRAMS)
+            .map_err(|error| AttachError::Load(Box::new(error)))?;
         let (mut points_attached, mut links) = (0, 0);
         // Each program and the sites it covers; the cookie is the site index, plus the event
         // kind in the high half for task_op.
@@ -125,7 +126,11 @@ impl Attachment {
             ("poll_end", &[SiteKind::Poll]),
             (
                 "spawn_return",
-                &[SiteKind::SpawnMultiThread, SiteKind::SpawnCurrentThread, SiteKind::CellNew],
+                &[
+                    SiteKind::SpawnMultiThread,
+                    SiteKind::SpawnCurrentThread,
+                    SiteKind::CellNew,
+                ],
             ),
             (
                 "task_op",
@@ -167,7 +172,7 @@ impl Attachment {
                 program,
                 sites: points.len(),
                 binary: binary.display().to_string(),
-                source,
+                source: Box::new(source),
             };
             probe.load().map_err(attach_error)?;
             probe
@@ -189,7 +194,7 @@ impl Attachment {
             .ebpf
             .take_map("EVENTS")
             .ok_or(AttachError::Missing("EVENTS map"))?;
-        Ok(RingBuf::try_from(map)?)
+        RingBuf::try_from(map).map_err(|error| AttachError::Map(Box::new(error)))
     }
 
     /// Events the kernel side could not reserve room for, per CPU.
@@ -198,7 +203,13 @@ impl Attachment {
             .ebpf
             .map("DROPS")
             .ok_or(AttachError::Missing("DROPS map"))?;
-        let drops: PerCpuArray<_, u64> = PerCpuArray::try_from(map)?;
-        Ok(drops.get(&0, 0)?.iter().copied().collect())
+        let map_error = |error| AttachError::Map(Box::new(error));
+        let drops: PerCpuArray<_, u64> = PerCpuArray::try_from(map).map_err(map_error)?;
+        Ok(drops
+            .get(&0, 0)
+            .map_err(map_error)?
+            .iter()
+            .copied()
+            .collect())
     }
 }

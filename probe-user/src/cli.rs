@@ -120,7 +120,11 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         "" | "s" => number,
         "m" => number * 60.0,
         "h" => number * 3600.0,
-        _ => return Err(format!("unknown unit '{unit}' in '{text}': use ms, s, m or h")),
+        _ => {
+            return Err(format!(
+                "unknown unit '{unit}' in '{text}': use ms, s, m or h"
+            ));
+        }
     };
     if !(seconds > 0.0 && seconds.is_finite()) {
         return Err(format!("'{text}' must be longer than zero"));
@@ -129,7 +133,9 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 fn parse_ring_mib(text: &str) -> Result<u32, String> {
-    let mib: u32 = text.parse().map_err(|_| format!("'{text}' is not a whole number"))?;
+    let mib: u32 = text
+        .parse()
+        .map_err(|_| format!("'{text}' is not a whole number"))?;
     if !mib.is_power_of_two() || mib > 1024 {
         return Err(format!("{mib} must be a power of two from 1 to 1024"));
     }

@@ -16,7 +16,10 @@ fn main() -> ExitCode {
         return ExitCode::from(target::run_gate(&args[2..]) as u8);
     }
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => return fail(&anyhow::anyhow!("cannot start the runtime: {error}")),
     };
@@ -53,7 +56,10 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
             (Some(pid), exe, None)
         }
     };
-    let symbols_from = config.binary.clone().unwrap_or_else(|| runtime_binary.clone());
+    let symbols_from = config
+        .binary
+        .clone()
+        .unwrap_or_else(|| runtime_binary.clone());
     let plan = resolve::resolve(&symbols_from)?;
     attach::preflight()?;
 
@@ -205,7 +211,11 @@ impl Progress {
             return;
         }
         let now = std::time::Instant::now();
-        if self.last.get().is_some_and(|last| now - last < std::time::Duration::from_millis(500)) {
+        if self
+            .last
+            .get()
+            .is_some_and(|last| now - last < std::time::Duration::from_millis(500))
+        {
             return;
         }
         self.last.set(Some(now));

@@ -355,8 +355,14 @@ impl TaskModel {
                     task.id = event.task_id;
                 }
                 if task.task_type.is_none() {
-                    task.task_type = self.site_types.get(event.site as usize).copied().flatten()
-                        .filter(|_| matches!(event.kind, EventKind::PollStart | EventKind::PollEnd));
+                    task.task_type = self
+                        .site_types
+                        .get(event.site as usize)
+                        .copied()
+                        .flatten()
+                        .filter(|_| {
+                            matches!(event.kind, EventKind::PollStart | EventKind::PollEnd)
+                        });
                 }
                 return index;
             }
@@ -557,7 +563,10 @@ mod tests {
         let task = &m.tasks()[0];
         assert_eq!(task.state, TaskState::Scheduled);
         assert_eq!((task.wakes, task.self_wakes), (1, 1));
-        assert_eq!(task.spawned_ns, None, "seen mid-flight, not spawned under the probe");
+        assert_eq!(
+            task.spawned_ns, None,
+            "seen mid-flight, not spawned under the probe"
+        );
     }
 
     #[test]

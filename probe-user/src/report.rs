@@ -86,8 +86,11 @@ pub struct RunFacts {
 impl Report {
     pub fn new(plan: &ProbePlan, model: &TaskModel, facts: RunFacts) -> Self {
         let since = |ts: u64| ts.saturating_sub(facts.started_ns);
-        let task_type =
-            |task: &Task| model.task_type(task).and_then(|index| plan.task_types.get(index));
+        let task_type = |task: &Task| {
+            model
+                .task_type(task)
+                .and_then(|index| plan.task_types.get(index))
+        };
         let is_worker = |task: &Task| task_type(task).is_some_and(|t| t.runtime_worker);
         let runtime_workers = model.tasks().iter().filter(|task| is_worker(task)).count();
         let mut tasks: Vec<TaskRow> = model
@@ -96,8 +99,10 @@ impl Report {
             .filter(|task| !is_worker(task))
             .map(|task| TaskRow {
                 id: task.id,
-                name: task_type(task)
-                    .map_or_else(|| "(unknown type: never polled)".to_owned(), |t| t.name.clone()),
+                name: task_type(task).map_or_else(
+                    || "(unknown type: never polled)".to_owned(),
+                    |t| t.name.clone(),
+                ),
                 state: task.state,
                 polls: task.polls,
                 busy_ns: task.busy_ns,
@@ -124,7 +129,10 @@ impl Report {
             completed: count(TaskState::Completed),
             cancelled: count(TaskState::Cancelled),
             panicked: count(TaskState::Panicked),
-            live_at_end: tasks.iter().filter(|task| !task.state.is_terminal()).count(),
+            live_at_end: tasks
+                .iter()
+                .filter(|task| !task.state.is_terminal())
+                .count(),
             runtime_workers,
             events: model.events,
             dropped: facts.dropped_per_cpu.iter().sum(),
@@ -188,10 +196,17 @@ impl Report {
             writeln!(out, "  note: {note}")?;
         }
         if self.tasks.is_empty() {
-            writeln!(out, "\n  no tasks were polled, spawned or woken while the probe was attached")?;
+            writeln!(
+                out,
+                "\n  no tasks were polled, spawned or woken while the probe was attached"
+            )?;
             return Ok(());
         }
-        let shown = if top == 0 { self.tasks.len() } else { top.min(self.tasks.len()) };
+        let shown = if top == 0 {
+            self.tasks.len()
+        } else {
+            top.min(self.tasks.len())
+        };
         let width = self.tasks[..shown]
             .iter()
             .map(|task| task.name.chars().count())

@@ -75,7 +75,8 @@ pub fn launch(command: &[OsString]) -> Result<Launched, TargetError> {
         return Err(std::io::Error::last_os_error().into());
     }
     // SAFETY: pipe() just returned these descriptors, owned by nobody else.
-    let (read_end, write_end) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let (read_end, write_end) =
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     // The write end must not leak into the child, or the gate would never see EOF on our death.
     // SAFETY: fcntl on a descriptor we own.
     unsafe { libc::fcntl(write_end.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
@@ -143,7 +144,10 @@ pub fn run_gate(args: &[OsString]) -> i32 {
         .arg0(argv0)
         .args(&args[3..])
         .exec();
-    eprintln!("async-inspect: cannot run {}: {error}", binary.to_string_lossy());
+    eprintln!(
+        "async-inspect: cannot run {}: {error}",
+        binary.to_string_lossy()
+    );
     127
 }
 

@@ -18,7 +18,13 @@ use serde_json::Value;
 /// Probes run one at a time: each test checks that none of our programs stay loaded afterwards.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-const PROGRAM_NAMES: [&str; 5] = ["poll_start", "poll_end", "spawn_return", "task_op", "panic_start"];
+const PROGRAM_NAMES: [&str; 5] = [
+    "poll_start",
+    "poll_end",
+    "spawn_return",
+    "task_op",
+    "panic_start",
+];
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -33,16 +39,24 @@ fn probe_binary() -> &'static str {
 
 /// The serial lock, when this machine can run eBPF probes; `None` (skip) otherwise, outside CI.
 fn privileged() -> Option<MutexGuard<'static, ()>> {
-    let guard = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let guard = SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     let supported = root
-        && aya::sys::is_uprobe_multi_supported(aya::sys::UProbeMultiFeature::ProcessScopedPidFilter)
-            .unwrap_or(false);
+        && aya::sys::is_uprobe_multi_supported(
+            aya::sys::UProbeMultiFeature::ProcessScopedPidFilter,
+        )
+        .unwrap_or(false);
     if supported {
         return Some(guard);
     }
-    let why = if root { "the kernel lacks uprobe_multi" } else { "not root" };
+    let why = if root {
+        "the kernel lacks uprobe_multi"
+    } else {
+        "not root"
+    };
     if std::env::var("CI").is_ok_and(|ci| ci == "true") {
         panic!("privileged end-to-end test cannot run in CI: {why}");
     }
@@ -146,23 +160,48 @@ fn check_demo_run(output: &Output, report: &Value) {
         "probe failed: {}\n{stdout}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(stdout.contains("inspect-demo: ready"), "the target's stdout passes through: {stdout}");
-    assert!(stdout.contains("inspect_demo::tick_loop"), "the table names the tasks: {stdout}");
+    assert!(
+        stdout.contains("inspect-demo: ready"),
+        "the target's stdout passes through: {stdout}"
+    );
+    assert!(
+        stdout.contains("inspect_demo::tick_loop"),
+        "the table names the tasks: {stdout}"
+    );
 
     let ticker = task(report, "inspect_demo::tick_loop");
     assert_eq!(ticker["state"], "completed", "{ticker:#}");
-    assert!(number(ticker, "polls") > TICKS, "a loop sleeping {TICKS} times is polled at least {} times: {ticker:#}", TICKS + 1);
+    assert!(
+        number(ticker, "polls") > TICKS,
+        "a loop sleeping {TICKS} times is polled at least {} times: {ticker:#}",
+        TICKS + 1
+    );
     assert!(number(ticker, "wakes") >= TICKS, "{ticker:#}");
-    assert!(number(ticker, "idle_ns") >= TICKS * TICK_MS * 1_000_000 * 9 / 10, "{ticker:#}");
-    assert!(ticker["spawned_ns"].is_u64() && ticker["ended_ns"].is_u64(), "{ticker:#}");
+    assert!(
+        number(ticker, "idle_ns") >= TICKS * TICK_MS * 1_000_000 * 9 / 10,
+        "{ticker:#}"
+    );
+    assert!(
+        ticker["spawned_ns"].is_u64() && ticker["ended_ns"].is_u64(),
+        "{ticker:#}"
+    );
 
     let hog = task(report, "inspect_demo::blocking_hog");
     assert_eq!(hog["state"], "completed", "{hog:#}");
-    assert!(number(hog, "busy_ns") >= BLOCK_MS * 1_000_000, "the blocked time is busy time: {hog:#}");
-    assert!(number(hog, "max_poll_ns") >= BLOCK_MS * 1_000_000, "{hog:#}");
+    assert!(
+        number(hog, "busy_ns") >= BLOCK_MS * 1_000_000,
+        "the blocked time is busy time: {hog:#}"
+    );
+    assert!(
+        number(hog, "max_poll_ns") >= BLOCK_MS * 1_000_000,
+        "{hog:#}"
+    );
 
     let waiter = task(report, "inspect_demo::lock_waiter");
-    assert_eq!(waiter["state"], "idle", "parked on a lock that is never released: {waiter:#}");
+    assert_eq!(
+        waiter["state"], "idle",
+        "parked on a lock that is never released: {waiter:#}"
+    );
     assert_eq!(number(waiter, "wakes"), 0, "{waiter:#}");
     assert!(waiter["ended_ns"].is_null(), "{waiter:#}");
 
@@ -170,10 +209,15 @@ fn check_demo_run(output: &Output, report: &Value) {
     assert_eq!(chain["state"], "completed", "{chain:#}");
     assert!(number(chain, "polls") >= 2, "{chain:#}");
 
-    let ids: Vec<u64> = ["inspect_demo::tick_loop", "inspect_demo::blocking_hog", "inspect_demo::lock_waiter", "inspect_demo::chain_a"]
-        .iter()
-        .map(|name| number(task(report, name), "id"))
-        .collect();
+    let ids: Vec<u64> = [
+        "inspect_demo::tick_loop",
+        "inspect_demo::blocking_hog",
+        "inspect_demo::lock_waiter",
+        "inspect_demo::chain_a",
+    ]
+    .iter()
+    .map(|name| number(task(report, name), "id"))
+    .collect();
     let mut unique = ids.clone();
     unique.sort_unstable();
     unique.dedup();
@@ -181,7 +225,10 @@ fn check_demo_run(output: &Output, report: &Value) {
 
     let summary = &report["summary"];
     assert_eq!(summary["dropped"], 0, "{summary:#}");
-    assert_eq!(summary["tasks"], 4, "the demo spawns four tasks: {report:#}");
+    assert_eq!(
+        summary["tasks"], 4,
+        "the demo spawns four tasks: {report:#}"
+    );
     assert!(number(summary, "peak_concurrency") >= 3, "{summary:#}");
     assert!(number(summary, "events") > 20, "{summary:#}");
 }
@@ -240,7 +287,11 @@ fn legacy_mangled_release_without_debuginfo() {
 #[test]
 fn current_thread_runtime() {
     let Some(_serial) = privileged() else { return };
-    launch_demo("current", "release-debuginfo/inspect-demo", &["--current-thread"]);
+    launch_demo(
+        "current",
+        "release-debuginfo/inspect-demo",
+        &["--current-thread"],
+    );
 }
 
 /// A running demo that ticks for a while; killed on drop.
@@ -249,7 +300,14 @@ struct Running(Child);
 impl Running {
     fn start(build: &str, ticks: u64) -> Self {
         let mut child = Command::new(fixture(build))
-            .args(["--ticks", &ticks.to_string(), "--tick-ms", "20", "--block-ms", "10"])
+            .args([
+                "--ticks",
+                &ticks.to_string(),
+                "--tick-ms",
+                "20",
+                "--block-ms",
+                "10",
+            ])
             .stdout(Stdio::piped())
             .spawn()
             .expect("starting the demo");
@@ -289,17 +347,33 @@ fn attach_by_pid_leaves_the_target_running() {
         .args(["--pid", &target.pid().to_string()])
         .output()
         .expect("running async-inspect");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert_nothing_left_attached();
     let report = read_report(&json, &output);
     let ticker = task(&report, "inspect_demo::tick_loop");
-    assert!(number(ticker, "polls") >= 10, "1 s of 20 ms ticks: {ticker:#}");
-    assert!(ticker["spawned_ns"].is_null(), "spawned before the probe attached: {ticker:#}");
+    assert!(
+        number(ticker, "polls") >= 10,
+        "1 s of 20 ms ticks: {ticker:#}"
+    );
+    assert!(
+        ticker["spawned_ns"].is_null(),
+        "spawned before the probe attached: {ticker:#}"
+    );
     assert!(ticker["ended_ns"].is_null(), "{ticker:#}");
     assert_ne!(ticker["state"], "completed");
     let duration = number(&report["summary"], "duration_ns");
-    assert!((900_000_000..3_000_000_000).contains(&duration), "--duration 1s: {duration}");
-    assert!(target.is_alive(), "the target keeps running after the probe detached");
+    assert!(
+        (900_000_000..3_000_000_000).contains(&duration),
+        "--duration 1s: {duration}"
+    );
+    assert!(
+        target.is_alive(),
+        "the target keeps running after the probe detached"
+    );
 }
 
 #[test]
@@ -319,12 +393,19 @@ fn ctrl_c_detaches_and_reports() {
     // SAFETY: sending SIGINT to our own child.
     unsafe { libc::kill(probe.id() as i32, libc::SIGINT) };
     let output = probe.wait_with_output().expect("probe output");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert_nothing_left_attached();
     let report = read_report(&json, &output);
     assert!(number(task(&report, "inspect_demo::tick_loop"), "polls") >= 10);
     assert!(String::from_utf8_lossy(&output.stdout).contains("inspect_demo::tick_loop"));
-    assert!(target.is_alive(), "Ctrl-C on the probe must not touch the target");
+    assert!(
+        target.is_alive(),
+        "Ctrl-C on the probe must not touch the target"
+    );
 }
 
 #[test]
@@ -337,7 +418,11 @@ fn the_target_exit_status_passes_through() {
         .output()
         .expect("running async-inspect");
     assert_nothing_left_attached();
-    assert_eq!(output.status.code(), Some(2), "the demo exits 2 on a bad flag");
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "the demo exits 2 on a bad flag"
+    );
     assert!(String::from_utf8_lossy(&output.stderr).contains("unknown argument"));
 }
 
@@ -360,7 +445,8 @@ fn bad_targets_get_clear_errors() {
     let plain = fixture("debug/inspect-demo-plain");
     assert!(probe_error(&["--", plain.to_str().unwrap()]).contains("is it a tokio program?"));
     assert!(probe_error(&["--", "/no/such/program"]).contains("no such file"));
-    let stripped = std::env::temp_dir().join(format!("inspect-demo-stripped-{}", std::process::id()));
+    let stripped =
+        std::env::temp_dir().join(format!("inspect-demo-stripped-{}", std::process::id()));
     let status = Command::new("strip")
         .arg("-o")
         .arg(&stripped)
@@ -378,7 +464,13 @@ fn unprivileged_users_are_told_what_is_needed() {
     let Some(_serial) = privileged() else { return };
     // Drop to nobody, without capabilities, and try to launch the demo under the probe.
     let output = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--",
+        ])
         .arg(probe_binary())
         .args(["probe", "--"])
         .arg(fixture("release/inspect-demo"))
@@ -390,7 +482,10 @@ fn unprivileged_users_are_told_what_is_needed() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("needs root"), "{stderr}");
-    assert!(!stderr.contains("inspect-demo: ready"), "the target must not start unprobed");
+    assert!(
+        !stderr.contains("inspect-demo: ready"),
+        "the target must not start unprobed"
+    );
 }
 
 #[test]
@@ -402,9 +497,19 @@ fn a_poll_heavy_workload_is_counted_exactly() {
         "yields",
         &["--quiet"],
         &fixture("release/inspect-demo"),
-        &["bench", "--tasks", &TASKS.to_string(), "--yields", &YIELDS.to_string()],
+        &[
+            "bench",
+            "--tasks",
+            &TASKS.to_string(),
+            "--yields",
+            &YIELDS.to_string(),
+        ],
     );
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert_eq!(report["summary"]["dropped"], 0, "{:#}", report["summary"]);
     let yielders: Vec<&Value> = report["tasks"]
         .as_array()

@@ -66,7 +66,8 @@ pub(super) fn name_by_calls(
 
 /// A multi-thread worker's loop, run as a blocking task by `Launch::launch`.
 const WORKER_LOOP: &str = "tokio::runtime::scheduler::multi_thread::worker::run";
-const WORKER_TASK_NAME: &str = "blocking: tokio::runtime::scheduler::multi_thread::worker::Launch::launch";
+const WORKER_TASK_NAME: &str =
+    "blocking: tokio::runtime::scheduler::multi_thread::worker::Launch::launch";
 
 fn is_closure(name: &str) -> bool {
     name.ends_with("{{closure}}") || name.contains("::{closure#")

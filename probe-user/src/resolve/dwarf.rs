@@ -57,7 +57,13 @@ pub(super) fn read(file: &object::File<'_>, poll_symbols: &[&str]) -> DwarfInfo 
         let Ok(unit) = dwarf.unit(unit_header) else {
             continue;
         };
-        let _ = scan_unit(&dwarf, &unit, &wanted, &mut info.poll_type_names, &mut header);
+        let _ = scan_unit(
+            &dwarf,
+            &unit,
+            &wanted,
+            &mut info.poll_type_names,
+            &mut header,
+        );
     }
     info.layout = header.layout();
     info
@@ -139,7 +145,8 @@ fn scan_unit(
                     .attr_value(gimli::DW_AT_linkage_name)?
                     .or(entry.attr_value(gimli::DW_AT_MIPS_linkage_name)?)
                     .and_then(|value| dwarf.attr_string(unit, value).ok());
-                if let Some(index) = linkage.and_then(|l| wanted.get(&*l.to_string_lossy()).copied())
+                if let Some(index) =
+                    linkage.and_then(|l| wanted.get(&*l.to_string_lossy()).copied())
                     && names[index].is_none()
                 {
                     poll = Some((index, depth));
@@ -149,7 +156,8 @@ fn scan_unit(
                 if let Some((index, d)) = poll
                     && depth == d + 1
                     && name().as_deref() == Some("T")
-                    && let Some(AttributeValue::UnitRef(offset)) = entry.attr_value(gimli::DW_AT_type)?
+                    && let Some(AttributeValue::UnitRef(offset)) =
+                        entry.attr_value(gimli::DW_AT_type)?
                 {
                     type_refs.push((offset, index));
                     poll = None;
@@ -163,7 +171,9 @@ fn scan_unit(
                 {
                     match (which, name().as_deref()) {
                         (LayoutStruct::Header, Some("state")) => layout.header_state = Some(offset),
-                        (LayoutStruct::Header, Some("vtable")) => layout.header_vtable = Some(offset),
+                        (LayoutStruct::Header, Some("vtable")) => {
+                            layout.header_vtable = Some(offset)
+                        }
                         (LayoutStruct::Vtable, Some("id_offset")) => {
                             layout.vtable_id_offset = Some(offset)
                         }

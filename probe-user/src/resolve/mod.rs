@@ -139,7 +139,9 @@ impl ProbePlan {
 
     /// The task type a site belongs to.
     pub fn site_task_type(&self, site: u32) -> Option<usize> {
-        self.sites.get(site as usize).and_then(|site| site.task_type)
+        self.sites
+            .get(site as usize)
+            .and_then(|site| site.task_type)
     }
 }
 
@@ -162,7 +164,9 @@ pub enum ResolveError {
          (tokio >= 1.32 is supported; a tokio linked as a shared library is not)"
     )]
     NoTokio { path: PathBuf },
-    #[error("{path}: found {missing} missing from the symbol table; this tokio version is not supported")]
+    #[error(
+        "{path}: found {missing} missing from the symbol table; this tokio version is not supported"
+    )]
     MissingFunction { path: PathBuf, missing: String },
 }
 
@@ -196,11 +200,26 @@ pub fn resolve(binary: &Path) -> Result<ProbePlan, ResolveError> {
     }
     let mut notes = Vec::new();
     for (kind, name) in [
-        (SiteKind::WakeByVal, "tokio::runtime::task::waker::wake_by_val"),
-        (SiteKind::WakeByRef, "tokio::runtime::task::waker::wake_by_ref"),
-        (SiteKind::CloneWaker, "tokio::runtime::task::waker::clone_waker"),
-        (SiteKind::DropWaker, "tokio::runtime::task::waker::drop_waker"),
-        (SiteKind::Complete, "tokio::runtime::task::state::State::transition_to_complete"),
+        (
+            SiteKind::WakeByVal,
+            "tokio::runtime::task::waker::wake_by_val",
+        ),
+        (
+            SiteKind::WakeByRef,
+            "tokio::runtime::task::waker::wake_by_ref",
+        ),
+        (
+            SiteKind::CloneWaker,
+            "tokio::runtime::task::waker::clone_waker",
+        ),
+        (
+            SiteKind::DropWaker,
+            "tokio::runtime::task::waker::drop_waker",
+        ),
+        (
+            SiteKind::Complete,
+            "tokio::runtime::task::state::State::transition_to_complete",
+        ),
     ] {
         if !found.singles.iter().any(|(k, _)| *k == kind) {
             notes.push(format!("{name} not found: those events are not seen"));
@@ -217,12 +236,20 @@ pub fn resolve(binary: &Path) -> Result<ProbePlan, ResolveError> {
         );
     }
 
-    let dwarf_info = dwarf::read(&file, &found.polls.iter().map(|p| p.symbol.as_str()).collect::<Vec<_>>());
+    let dwarf_info = dwarf::read(
+        &file,
+        &found
+            .polls
+            .iter()
+            .map(|p| p.symbol.as_str())
+            .collect::<Vec<_>>(),
+    );
     let has_dwarf = dwarf_info.has_dwarf;
     let layout = dwarf_info.layout.unwrap_or(Layout::KNOWN);
     if has_dwarf && !layout.from_dwarf {
         notes.push(
-            "tokio's Header/Vtable types not found in DWARF: using the known tokio >= 1.32 layout".into(),
+            "tokio's Header/Vtable types not found in DWARF: using the known tokio >= 1.32 layout"
+                .into(),
         );
     }
 
@@ -231,19 +258,21 @@ pub fn resolve(binary: &Path) -> Result<ProbePlan, ResolveError> {
     let mut task_types = Vec::with_capacity(found.polls.len());
     let mut unnamed = 0;
     for (index, poll) in found.polls.iter().enumerate() {
-        let (name, source) = if let Some(name) = dwarf_info.poll_type_names.get(index).cloned().flatten() {
-            (task_name_from_type(&name), NamingSource::Dwarf)
-        } else if let Some(name) = &poll.generic_type {
-            (task_name_from_type(name), NamingSource::V0Symbols)
-        } else if let Some(name) = calls::name_by_calls(&file, &table, poll.address) {
-            (name, NamingSource::CallGraph)
-        } else {
-            unnamed += 1;
-            (format!("task-type-{index}"), NamingSource::Labels)
-        };
+        let (name, source) =
+            if let Some(name) = dwarf_info.poll_type_names.get(index).cloned().flatten() {
+                (task_name_from_type(&name), NamingSource::Dwarf)
+            } else if let Some(name) = &poll.generic_type {
+                (task_name_from_type(name), NamingSource::V0Symbols)
+            } else if let Some(name) = calls::name_by_calls(&file, &table, poll.address) {
+                (name, NamingSource::CallGraph)
+            } else {
+                unnamed += 1;
+                (format!("task-type-{index}"), NamingSource::Labels)
+            };
         naming = best(naming, source);
         task_types.push(TaskType {
-            runtime_worker: name.starts_with("blocking: tokio::runtime::scheduler::multi_thread::worker::")
+            runtime_worker: name
+                .starts_with("blocking: tokio::runtime::scheduler::multi_thread::worker::")
                 && name.ends_with("::launch"),
             name,
             poll_address: poll.address,
@@ -305,7 +334,11 @@ fn best(current: NamingSource, new: NamingSource) -> NamingSource {
         NamingSource::CallGraph => 2,
         NamingSource::Labels => 3,
     };
-    if rank(new) < rank(current) { new } else { current }
+    if rank(new) < rank(current) {
+        new
+    } else {
+        current
+    }
 }
 
 /// Virtual address -> offset in the file, through the section that holds it.
@@ -326,7 +359,9 @@ fn bytes_at<'data>(file: &object::File<'data>, address: u64, size: u64) -> Optio
         }
         let data = section.data().ok()?;
         let from = usize::try_from(address - start).ok()?;
-        let to = from.checked_add(usize::try_from(size).ok()?)?.min(data.len());
+        let to = from
+            .checked_add(usize::try_from(size).ok()?)?
+            .min(data.len());
         data.get(from..to)
     })
 }

@@ -20,7 +20,10 @@ fn split_generics(path: &str) -> (String, Option<String>) {
         for (open, _) in path.match_indices("::<") {
             let args = &path[open + 3..];
             if matching_close(args) == Some(args.len() - 1) {
-                return (path[..open].to_owned(), Some(args[..args.len() - 1].to_owned()));
+                return (
+                    path[..open].to_owned(),
+                    Some(args[..args.len() - 1].to_owned()),
+                );
             }
         }
     }
@@ -77,7 +80,10 @@ pub fn first_generic_arg(args: &str) -> Option<String> {
 /// - `tokio::runtime::blocking::task::BlockingTask<F>` -> `blocking: <name of F>`
 pub fn task_name_from_type(type_name: &str) -> String {
     const BLOCKING: &str = "tokio::runtime::blocking::task::BlockingTask<";
-    if let Some(inner) = type_name.strip_prefix(BLOCKING).and_then(|t| t.strip_suffix('>')) {
+    if let Some(inner) = type_name
+        .strip_prefix(BLOCKING)
+        .and_then(|t| t.strip_suffix('>'))
+    {
         return format!("blocking: {}", task_name_from_type(inner));
     }
     let (path, _) = split_path(type_name);
@@ -85,7 +91,9 @@ pub fn task_name_from_type(type_name: &str) -> String {
     if let Some((head, last)) = type_name.rsplit_once("::") {
         if last.starts_with("{async_fn_env#")
             || last.starts_with("{closure#")
-            || last.starts_with("{closure_env#") || last == "{{closure}}" {
+            || last.starts_with("{closure_env#")
+            || last == "{{closure}}"
+        {
             return head.to_owned();
         }
         if let Some(number) = last
@@ -107,7 +115,10 @@ mod tests {
         let (path, args) = split_path(
             "<tokio::runtime::scheduler::multi_thread::handle::Handle>::bind_new_task::<app::run::{closure#0}>",
         );
-        assert_eq!(path, "tokio::runtime::scheduler::multi_thread::handle::Handle::bind_new_task");
+        assert_eq!(
+            path,
+            "tokio::runtime::scheduler::multi_thread::handle::Handle::bind_new_task"
+        );
         assert_eq!(args.as_deref(), Some("app::run::{closure#0}"));
     }
 
@@ -140,28 +151,46 @@ mod tests {
     #[test]
     fn generics_are_removed_for_matching() {
         assert_eq!(
-            without_generics("tokio::runtime::task::core::Cell<app::f::{closure#0}, alloc::sync::Arc<h::Handle>>::new"),
+            without_generics(
+                "tokio::runtime::task::core::Cell<app::f::{closure#0}, alloc::sync::Arc<h::Handle>>::new"
+            ),
             "tokio::runtime::task::core::Cell::new"
         );
-        assert_eq!(without_generics("tokio::runtime::task::core::Cell<T,S>::new"), "tokio::runtime::task::core::Cell::new");
+        assert_eq!(
+            without_generics("tokio::runtime::task::core::Cell<T,S>::new"),
+            "tokio::runtime::task::core::Cell::new"
+        );
     }
 
     #[test]
     fn task_names() {
-        assert_eq!(task_name_from_type("app::handler::{async_fn_env#0}"), "app::handler");
-        assert_eq!(task_name_from_type("app::handler::{closure#0}"), "app::handler");
-        assert_eq!(task_name_from_type("app::handler::{{closure}}"), "app::handler");
+        assert_eq!(
+            task_name_from_type("app::handler::{async_fn_env#0}"),
+            "app::handler"
+        );
+        assert_eq!(
+            task_name_from_type("app::handler::{closure#0}"),
+            "app::handler"
+        );
+        assert_eq!(
+            task_name_from_type("app::handler::{{closure}}"),
+            "app::handler"
+        );
         assert_eq!(
             task_name_from_type("app::main::{async_block_env#1}"),
             "app::main::{async block#1}"
         );
         assert_eq!(
-            task_name_from_type("tokio::runtime::blocking::task::BlockingTask<app::load::{closure#0}>"),
+            task_name_from_type(
+                "tokio::runtime::blocking::task::BlockingTask<app::load::{closure#0}>"
+            ),
             "blocking: app::load"
         );
         assert_eq!(task_name_from_type("app::Custom"), "app::Custom");
         assert_eq!(
-            task_name_from_type("<tokio::runtime::scheduler::multi_thread::worker::Launch>::launch::{closure#0}"),
+            task_name_from_type(
+                "<tokio::runtime::scheduler::multi_thread::worker::Launch>::launch::{closure#0}"
+            ),
             "tokio::runtime::scheduler::multi_thread::worker::Launch::launch"
         );
     }

@@ -65,8 +65,12 @@ impl SymbolTable {
 
     /// The symbol that starts exactly at `address`.
     pub fn at(&self, address: u64) -> Option<&Symbol> {
-        let index = self.symbols.partition_point(|symbol| symbol.address < address);
-        self.symbols.get(index).filter(|symbol| symbol.address == address)
+        let index = self
+            .symbols
+            .partition_point(|symbol| symbol.address < address);
+        self.symbols
+            .get(index)
+            .filter(|symbol| symbol.address == address)
     }
 
     pub fn tokio_functions(&self) -> TokioFunctions {
