@@ -14,6 +14,8 @@ pub struct Collector {
     batch: Vec<TaskEvent>,
     /// Records too short or of an unknown kind (an ABI mismatch would show up here).
     pub undecodable: u64,
+    /// Print every event to stderr (`ASYNC_INSPECT_TRACE_EVENTS=1`): for debugging the probes.
+    trace: bool,
 }
 
 impl Collector {
@@ -23,6 +25,7 @@ impl Collector {
             ring: unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }?,
             batch: Vec::with_capacity(4096),
             undecodable: 0,
+            trace: std::env::var_os("ASYNC_INSPECT_TRACE_EVENTS").is_some(),
         })
     }
 
@@ -57,8 +60,8 @@ impl Collector {
         // Records are reserved in order per CPU, not globally: sort what arrived together.
         self.batch.sort_by_key(|event| event.ts_ns);
         for event in self.batch.drain(..) {
-            if std::env::var_os("ASYNC_INSPECT_TRACE_EVENTS").is_some() {
-                eprintln!("EV {event:?}");
+            if self.trace {
+                eprintln!("event {event:?}");
             }
             model.apply(&event);
         }

@@ -253,35 +253,42 @@ fn launch_demo(tag: &str, build: &str, extra: &[&str]) -> Value {
     report
 }
 
+/// The demo in one build shape: its known behaviour, and where the task names came from.
+fn check_build(tag: &str, build: &str, naming: &str, debuginfo: bool) {
+    let Some(_serial) = privileged() else { return };
+    let report = launch_demo(tag, build, &[]);
+    assert_eq!(report["summary"]["naming"], naming);
+    assert_eq!(report["summary"]["debuginfo"], debuginfo);
+}
+
 #[test]
 fn debug_build() {
-    let Some(_serial) = privileged() else { return };
-    let report = launch_demo("debug", "debug/inspect-demo", &[]);
-    assert_eq!(report["summary"]["naming"], "dwarf");
+    check_build("debug", "debug/inspect-demo", "dwarf", true);
 }
 
 #[test]
 fn release_build_with_debuginfo() {
-    let Some(_serial) = privileged() else { return };
-    let report = launch_demo("reldbg", "release-debuginfo/inspect-demo", &[]);
-    assert_eq!(report["summary"]["naming"], "dwarf");
-    assert_eq!(report["summary"]["debuginfo"], true);
+    check_build("reldbg", "release-debuginfo/inspect-demo", "dwarf", true);
 }
 
 #[test]
 fn release_build_without_debuginfo() {
-    let Some(_serial) = privileged() else { return };
-    let report = launch_demo("release", "release/inspect-demo", &[]);
-    assert_eq!(report["summary"]["debuginfo"], false);
-    assert_eq!(report["summary"]["naming"], "v0_symbols");
+    check_build("release", "release/inspect-demo", "v0_symbols", false);
 }
 
 #[test]
 fn legacy_mangled_release_without_debuginfo() {
-    let Some(_serial) = privileged() else { return };
-    let report = launch_demo("legacy", "legacy/release/inspect-demo", &[]);
-    assert_eq!(report["summary"]["debuginfo"], false);
-    assert_eq!(report["summary"]["naming"], "call_graph");
+    check_build("legacy", "legacy/release/inspect-demo", "call_graph", false);
+}
+
+#[test]
+fn non_pie_executable() {
+    check_build(
+        "nopie",
+        "nopie/x86_64-unknown-linux-gnu/release-debuginfo/inspect-demo",
+        "dwarf",
+        true,
+    );
 }
 
 #[test]

@@ -22,6 +22,9 @@ type Result<T, E = String> = std::result::Result<T, E>;
 /// Builds the legacy-mangled fixture. Keep in step with scripts/setup.sh, which installs it.
 const LEGACY_TOOLCHAIN: &str = "1.95.0";
 
+/// The host triple the non-PIE fixture is built for (the fixtures are x86-64 only, like the probe).
+const NOPIE_TARGET: &str = "x86_64-unknown-linux-gnu";
+
 const USAGE: &str = "usage: cargo xtask test [CARGO TEST ARG...]
        cargo xtask bench [--runs N] [--tasks N] [--yields N]";
 
@@ -141,13 +144,56 @@ fn test(args: Vec<String>) -> Result<ExitCode> {
     }
     command.args(&args);
     eprintln!("xtask: {}", describe(&command));
-    let status = command
-        .status()
+    let mut child = command
+        .stdout(Stdio::piped())
+        .spawn()
         .map_err(|error| format!("cannot run cargo test: {error}"))?;
+    // Pass the output through, and add up the per-binary results into one closing line, so a
+    // log reader sees the whole run's count rather than the last (often empty) doc-test binary's.
+    let mut totals = TestTotals::default();
+    let stdout = child.stdout.take().expect("piped stdout");
+    for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+        let line = line.map_err(|error| format!("reading cargo test's output: {error}"))?;
+        println!("{line}");
+        totals.add(&line);
+    }
+    let status = child
+        .wait()
+        .map_err(|error| format!("cannot wait for cargo test: {error}"))?;
+    println!(
+        "\ntests: {} passed, {} failed",
+        totals.passed, totals.failed
+    );
     Ok(match status.code() {
         Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         None => ExitCode::FAILURE,
     })
+}
+
+/// Sums of the `test result: ok. N passed; M failed; ...` lines libtest prints per binary.
+#[derive(Debug, Default, PartialEq)]
+struct TestTotals {
+    passed: u64,
+    failed: u64,
+}
+
+impl TestTotals {
+    fn add(&mut self, line: &str) {
+        let Some(rest) = line.strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split(['.', ';']) {
+            let mut words = part.split_whitespace();
+            match (
+                words.next().and_then(|n| n.parse::<u64>().ok()),
+                words.next(),
+            ) {
+                (Some(n), Some("passed")) => self.passed += n,
+                (Some(n), Some("failed")) => self.failed += n,
+                _ => {}
+            }
+        }
+    }
 }
 
 /// A `--config` value that has cargo run the test binaries through `prefix`.
@@ -196,6 +242,22 @@ fn build_fixtures() -> Result<()> {
         run(cargo().args(["build", "-p", "inspect-demo"]).args(profile))?;
         fixture_built(path, what)?;
     }
+    // A non-PIE executable (ET_EXEC): symbol addresses are absolute, not load-relative. The
+    // explicit --target keeps RUSTFLAGS off the proc-macro crates built for the host.
+    run(cargo()
+        .env("RUSTFLAGS", "-C relocation-model=static")
+        .args([
+            "build",
+            "-p",
+            "inspect-demo",
+            "--profile",
+            "release-debuginfo",
+        ])
+        .args(["--target", NOPIE_TARGET, "--target-dir", "target/nopie"]))?;
+    fixture_built(
+        &format!("target/nopie/{NOPIE_TARGET}/release-debuginfo/inspect-demo"),
+        "non-PIE, optimised, DWARF",
+    )?;
     build_legacy_fixture()?;
     fixture_built(
         "target/legacy/release/inspect-demo",
@@ -567,6 +629,22 @@ mod tests {
         assert_eq!(options.demo_args, ["--tasks", "8"]);
         assert!(parse_bench_args(vec!["--runs".into(), "0".into()]).is_err());
         assert!(parse_bench_args(vec!["--what".into()]).is_err());
+    }
+
+    #[test]
+    fn test_results_add_up() {
+        let mut totals = TestTotals::default();
+        totals.add("test result: ok. 22 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s");
+        totals
+            .add("test result: FAILED. 9 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out");
+        totals.add("running 3 tests");
+        assert_eq!(
+            totals,
+            TestTotals {
+                passed: 31,
+                failed: 2
+            }
+        );
     }
 
     #[test]
