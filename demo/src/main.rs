@@ -6,6 +6,8 @@
 //! - `inspect_demo::lock_waiter`: waits for a tokio Mutex that `main` holds until exit: parked forever.
 //! - `inspect_demo::blocking_hog`: blocks its worker thread for `--block-ms` inside a single poll.
 //! - `inspect_demo::chain_a`: awaits `chain_b`, which awaits `chain_c`, which sleeps: a nested await chain.
+//! - `inspect_demo::doomed_sleeper`: sleeps for an hour; `main` aborts it: cancelled.
+//! - with `--panic`, `inspect_demo::panicker`: panics in its first poll.
 //!
 //! `inspect-demo bench` is a poll-heavy workload for the overhead benchmark instead.
 
@@ -22,6 +24,7 @@ struct Options {
     block_ms: u64,
     linger_ms: Option<u64>,
     current_thread: bool,
+    panic: bool,
     bench: Option<Bench>,
 }
 
@@ -30,7 +33,7 @@ struct Bench {
     yields: u32,
 }
 
-const USAGE: &str = "usage: inspect-demo [--ticks N] [--tick-ms MS] [--block-ms MS] [--linger-ms MS] [--current-thread]
+const USAGE: &str = "usage: inspect-demo [--ticks N] [--tick-ms MS] [--block-ms MS] [--linger-ms MS] [--current-thread] [--panic]
        inspect-demo bench [--tasks N] [--yields N] [--current-thread]";
 
 fn parse_args() -> Result<Options, String> {
@@ -40,6 +43,7 @@ fn parse_args() -> Result<Options, String> {
         block_ms: 300,
         linger_ms: None,
         current_thread: false,
+        panic: false,
         bench: None,
     };
     let mut args = std::env::args().skip(1).peekable();
@@ -63,6 +67,7 @@ fn parse_args() -> Result<Options, String> {
             ("--block-ms", _) => options.block_ms = number("--block-ms")?,
             ("--linger-ms", _) => options.linger_ms = Some(number("--linger-ms")?),
             ("--current-thread", _) => options.current_thread = true,
+            ("--panic", None) => options.panic = true,
             ("--tasks", Some(bench)) => bench.tasks = number("--tasks")? as u32,
             ("--yields", Some(bench)) => bench.yields = number("--yields")? as u32,
             ("-h" | "--help", _) => {
@@ -110,7 +115,14 @@ async fn run_demo(options: &Options) {
     let waiter = tokio::spawn(lock_waiter(lock.clone()));
     let hog = tokio::spawn(blocking_hog(options.block_ms));
     let chain = tokio::spawn(chain_a(options.tick_ms));
+    let doomed = tokio::spawn(doomed_sleeper());
+    if options.panic {
+        let panicked = tokio::spawn(panicker()).await;
+        assert!(panicked.is_err_and(|error| error.is_panic()));
+    }
 
+    tokio::task::yield_now().await;
+    doomed.abort();
     let ticks = ticker.await.expect("tick_loop panicked");
     hog.await.expect("blocking_hog panicked");
     let depth = chain.await.expect("chain_a panicked");
@@ -143,6 +155,15 @@ async fn blocking_hog(block_ms: u64) {
     tokio::task::yield_now().await;
     // Deliberately wrong: blocks the worker thread inside a poll.
     std::thread::sleep(Duration::from_millis(block_ms));
+}
+
+async fn doomed_sleeper() {
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+}
+
+async fn panicker() {
+    tokio::task::yield_now().await;
+    panic!("inspect-demo: panicker panics on purpose (--panic)");
 }
 
 async fn chain_a(tick_ms: u64) -> u32 {

@@ -209,6 +209,10 @@ fn check_demo_run(output: &Output, report: &Value) {
     assert_eq!(chain["state"], "completed", "{chain:#}");
     assert!(number(chain, "polls") >= 2, "{chain:#}");
 
+    let doomed = task(report, "inspect_demo::doomed_sleeper");
+    assert_eq!(doomed["state"], "cancelled", "aborted by main: {doomed:#}");
+    assert!(doomed["ended_ns"].is_u64(), "{doomed:#}");
+
     let ids: Vec<u64> = [
         "inspect_demo::tick_loop",
         "inspect_demo::blocking_hog",
@@ -226,8 +230,8 @@ fn check_demo_run(output: &Output, report: &Value) {
     let summary = &report["summary"];
     assert_eq!(summary["dropped"], 0, "{summary:#}");
     assert_eq!(
-        summary["tasks"], 4,
-        "the demo spawns four tasks: {report:#}"
+        summary["tasks"], 5,
+        "the demo spawns five tasks: {report:#}"
     );
     assert!(number(summary, "peak_concurrency") >= 3, "{summary:#}");
     assert!(number(summary, "events") > 20, "{summary:#}");
@@ -288,6 +292,29 @@ fn non_pie_executable() {
         "nopie/x86_64-unknown-linux-gnu/release-debuginfo/inspect-demo",
         "dwarf",
         true,
+    );
+}
+
+#[test]
+fn a_panicking_task_is_reported_as_panicked() {
+    let Some(_serial) = privileged() else { return };
+    let (output, report) = probe_launch(
+        "panic",
+        &["--quiet"],
+        &fixture("release/inspect-demo"),
+        &["--panic", "--ticks", "1"],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let panicker = task(&report, "inspect_demo::panicker");
+    assert_eq!(panicker["state"], "panicked", "{panicker:#}");
+    assert_eq!(report["summary"]["panicked"], 1);
+    assert_eq!(
+        task(&report, "inspect_demo::tick_loop")["state"],
+        "completed"
     );
 }
 

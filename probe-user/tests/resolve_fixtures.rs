@@ -17,7 +17,9 @@ fn fixture(relative: &str) -> PathBuf {
     path
 }
 
-const DEMO_TASKS: [&str; 5] = [
+const DEMO_TASKS: [&str; 7] = [
+    "inspect_demo::doomed_sleeper",
+    "inspect_demo::panicker",
     "inspect_demo::tick_loop",
     "inspect_demo::lock_waiter",
     "inspect_demo::blocking_hog",

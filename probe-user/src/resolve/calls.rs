@@ -2,12 +2,20 @@
 //! `Harness::<T, S>::poll`, which calls (directly, a few levels down) the future's own poll
 //! function, whose legacy symbol keeps its path: `myapp::handler::{{closure}}`. Following direct
 //! calls from `raw::poll` until such a symbol names the type.
+//!
+//! Where the future's poll function was inlined, the drop glue of the task's stage still names
+//! it: `core::ptr::drop_in_place<tokio::runtime::task::core::Stage<myapp::handler::{{closure}}>>`
+//! (legacy names keep the generic arguments of drop glue).
 
 use std::collections::{HashSet, VecDeque};
 
 use iced_x86::{Decoder, DecoderOptions, OpKind};
 
-use super::{bytes_at, names::task_name_from_type, symbols::SymbolTable};
+use super::{
+    bytes_at,
+    names::{first_generic_arg, task_name_from_type},
+    symbols::SymbolTable,
+};
 
 /// How many calls deep to look: raw::poll -> Harness::poll -> poll_inner -> Core::poll -> future.
 const MAX_DEPTH: usize = 5;
@@ -26,6 +34,7 @@ pub(super) fn name_by_calls(
     let mut queue = VecDeque::from([(poll_address, 0usize)]);
     let mut visited = HashSet::new();
     let mut tokio_closure = None;
+    let mut stage_type = None;
     while let Some((address, depth)) = queue.pop_front() {
         if !visited.insert(address) || depth > MAX_DEPTH {
             continue;
@@ -33,6 +42,9 @@ pub(super) fn name_by_calls(
         let Some(symbol) = table.at(address) else {
             continue;
         };
+        if stage_type.is_none() {
+            stage_type = stage_drop_type(table, address);
+        }
         if depth > 0 && symbol.demangled == WORKER_LOOP {
             // The worker-launch closure is inlined away; its body's call remains.
             return Some(WORKER_TASK_NAME.to_owned());
@@ -61,7 +73,33 @@ pub(super) fn name_by_calls(
             }
         }
     }
-    tokio_closure
+    stage_type.or(tokio_closure)
+}
+
+/// `T` of the drop glue of a task's `Stage<T>`, `CoreStage<T>` or `Cell<T, S>` at `address`,
+/// unless identical-code folding gave it several types' names.
+fn stage_drop_type(table: &SymbolTable, address: u64) -> Option<String> {
+    let mut found: Option<String> = None;
+    for symbol in table.all_at(address) {
+        let name = &symbol.demangled;
+        if !(name.starts_with("core::ptr::drop_in_place<")
+            || name.starts_with("core::ptr::drop_glue::<"))
+        {
+            continue;
+        }
+        let Some(inner) = ["Stage<", "CoreStage<", "Cell<"].iter().find_map(|holder| {
+            let at = name.find(&format!("tokio::runtime::task::core::{holder}"))?;
+            let args = &name[at + "tokio::runtime::task::core::".len() + holder.len()..];
+            first_generic_arg(args.trim_end_matches('>'))
+        }) else {
+            continue;
+        };
+        match &found {
+            Some(other) if *other != inner => return None,
+            _ => found = Some(inner),
+        }
+    }
+    found.map(|name| task_name_from_type(&name))
 }
 
 /// A multi-thread worker's loop, run as a blocking task by `Launch::launch`.

@@ -63,14 +63,19 @@ impl SymbolTable {
         self.symbols.is_empty()
     }
 
-    /// The symbol that starts exactly at `address`.
+    /// The symbol that starts exactly at `address` (the first, where several do).
     pub fn at(&self, address: u64) -> Option<&Symbol> {
+        self.all_at(address).next()
+    }
+
+    /// Every symbol at `address`: identical-code folding gives one function several names.
+    pub fn all_at(&self, address: u64) -> impl Iterator<Item = &Symbol> {
         let index = self
             .symbols
             .partition_point(|symbol| symbol.address < address);
-        self.symbols
-            .get(index)
-            .filter(|symbol| symbol.address == address)
+        self.symbols[index..]
+            .iter()
+            .take_while(move |symbol| symbol.address == address)
     }
 
     pub fn tokio_functions(&self) -> TokioFunctions {
