@@ -7,6 +7,7 @@
 pub mod attach;
 pub mod cli;
 pub mod collect;
+pub mod memory;
 pub mod model;
 pub mod report;
 pub mod resolve;

@@ -7,6 +7,7 @@ mod calls;
 mod dwarf;
 mod names;
 mod symbols;
+pub mod vtables;
 
 use std::path::{Path, PathBuf};
 

@@ -1,0 +1,1 @@
+//! Reading a live process's memory (stub: being written).
