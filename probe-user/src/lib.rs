@@ -4,6 +4,7 @@
 //! (ring buffer -> [`model`]) -> [`report`]. [`target`] launches or finds the process; [`cli`]
 //! turns flags into a validated configuration.
 
+pub mod analyze;
 pub mod attach;
 pub mod cli;
 pub mod collect;

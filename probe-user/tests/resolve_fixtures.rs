@@ -117,3 +117,65 @@ fn non_pie_offsets_are_file_offsets() {
         assert!(site.address - site.file_offset >= 0x20_0000, "{site:?}");
     }
 }
+
+/// The 1-based line of the first line in the demo's source that contains `needle`.
+fn demo_line(needle: &str) -> u64 {
+    let source = include_str!("../../demo/src/main.rs");
+    source
+        .lines()
+        .position(|line| line.contains(needle))
+        .map(|index| index as u64 + 1)
+        .unwrap_or_else(|| panic!("{needle} is not in the demo's source"))
+}
+
+fn state_machine_awaits(build: &str) {
+    use probe_user::resolve::futures::TypeKind;
+    let plan = resolve(&fixture(build)).expect("resolve");
+    let types = plan.types.as_ref().expect("DWARF types");
+    let ticker = plan
+        .task_types
+        .iter()
+        .find(|t| t.name == "inspect_demo::tick_loop")
+        .expect("tick_loop");
+    let future = ticker.future.expect("the future's place in the task cell");
+    assert!((0x20..0x400).contains(&future.offset), "{future:?}");
+    let info = types.get(future.ty).expect("decode");
+    assert_eq!(info.name, "inspect_demo::tick_loop::{async_fn_env#0}");
+    let TypeKind::StateMachine { states, .. } = &info.kind else {
+        panic!("not a state machine: {info:?}");
+    };
+    let suspend = states
+        .iter()
+        .find(|state| state.is_suspended())
+        .expect("a suspend state");
+    assert_eq!(
+        suspend.line,
+        demo_line("tokio::time::sleep(Duration::from_millis(tick_ms)).await"),
+        "{suspend:?}"
+    );
+    assert!(
+        suspend
+            .file
+            .as_deref()
+            .is_some_and(|f| f.ends_with("demo/src/main.rs"))
+    );
+    let awaitee = suspend.awaitee.as_ref().expect("__awaitee");
+    let sleep = types
+        .get(awaitee.ty.expect("awaitee type"))
+        .expect("decode");
+    assert_eq!(sleep.name, "tokio::time::sleep::Sleep");
+    assert!(
+        suspend.locals.iter().any(|local| local.name == "done"),
+        "{suspend:?}"
+    );
+}
+
+#[test]
+fn await_points_of_a_debug_build() {
+    state_machine_awaits("debug/inspect-demo");
+}
+
+#[test]
+fn await_points_of_a_release_build_with_debuginfo() {
+    state_machine_awaits("release-debuginfo/inspect-demo");
+}

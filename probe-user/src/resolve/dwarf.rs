@@ -15,6 +15,10 @@ pub(super) struct DwarfInfo {
     pub layout: Option<Layout>,
     /// Indexed like the `poll_symbols` passed to [`read`].
     pub poll_type_names: Vec<Option<String>>,
+    /// The `.debug_info` offset of each poll's `T`, for the future decoder.
+    pub poll_types: Vec<Option<usize>>,
+    /// The task cell type `Cell<T, S>` of each poll's `T`.
+    pub poll_cells: Vec<Option<usize>>,
 }
 
 /// `poll_symbols` are the mangled names (no `.llvm.` suffix) of the `raw::poll` instances.
@@ -23,6 +27,8 @@ pub(super) fn read(file: &object::File<'_>, poll_symbols: &[&str]) -> DwarfInfo 
         has_dwarf: false,
         layout: None,
         poll_type_names: vec![None; poll_symbols.len()],
+        poll_types: vec![None; poll_symbols.len()],
+        poll_cells: vec![None; poll_symbols.len()],
     };
     let has_debug_info = file
         .section_by_name(".debug_info")
@@ -52,20 +58,24 @@ pub(super) fn read(file: &object::File<'_>, poll_symbols: &[&str]) -> DwarfInfo 
         .map(|(index, name)| (*name, index))
         .collect();
     let mut header = LayoutParts::default();
+    let mut cells: HashMap<String, usize> = HashMap::new();
     let mut units = dwarf.units();
     while let Ok(Some(unit_header)) = units.next() {
         let Ok(unit) = dwarf.unit(unit_header) else {
             continue;
         };
-        let _ = scan_unit(
-            &dwarf,
-            &unit,
-            &wanted,
-            &mut info.poll_type_names,
-            &mut header,
-        );
+        let mut found = Found {
+            names: &mut info.poll_type_names,
+            types: &mut info.poll_types,
+            cells: &mut cells,
+            layout: &mut header,
+        };
+        let _ = scan_unit(&dwarf, &unit, &wanted, &mut found);
     }
     info.layout = header.layout();
+    for (index, name) in info.poll_type_names.iter().enumerate() {
+        info.poll_cells[index] = name.as_ref().and_then(|name| cells.get(name).copied());
+    }
     info
 }
 
@@ -87,14 +97,28 @@ impl LayoutParts {
     }
 }
 
+/// What the walk fills in.
+struct Found<'a> {
+    names: &'a mut [Option<String>],
+    types: &'a mut [Option<usize>],
+    /// `Cell<T, S>` by the qualified name of `T`.
+    cells: &'a mut HashMap<String, usize>,
+    layout: &'a mut LayoutParts,
+}
+
 /// One depth-first walk of a unit, keeping the path of enclosing namespaces and types.
 fn scan_unit(
     dwarf: &gimli::Dwarf<Reader<'_>>,
     unit: &gimli::Unit<Reader<'_>>,
     wanted: &HashMap<&str, usize>,
-    names: &mut [Option<String>],
-    layout: &mut LayoutParts,
+    found: &mut Found<'_>,
 ) -> gimli::Result<()> {
+    let Found {
+        names,
+        types,
+        cells,
+        layout,
+    } = found;
     let mut path: Vec<(isize, String)> = Vec::new();
     let mut depth = 0isize;
     // The `raw::poll` subprogram whose template parameters come next: (poll index, its depth).
@@ -103,6 +127,9 @@ fn scan_unit(
     let mut layout_struct: Option<(LayoutStruct, isize)> = None;
     // Types to name once the walk has seen them: offset -> poll index.
     let mut type_refs: Vec<(UnitOffset, usize)> = Vec::new();
+    // The `Cell<T, S>` whose template parameters come next, and the cells' `T`s.
+    let mut cell: Option<(UnitOffset, isize)> = None;
+    let mut cell_refs: Vec<(UnitOffset, UnitOffset)> = Vec::new();
     let mut type_names: HashMap<UnitOffset, String> = HashMap::new();
     let mut entries = unit.entries();
     while let Some((delta, entry)) = entries.next_dfs()? {
@@ -116,6 +143,9 @@ fn scan_unit(
         if layout_struct.is_some_and(|(_, d)| depth <= d) {
             layout_struct = None;
         }
+        if cell.is_some_and(|(_, d)| depth <= d) {
+            cell = None;
+        }
         let name = || -> Option<String> {
             let value = entry.attr_value(gimli::DW_AT_name).ok()??;
             let name = dwarf.attr_string(unit, value).ok()?;
@@ -128,6 +158,11 @@ fn scan_unit(
             | gimli::DW_TAG_enumeration_type => {
                 let Some(name) = name() else { continue };
                 let qualified = qualify(&path, &name);
+                if entry.tag() == gimli::DW_TAG_structure_type
+                    && qualified.starts_with("tokio::runtime::task::core::Cell<")
+                {
+                    cell = Some((entry.offset(), depth));
+                }
                 if entry.tag() == gimli::DW_TAG_structure_type {
                     layout_struct = match qualified.as_str() {
                         "tokio::runtime::task::core::Header" => Some((LayoutStruct::Header, depth)),
@@ -153,6 +188,14 @@ fn scan_unit(
                 }
             }
             gimli::DW_TAG_template_type_parameter => {
+                if let Some((cell_offset, d)) = cell
+                    && depth == d + 1
+                    && name().as_deref() == Some("T")
+                    && let Some(AttributeValue::UnitRef(offset)) =
+                        entry.attr_value(gimli::DW_AT_type)?
+                {
+                    cell_refs.push((offset, cell_offset));
+                }
                 if let Some((index, d)) = poll
                     && depth == d + 1
                     && name().as_deref() == Some("T")
@@ -184,9 +227,16 @@ fn scan_unit(
             _ => {}
         }
     }
+    let global = |offset: UnitOffset| offset.to_debug_info_offset(&unit.header).map(|o| o.0);
     for (offset, index) in type_refs {
         if let Some(name) = type_names.get(&offset) {
             names[index] = Some(name.clone());
+            types[index] = global(offset);
+        }
+    }
+    for (offset, cell_offset) in cell_refs {
+        if let (Some(name), Some(cell)) = (type_names.get(&offset), global(cell_offset)) {
+            cells.entry(name.clone()).or_insert(cell);
         }
     }
     Ok(())

@@ -5,6 +5,7 @@
 
 mod calls;
 mod dwarf;
+pub mod futures;
 mod names;
 mod symbols;
 pub mod vtables;
@@ -80,6 +81,15 @@ pub struct TaskType {
     /// The blocking task that runs a multi-thread worker's loop: runtime plumbing, busy for
     /// the runtime's whole life, not something the program spawned.
     pub runtime_worker: bool,
+    /// The future's DWARF type and its offset from the task header (inside `Stage::Running`),
+    /// where DWARF has them.
+    pub future: Option<FutureLocation>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FutureLocation {
+    pub ty: futures::TypeId,
+    pub offset: u64,
 }
 
 /// Where task names came from, best first.
@@ -126,6 +136,8 @@ pub struct ProbePlan {
     pub layout: Layout,
     pub naming: NamingSource,
     pub has_dwarf: bool,
+    /// The binary's DWARF types, for decoding futures in memory (None without DWARF).
+    pub types: Option<std::sync::Arc<futures::TypeIndex>>,
     /// Things a user should know about the quality of what follows.
     pub notes: Vec<String>,
 }
@@ -254,6 +266,23 @@ pub fn resolve(binary: &Path) -> Result<ProbePlan, ResolveError> {
         );
     }
 
+    let types = if has_dwarf {
+        match futures::TypeIndex::new(&file) {
+            Ok(types) => Some(std::sync::Arc::new(types)),
+            Err(error) => {
+                notes.push(format!("DWARF types unreadable ({error}): no await points"));
+                None
+            }
+        }
+    } else {
+        notes.push(
+            "no DWARF: await points and async backtraces need a build with debuginfo \
+             (e.g. `debug = \"line-tables-only\"` is not enough; `debug = 1` or more)"
+                .into(),
+        );
+        None
+    };
+
     // Name each task type, from the best source that knows it.
     let mut naming = NamingSource::Labels;
     let mut task_types = Vec::with_capacity(found.polls.len());
@@ -271,7 +300,13 @@ pub fn resolve(binary: &Path) -> Result<ProbePlan, ResolveError> {
                 (format!("task-type-{index}"), NamingSource::Labels)
             };
         naming = best(naming, source);
+        let future = types.as_ref().and_then(|types| {
+            let cell = dwarf_info.poll_cells.get(index).copied().flatten()?;
+            let (offset, ty) = types.offset_of(cell, &FUTURE_IN_CELL)?;
+            Some(FutureLocation { ty, offset })
+        });
         task_types.push(TaskType {
+            future,
             runtime_worker: name
                 .starts_with("blocking: tokio::runtime::scheduler::multi_thread::worker::")
                 && name.ends_with("::launch"),
@@ -323,9 +358,14 @@ pub fn resolve(binary: &Path) -> Result<ProbePlan, ResolveError> {
         layout,
         naming,
         has_dwarf,
+        types,
         notes,
     })
 }
+
+/// Where a task's future sits in its `Cell<T, S>`: `core.stage.stage.value` is the `Stage<T>`,
+/// whose `Running` variant holds the future.
+const FUTURE_IN_CELL: [&str; 6] = ["core", "stage", "stage", "value", "Running", "__0"];
 
 fn best(current: NamingSource, new: NamingSource) -> NamingSource {
     // A plan is as good as the best source that named anything.
