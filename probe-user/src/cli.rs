@@ -33,6 +33,40 @@ through and ends when it exits, with its exit status.\nAttaching (`--pid`) never
 program: Ctrl-C or --duration ends the probe, and nothing stays attached afterwards."
     )]
     Probe(ProbeArgs),
+    /// Snapshot every live task of a running process, with where each one waits.
+    #[command(
+        after_help = "Finds the tasks in the process's memory, so tasks idle since long before you looked are \
+found too, and reads each one's async backtrace (needs DWARF in the binary, or --binary). Costs the \
+process nothing unless --freeze is given, which pauses it for the moment of the snapshot."
+    )]
+    Dump(DumpArgs),
+}
+
+#[derive(Args)]
+pub struct DumpArgs {
+    /// The running process.
+    #[arg(short, long, value_name = "PID")]
+    pub pid: u32,
+
+    /// Also write the report as JSON to FILE (the same schema as `probe --json`).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+
+    /// Read symbols and DWARF from this file instead of the process's executable.
+    #[arg(long, value_name = "PATH")]
+    pub binary: Option<PathBuf>,
+
+    /// Pause every thread of the process while reading, for a consistent snapshot.
+    #[arg(long)]
+    pub freeze: bool,
+
+    /// Leave the values of locals out of backtraces (they may hold user data).
+    #[arg(long)]
+    pub no_values: bool,
+
+    /// How many tasks the table shows (0: all).
+    #[arg(long, value_name = "N", default_value_t = 25)]
+    pub top: usize,
 }
 
 #[derive(Args)]
@@ -62,6 +96,14 @@ pub struct ProbeArgs {
     #[arg(long, value_name = "MIB", default_value_t = 16, value_parser = parse_ring_mib)]
     pub ring_buffer_mb: u32,
 
+    /// Report tasks idle longer than this at the end as stuck, with their async backtraces.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub stuck_after: Duration,
+
+    /// Leave the values of locals out of backtraces (they may hold user data).
+    #[arg(long)]
+    pub no_values: bool,
+
     /// No progress lines on stderr.
     #[arg(short, long)]
     pub quiet: bool,
@@ -85,6 +127,8 @@ pub struct ProbeConfig {
     pub binary: Option<PathBuf>,
     pub top: usize,
     pub ring_bytes: u32,
+    pub stuck_after: Duration,
+    pub values: bool,
     pub quiet: bool,
 }
 
@@ -101,6 +145,8 @@ impl From<ProbeArgs> for ProbeConfig {
             binary: args.binary,
             top: args.top,
             ring_bytes: args.ring_buffer_mb * 1024 * 1024,
+            stuck_after: args.stuck_after,
+            values: !args.no_values,
             quiet: args.quiet,
         }
     }

@@ -30,12 +30,12 @@ impl Collector {
     }
 
     /// Applies events to `model` until `stop` resolves, then drains what is left.
-    /// `on_batch` runs after each batch (progress display).
+    /// `on_batch` runs after each batch (reading await points, progress display).
     pub async fn run(
         &mut self,
         model: &mut TaskModel,
         stop: impl Future<Output = ()>,
-        mut on_batch: impl FnMut(&TaskModel),
+        mut on_batch: impl FnMut(&mut TaskModel),
     ) -> std::io::Result<()> {
         tokio::pin!(stop);
         loop {

@@ -12,4 +12,5 @@ pub mod memory;
 pub mod model;
 pub mod report;
 pub mod resolve;
+pub mod snapshot;
 pub mod target;

@@ -2,12 +2,14 @@ use std::{ffi::OsString, io::Write as _, process::ExitCode};
 
 use clap::Parser as _;
 use probe_user::{
+    analyze::stacks::{StackReader, Stacks},
     attach::{self, Attachment},
-    cli::{Cli, Command, ProbeConfig, Target},
+    cli::{Cli, Command, DumpArgs, ProbeConfig, Target},
     collect::{self, Collector},
+    memory::ProcessMemory,
     model::TaskModel,
-    report::{Report, RunFacts},
-    resolve, target,
+    report::{Analysis, Mode, Report, RunFacts},
+    resolve, snapshot, target,
 };
 
 fn main() -> ExitCode {
@@ -25,6 +27,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Probe(args) => runtime.block_on(probe(ProbeConfig::from(args))),
+        Command::Dump(args) => dump(&args),
     };
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
@@ -81,6 +84,12 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
         }
     };
     let mut collector = Collector::new(attachment.take_events()?)?;
+    // Await points are read from the target's memory when tasks go idle (needs DWARF).
+    let memory = plan
+        .types
+        .as_ref()
+        .and_then(|_| ProcessMemory::open(pid.get()).ok());
+    let mut stacks = Stacks::default();
     let mut model = TaskModel::new(plan.sites.iter().map(|site| site.task_type).collect());
     let started_ns = collect::monotonic_ns();
     if !config.quiet {
@@ -127,7 +136,18 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
         let stop = async { ended = Some(stop.await) };
         let progress = Progress::new(show_progress);
         collector
-            .run(&mut model, stop, |model| progress.show(model))
+            .run(&mut model, stop, |model| {
+                let idle = model.take_newly_idle();
+                if let Some(memory) = &memory {
+                    let reader = StackReader {
+                        plan: &plan,
+                        memory,
+                        values: config.values,
+                    };
+                    reader.refresh(&mut stacks, model, &idle, collect::monotonic_ns());
+                }
+                progress.show(model);
+            })
             .await?;
         progress.clear();
         ended.expect("the stop future ran")
@@ -135,6 +155,7 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
     let ended_ns = collect::monotonic_ns();
     let dropped_per_cpu = attachment.drops_per_cpu().unwrap_or_default();
     let facts = RunFacts {
+        mode: Mode::Probe,
         target: binary.display().to_string(),
         pid: pid.get(),
         started_ns,
@@ -148,6 +169,19 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
     drop(collector);
     drop(attachment);
     model.close(ended_ns);
+    // Still alive (attached by pid, or stopped early): read where every idle task waits now,
+    // including tasks idle since before the probe attached.
+    if let Some(memory) = &memory
+        && target::is_alive(pid)
+    {
+        let reader = StackReader {
+            plan: &plan,
+            memory,
+            values: config.values,
+        };
+        let idle: Vec<usize> = (0..model.tasks().len()).collect();
+        reader.refresh(&mut stacks, &model, &idle, collect::monotonic_ns());
+    }
 
     // A launched target that got our Ctrl-C too: give it a moment to finish so its status is real.
     let status = match (ended, child.as_mut()) {
@@ -159,14 +193,26 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
         (_, None) => None,
     };
 
-    let report = Report::new(&plan, &model, facts);
+    let stuck_after_ns = config.stuck_after.as_nanos() as u64;
+    let report = Report::new(
+        &plan,
+        &model,
+        facts,
+        Analysis {
+            stacks: &stacks,
+            stuck_after_ns,
+        },
+    );
     if let Some(path) = &config.json {
         let file = std::fs::File::create(path)
             .map_err(|error| anyhow::anyhow!("cannot write {}: {error}", path.display()))?;
         report.write_json(std::io::BufWriter::new(file))?;
     }
-    let stdout = std::io::stdout().lock();
-    match report.write_text(stdout, config.top) {
+    let mut stdout = std::io::stdout().lock();
+    let written = report
+        .write_text(&mut stdout, config.top)
+        .and_then(|()| report.write_stuck(&mut stdout, stuck_after_ns));
+    match written {
         Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {}
         other => other?,
     }
@@ -175,6 +221,86 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
     }
     let _ = std::io::stderr().flush();
     Ok(status.map_or(0, target::exit_code))
+}
+
+/// `async-inspect dump`: find every task in memory, read where each waits, report.
+fn dump(args: &DumpArgs) -> anyhow::Result<i32> {
+    let (pid, exe) = target::existing(args.pid)?;
+    let plan = resolve::resolve(args.binary.as_deref().unwrap_or(&exe))?;
+    if plan.types.is_none() {
+        eprintln!(
+            "async-inspect: note: no DWARF in {}: tasks are listed without await points or backtraces \
+             (pass the unstripped build with --binary)",
+            plan.binary.display()
+        );
+    }
+    let memory = ProcessMemory::open(pid.get())?;
+    let started_ns = collect::monotonic_ns();
+    let freeze = if args.freeze {
+        Some(probe_user::memory::freeze(pid.get())?)
+    } else {
+        None
+    };
+    let now_ns = collect::monotonic_ns();
+    let snapshot = snapshot::take(&plan, &memory, now_ns)?;
+    let mut stacks = Stacks::default();
+    let reader = StackReader {
+        plan: &plan,
+        memory: &memory,
+        values: !args.no_values,
+    };
+    reader.refresh_unread(&mut stacks, &snapshot.model, now_ns);
+    drop(freeze);
+    let ended_ns = collect::monotonic_ns();
+    let report = Report::new(
+        &plan,
+        &snapshot.model,
+        RunFacts {
+            mode: Mode::Dump,
+            target: std::fs::read_link(&exe)
+                .unwrap_or(exe)
+                .display()
+                .to_string(),
+            pid: pid.get(),
+            started_ns,
+            ended_ns,
+            dropped_per_cpu: Vec::new(),
+            undecodable: 0,
+            probe_points: 0,
+            links: 0,
+        },
+        Analysis {
+            stacks: &stacks,
+            stuck_after_ns: u64::MAX,
+        },
+    );
+    if let Some(path) = &args.json {
+        let file = std::fs::File::create(path)
+            .map_err(|error| anyhow::anyhow!("cannot write {}: {error}", path.display()))?;
+        report.write_json(std::io::BufWriter::new(file))?;
+    }
+    let mut stdout = std::io::stdout().lock();
+    let written = writeln!(
+        stdout,
+        "async-inspect: dump of {} (pid {}): {} tasks in {} MiB of memory, read in {}{}",
+        report.summary.target,
+        report.summary.pid,
+        report.summary.tasks,
+        snapshot.scan.bytes_scanned / (1024 * 1024),
+        probe_user::report::duration(ended_ns - started_ns),
+        if args.freeze {
+            " (frozen meanwhile)"
+        } else {
+            ""
+        },
+    )
+    .and_then(|()| report.write_table(&mut stdout, args.top))
+    .and_then(|()| report.write_backtraces(&mut stdout));
+    match written {
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {}
+        other => other?,
+    }
+    Ok(0)
 }
 
 /// Ctrl-C or SIGTERM.

@@ -97,7 +97,10 @@ pub struct Task {
     pub ended_ns: Option<u64>,
     /// The task that spawned this one, if it was spawned from inside a task.
     pub parent: Option<usize>,
+    /// Up to when time has been accounted to the current state.
     since_ns: u64,
+    /// When the task entered its current state.
+    entered_ns: u64,
     poll: Option<(u32, u64)>,
     cancel_requested: bool,
     freed_in_poll: bool,
@@ -126,11 +129,25 @@ impl Task {
             return;
         }
         self.account(now);
+        if self.state != state {
+            self.entered_ns = now;
+        }
         self.state = state;
         if state.is_terminal() {
             self.ended_ns.get_or_insert(now);
         }
     }
+}
+
+/// A task found in the target's memory, for [`TaskModel::observe`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Observed {
+    pub header: u64,
+    pub task_id: Option<u64>,
+    pub vtable: u64,
+    pub task_type: usize,
+    pub state_word: u64,
+    pub now_ns: u64,
 }
 
 /// Counts of things the model could not place, for an honest summary.
@@ -153,6 +170,9 @@ pub struct TaskModel {
     pub last_ns: u64,
     active: usize,
     pub anomalies: Anomalies,
+    /// Tasks that went idle since [`TaskModel::take_newly_idle`] was last called: their
+    /// memory now holds a stable await point worth reading.
+    newly_idle: Vec<usize>,
 }
 
 impl TaskModel {
@@ -169,6 +189,7 @@ impl TaskModel {
             last_ns: 0,
             active: 0,
             anomalies: Anomalies::default(),
+            newly_idle: Vec::new(),
         }
     }
 
@@ -333,6 +354,9 @@ impl TaskModel {
             self.finish(index, next, now);
         } else {
             self.tasks[index].enter(next, now);
+            if next == TaskState::Idle {
+                self.newly_idle.push(index);
+            }
         }
         if freed {
             self.retire(event.header);
@@ -404,6 +428,7 @@ impl TaskModel {
             ended_ns: None,
             parent: None,
             since_ns: event.ts_ns,
+            entered_ns: event.ts_ns,
             poll: None,
             cancel_requested: false,
             freed_in_poll: false,
@@ -436,6 +461,60 @@ impl TaskModel {
             }
         }
         self.last_ns = self.last_ns.max(now);
+    }
+
+    /// Records a task found in memory by a snapshot (no history: counts stay zero).
+    pub fn observe(&mut self, found: Observed) -> usize {
+        let event = TaskEvent {
+            ts_ns: found.now_ns,
+            kind: EventKind::PollEnd,
+            header: found.header,
+            task_id: found.task_id,
+            vtable: found.vtable,
+            other_header: 0,
+            value: found.state_word,
+            site: u32::MAX,
+            tid: 0,
+            flags: 0,
+        };
+        self.first_ns.get_or_insert(found.now_ns);
+        self.last_ns = self.last_ns.max(found.now_ns);
+        let word = found.state_word;
+        let state = if word & state::COMPLETE != 0 {
+            if word & state::CANCELLED != 0 {
+                TaskState::Cancelled
+            } else {
+                TaskState::Completed
+            }
+        } else if word & state::RUNNING != 0 {
+            TaskState::Running
+        } else if word & state::NOTIFIED != 0 {
+            TaskState::Scheduled
+        } else {
+            TaskState::Idle
+        };
+        let index = self.create(&event, state);
+        let task = &mut self.tasks[index];
+        task.task_type = Some(found.task_type);
+        if state.is_terminal() {
+            // Finished, but its JoinHandle still holds it: when it ended is unknown.
+            self.active -= 1;
+        }
+        index
+    }
+
+    /// Tasks that went idle since the last call (each once, oldest first).
+    pub fn take_newly_idle(&mut self) -> Vec<usize> {
+        let mut indices = std::mem::take(&mut self.newly_idle);
+        indices.sort_unstable();
+        indices.dedup();
+        indices
+    }
+
+    /// Since when the task has been idle, if it is.
+    pub fn idle_since(&self, index: usize) -> Option<u64> {
+        let task = self.tasks.get(index)?;
+        (task.state == TaskState::Idle).then_some(task.entered_ns)
     }
 
     /// Tasks not yet ended.
@@ -678,6 +757,21 @@ mod tests {
         assert_eq!(m.tasks()[0].live_wakers(), Some(1));
         m.apply(&event(5, EventKind::WakeByVal, HDR, 1));
         assert_eq!(m.tasks()[0].live_wakers(), Some(0));
+    }
+
+    #[test]
+    fn tasks_that_go_idle_are_offered_for_reading_once() {
+        let mut m = model();
+        m.apply(&event(1, EventKind::PollStart, HDR, 1));
+        m.apply(&poll_end(2, HDR, 1, 0));
+        m.apply(&event(3, EventKind::WakeByRef, HDR, 1));
+        m.apply(&event(4, EventKind::PollStart, HDR, 1));
+        m.apply(&poll_end(5, HDR, 1, 0));
+        assert_eq!(m.take_newly_idle(), vec![0]);
+        assert!(m.take_newly_idle().is_empty());
+        assert_eq!(m.idle_since(0), Some(5));
+        m.close(50);
+        assert_eq!(m.idle_since(0), Some(5), "accounting does not move it");
     }
 
     #[test]

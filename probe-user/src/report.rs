@@ -6,6 +6,7 @@ use std::io::{self, Write};
 use serde::Serialize;
 
 use crate::{
+    analyze::{backtrace::Frame, hangs, stacks::Stacks},
     model::{Task, TaskModel, TaskState},
     resolve::{NamingSource, ProbePlan},
 };
@@ -15,10 +16,40 @@ pub struct Report {
     pub summary: Summary,
     /// Sorted by busy time, busiest first.
     pub tasks: Vec<TaskRow>,
+    /// Tasks idle longer than the stuck threshold at the end, longest first.
+    pub stuck: Vec<StuckRow>,
+}
+
+#[derive(Serialize)]
+pub struct StuckRow {
+    pub id: Option<u64>,
+    pub name: String,
+    pub idle_ns: u64,
+    pub leaf: Option<String>,
+    /// Innermost last.
+    pub backtrace: Vec<Frame>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AwaitPoint {
+    pub file: Option<String>,
+    pub line: Option<u64>,
+    pub function: String,
+}
+
+/// How the report's facts were gathered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Traced over time: counts and times are real.
+    Probe,
+    /// A snapshot of memory: states and await points only; counts are zero.
+    Dump,
 }
 
 #[derive(Serialize)]
 pub struct Summary {
+    pub mode: Mode,
     pub target: String,
     pub pid: u32,
     /// How long the probe was attached.
@@ -69,10 +100,15 @@ pub struct TaskRow {
     pub parent: Option<u64>,
     /// The task's header address (hex).
     pub header: String,
+    /// Where the task was last seen parked: its innermost await in the program's own code.
+    pub await_point: Option<AwaitPoint>,
+    /// The async backtrace read when the task last went idle, innermost last.
+    pub backtrace: Vec<Frame>,
 }
 
 /// What the run ended with, besides the model.
 pub struct RunFacts {
+    pub mode: Mode,
     pub target: String,
     pub pid: u32,
     pub started_ns: u64,
@@ -83,8 +119,20 @@ pub struct RunFacts {
     pub links: usize,
 }
 
+/// What analysis adds to the report.
+pub struct Analysis<'a> {
+    pub stacks: &'a Stacks,
+    /// Idle longer than this at the end: stuck.
+    pub stuck_after_ns: u64,
+}
+
 impl Report {
-    pub fn new(plan: &ProbePlan, model: &TaskModel, facts: RunFacts) -> Self {
+    pub fn new(
+        plan: &ProbePlan,
+        model: &TaskModel,
+        facts: RunFacts,
+        analysis: Analysis<'_>,
+    ) -> Self {
         let since = |ts: u64| ts.saturating_sub(facts.started_ns);
         let task_type = |task: &Task| {
             model
@@ -93,16 +141,20 @@ impl Report {
         };
         let is_worker = |task: &Task| task_type(task).is_some_and(|t| t.runtime_worker);
         let runtime_workers = model.tasks().iter().filter(|task| is_worker(task)).count();
+        let name = |task: &Task| {
+            task_type(task).map_or_else(
+                || "(unknown type: never polled)".to_owned(),
+                |t| t.name.clone(),
+            )
+        };
         let mut tasks: Vec<TaskRow> = model
             .tasks()
             .iter()
-            .filter(|task| !is_worker(task))
-            .map(|task| TaskRow {
+            .enumerate()
+            .filter(|(_, task)| !is_worker(task))
+            .map(|(index, task)| TaskRow {
                 id: task.id,
-                name: task_type(task).map_or_else(
-                    || "(unknown type: never polled)".to_owned(),
-                    |t| t.name.clone(),
-                ),
+                name: name(task),
                 state: task.state,
                 polls: task.polls,
                 busy_ns: task.busy_ns,
@@ -116,11 +168,41 @@ impl Report {
                 live_wakers: task.live_wakers(),
                 parent: task.parent.and_then(|index| model.tasks()[index].id),
                 header: format!("{:#x}", task.header),
+                await_point: analysis.stacks.get(index).and_then(|stack| {
+                    let frame = stack.await_point()?;
+                    Some(AwaitPoint {
+                        file: frame.file.clone(),
+                        line: frame.line,
+                        function: frame.function.clone(),
+                    })
+                }),
+                backtrace: analysis
+                    .stacks
+                    .get(index)
+                    .map(|stack| stack.frames.clone())
+                    .unwrap_or_default(),
             })
             .collect();
+        let stuck = hangs::stuck_tasks(model, facts.ended_ns, analysis.stuck_after_ns, |task| {
+            !is_worker(task)
+        })
+        .into_iter()
+        .map(|stuck| {
+            let task = &model.tasks()[stuck.task];
+            let stack = analysis.stacks.get(stuck.task);
+            StuckRow {
+                id: task.id,
+                name: name(task),
+                idle_ns: stuck.idle_ns,
+                leaf: stack.and_then(|stack| stack.leaf().map(str::to_owned)),
+                backtrace: stack.map(|stack| stack.frames.clone()).unwrap_or_default(),
+            }
+        })
+        .collect();
         tasks.sort_by(|a, b| b.busy_ns.cmp(&a.busy_ns).then(a.id.cmp(&b.id)));
         let count = |state| tasks.iter().filter(|task| task.state == state).count();
         let summary = Summary {
+            mode: facts.mode,
             target: facts.target,
             pid: facts.pid,
             duration_ns: facts.ended_ns.saturating_sub(facts.started_ns),
@@ -146,7 +228,11 @@ impl Report {
             links: facts.links,
             notes: plan.notes.clone(),
         };
-        Self { summary, tasks }
+        Self {
+            summary,
+            tasks,
+            stuck,
+        }
     }
 
     pub fn write_json(&self, out: impl Write) -> io::Result<()> {
@@ -195,6 +281,11 @@ impl Report {
         for note in &s.notes {
             writeln!(out, "  note: {note}")?;
         }
+        self.write_table(out, top)
+    }
+
+    /// The task table, busiest first, `top` rows (all when 0).
+    pub fn write_table(&self, mut out: impl Write, top: usize) -> io::Result<()> {
         if self.tasks.is_empty() {
             writeln!(
                 out,
@@ -213,16 +304,44 @@ impl Report {
             .max()
             .unwrap_or(4)
             .clamp(4, 60);
+        let await_point = |task: &TaskRow| {
+            task.await_point
+                .as_ref()
+                .filter(|_| !task.state.is_terminal())
+                .map_or_else(String::new, |point| {
+                    location(point.file.as_deref(), point.line)
+                })
+        };
+        if self.summary.mode == Mode::Dump {
+            // A snapshot has no history: only what each task is and where it waits.
+            writeln!(
+                out,
+                "\n  {:>6}  {:<width$}  {:<9}  AWAIT",
+                "ID", "TASK", "STATE"
+            )?;
+            for task in &self.tasks[..shown] {
+                let name: String = task.name.chars().take(width).collect();
+                writeln!(
+                    out,
+                    "  {:>6}  {:<width$}  {:<9}  {}",
+                    task.id.map_or_else(|| "?".to_owned(), |id| id.to_string()),
+                    name,
+                    task.state.as_str(),
+                    await_point(task),
+                )?;
+            }
+            return Ok(());
+        }
         writeln!(
             out,
-            "\n  {:>6}  {:<width$}  {:<9}  {:>7}  {:>9}  {:>9}  {:>9}  {:>6}  {:>5}",
+            "\n  {:>6}  {:<width$}  {:<9}  {:>7}  {:>9}  {:>9}  {:>9}  {:>6}  {:>5}  AWAIT",
             "ID", "TASK", "STATE", "POLLS", "BUSY", "SCHED", "IDLE", "WAKES", "SELF"
         )?;
         for task in &self.tasks[..shown] {
             let name: String = task.name.chars().take(width).collect();
             writeln!(
                 out,
-                "  {:>6}  {:<width$}  {:<9}  {:>7}  {:>9}  {:>9}  {:>9}  {:>6}  {:>5}",
+                "  {:>6}  {:<width$}  {:<9}  {:>7}  {:>9}  {:>9}  {:>9}  {:>6}  {:>5}  {}",
                 task.id.map_or_else(|| "?".to_owned(), |id| id.to_string()),
                 name,
                 task.state.as_str(),
@@ -232,6 +351,7 @@ impl Report {
                 duration(task.idle_ns),
                 task.wakes,
                 task.self_wakes,
+                await_point(task),
             )?;
         }
         if shown < self.tasks.len() {
@@ -242,6 +362,113 @@ impl Report {
             )?;
         }
         Ok(())
+    }
+}
+
+impl Report {
+    /// The hang report: stuck tasks, longest idle first, each with its async backtrace
+    /// innermost first (Go-dump style).
+    pub fn write_stuck(&self, mut out: impl Write, stuck_after_ns: u64) -> io::Result<()> {
+        if self.stuck.is_empty() {
+            return Ok(());
+        }
+        writeln!(
+            out,
+            "\n  stuck: {} task(s) idle for more than {}, longest first",
+            self.stuck.len(),
+            duration(stuck_after_ns)
+        )?;
+        for stuck in &self.stuck {
+            let what = format!("idle {}", duration(stuck.idle_ns));
+            write_parked(
+                &mut out,
+                stuck.id,
+                &stuck.name,
+                &what,
+                stuck.leaf.as_deref(),
+                &stuck.backtrace,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Every live task with its async backtrace (the `dump` view).
+    pub fn write_backtraces(&self, mut out: impl Write) -> io::Result<()> {
+        for task in self.tasks.iter().filter(|task| !task.state.is_terminal()) {
+            let leaf = task
+                .backtrace
+                .last()
+                .and_then(|frame| frame.leaf.as_deref());
+            write_parked(
+                &mut out,
+                task.id,
+                &task.name,
+                task.state.as_str(),
+                leaf,
+                &task.backtrace,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// One task, Go-dump style: `task 12 app::audit — idle 12.3s — waiting for ...`, then its
+/// frames innermost first.
+fn write_parked(
+    out: &mut impl Write,
+    id: Option<u64>,
+    name: &str,
+    what: &str,
+    leaf: Option<&str>,
+    backtrace: &[Frame],
+) -> io::Result<()> {
+    let id = id.map_or_else(|| "?".to_owned(), |id| id.to_string());
+    match leaf {
+        Some(leaf) => writeln!(out, "\n  task {id} {name} — {what} — {leaf}")?,
+        None => writeln!(out, "\n  task {id} {name} — {what}")?,
+    }
+    if backtrace.is_empty() {
+        writeln!(
+            out,
+            "      (no backtrace: needs DWARF, and the target alive when read)"
+        )?;
+    }
+    for (depth, frame) in backtrace.iter().rev().enumerate() {
+        let arrow = if depth == 0 { "at" } else { "<-" };
+        let mut line = format!("      {arrow} {}", frame.function);
+        if frame.file.is_some() {
+            line.push_str(&format!(
+                " ({})",
+                location(frame.file.as_deref(), frame.line)
+            ));
+        }
+        if !frame.locals.is_empty() {
+            let locals: Vec<String> = frame
+                .locals
+                .iter()
+                .map(|local| format!("{} = {}", local.name, local.value))
+                .collect();
+            line.push_str(&format!(" [{}]", locals.join(", ")));
+        }
+        writeln!(out, "{line}")?;
+    }
+    Ok(())
+}
+
+/// `src/db.rs:88`: a source location, shortened to the path from the crate's `src/` where
+/// there is one.
+pub fn location(file: Option<&str>, line: Option<u64>) -> String {
+    let file = file.unwrap_or("?");
+    let short = match file.rfind("/src/") {
+        Some(at) => {
+            let crate_start = file[..at].rfind('/').map_or(0, |slash| slash + 1);
+            &file[crate_start..]
+        }
+        None => file,
+    };
+    match line {
+        Some(line) => format!("{short}:{line}"),
+        None => short.to_owned(),
     }
 }
 
@@ -258,6 +485,25 @@ pub fn duration(ns: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::duration;
+
+    #[test]
+    fn locations_are_shortened_to_the_crate() {
+        use super::location;
+        assert_eq!(
+            location(Some("/work/app/demo/src/main.rs"), Some(12)),
+            "demo/src/main.rs:12"
+        );
+        assert_eq!(
+            location(
+                Some(
+                    "/root/.cargo/registry/src/index.crates.io-1949cf/tokio-1.54.1/src/sync/mutex.rs"
+                ),
+                Some(3)
+            ),
+            "tokio-1.54.1/src/sync/mutex.rs:3"
+        );
+        assert_eq!(location(None, None), "?");
+    }
 
     #[test]
     fn durations_read_naturally() {

@@ -189,6 +189,16 @@ pub async fn exited(pid: NonZeroU32) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Whether process `pid` still exists (a zombie counts as gone).
+pub fn is_alive(pid: NonZeroU32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        // The state letter follows the parenthesised command name, which may contain spaces.
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next())
+            .is_some_and(|state| state != 'Z' && state != 'X')
+    })
+}
+
 /// The exit code `async-inspect probe -- CMD` ends with: the target's own, or 128 + signal.
 pub fn exit_code(status: ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt as _;

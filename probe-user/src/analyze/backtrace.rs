@@ -20,6 +20,12 @@ pub trait Memory {
     }
 }
 
+impl Memory for crate::memory::ProcessMemory {
+    fn read(&self, address: u64, buf: &mut [u8]) -> bool {
+        crate::memory::ProcessMemory::read(self, address, buf).is_ok()
+    }
+}
+
 /// One async frame, or the leaf future under the innermost one.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Frame {
@@ -97,7 +103,10 @@ impl Walker<'_> {
                         state
                             .locals
                             .iter()
-                            .filter(|local| !local.name.starts_with("__"))
+                            // `__awaitee` and the compiler's `_ref__x` copies of captures.
+                            .filter(|local| {
+                                !local.name.starts_with("__") && !local.name.starts_with("_ref__")
+                            })
                             .filter_map(|local| {
                                 Some(Local {
                                     name: local.name.clone(),
@@ -140,22 +149,21 @@ impl Walker<'_> {
                 }
             }
         }
-        // A recognised tokio async fn (Mutex::lock, mpsc recv...) says more than its leaf.
+        // A recognised tokio async fn (Mutex::lock, mpsc recv...) says more than a bare leaf;
+        // a leaf that knows its own story (a sleep's deadline) keeps it.
         if let Some(description) = frames
             .iter()
             .rev()
             .find_map(|frame| describe_function(&frame.function))
         {
             let last = frames.last_mut().expect("found in frames");
-            if last.leaf.is_none() || !last.leaf.as_deref().is_some_and(|leaf| leaf.contains("0x"))
-            {
-                last.leaf = Some(match last.leaf.take() {
-                    Some(detail) if detail.contains("semaphore") => {
-                        format!("{description} ({detail})")
-                    }
-                    _ => description,
-                });
-            }
+            last.leaf = Some(match last.leaf.take() {
+                Some(detail) if detail.starts_with("semaphore ") => {
+                    format!("{description} ({detail})")
+                }
+                Some(detail) if detail.starts_with("sleeping") => detail,
+                _ => description,
+            });
         }
         frames
     }
@@ -208,16 +216,20 @@ impl Walker<'_> {
     fn describe(&self, address: u64, ty: usize, info: &TypeInfo) -> Option<String> {
         let name = info.name.as_str();
         if name == "tokio::time::sleep::Sleep" {
-            let deadline = self
-                .types
-                .offset_of(ty, &["inner", "deadline"])
-                .map(|(offset, _)| address + offset);
-            let left = deadline.and_then(|at| {
-                let seconds = self.memory.read_u64(at)?;
-                let nanos = self.read_uint(at + 8, 4)?;
-                let deadline = seconds.checked_mul(1_000_000_000)?.checked_add(nanos)?;
-                Some(deadline.saturating_sub(self.now_ns))
-            });
+            // tokio >= 1.50 keeps `deadline` in Sleep itself, older ones in `inner`.
+            let field = |path: &[&str]| self.types.offset_of(ty, path).map(|(at, _)| address + at);
+            let left = [&["deadline"][..], &["inner", "deadline"][..]]
+                .iter()
+                .find_map(|base| {
+                    let seconds = field(&[base, &["tv_sec"][..]].concat())?;
+                    let nanos = field(&[base, &["tv_nsec"][..]].concat())?;
+                    let deadline = self
+                        .memory
+                        .read_u64(seconds)?
+                        .checked_mul(1_000_000_000)?
+                        .checked_add(self.read_uint(nanos, 4)?)?;
+                    Some(deadline.saturating_sub(self.now_ns))
+                });
             return Some(match left {
                 Some(ns) => format!("sleeping ({} left)", crate::report::duration(ns)),
                 None => "sleeping".into(),
@@ -289,6 +301,20 @@ impl Walker<'_> {
                 BaseEncoding::Float if info.size == 8 => f64::from_bits(raw).to_string(),
                 BaseEncoding::Float => f32::from_bits(raw as u32).to_string(),
             };
+        }
+        if let TypeKind::Pointer { .. } = info.kind
+            && let Some(pointer) = self.memory.read_u64(address)
+        {
+            return format!("{} @ {pointer:#x}", info.name);
+        }
+        let smart_pointer = ["alloc::sync::Arc<", "alloc::rc::Rc<", "alloc::boxed::Box<"]
+            .iter()
+            .any(|prefix| info.name.starts_with(prefix));
+        if smart_pointer
+            && info.size == 8
+            && let Some(pointer) = self.memory.read_u64(address)
+        {
+            return format!("{} @ {pointer:#x}", info.name);
         }
         if info.name == "&str"
             && let (Some(pointer), Some(length)) = (

@@ -2,3 +2,5 @@
 //! through the DWARF decoder: async backtraces, await points, stuck tasks.
 
 pub mod backtrace;
+pub mod hangs;
+pub mod stacks;

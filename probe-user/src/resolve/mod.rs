@@ -84,6 +84,8 @@ pub struct TaskType {
     /// The future's DWARF type and its offset from the task header (inside `Stage::Running`),
     /// where DWARF has them.
     pub future: Option<FutureLocation>,
+    /// This type's task vtable (link-time address), for finding its tasks in memory.
+    pub vtable: Option<vtables::TaskVtable>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,6 +140,8 @@ pub struct ProbePlan {
     pub has_dwarf: bool,
     /// The binary's DWARF types, for decoding futures in memory (None without DWARF).
     pub types: Option<std::sync::Arc<futures::TypeIndex>>,
+    /// `(p_vaddr, p_offset)` of each loadable segment, for the load bias of a running copy.
+    pub segments: Vec<(u64, u64)>,
     /// Things a user should know about the quality of what follows.
     pub notes: Vec<String>,
 }
@@ -283,6 +287,9 @@ pub fn resolve(binary: &Path) -> Result<ProbePlan, ResolveError> {
         None
     };
 
+    let poll_addresses: Vec<u64> = found.polls.iter().map(|poll| poll.address).collect();
+    let task_vtables = vtables::find_task_vtables(&file, &poll_addresses);
+
     // Name each task type, from the best source that knows it.
     let mut naming = NamingSource::Labels;
     let mut task_types = Vec::with_capacity(found.polls.len());
@@ -307,6 +314,7 @@ pub fn resolve(binary: &Path) -> Result<ProbePlan, ResolveError> {
         });
         task_types.push(TaskType {
             future,
+            vtable: task_vtables.get(index).copied().flatten(),
             runtime_worker: name
                 .starts_with("blocking: tokio::runtime::scheduler::multi_thread::worker::")
                 && name.ends_with("::launch"),
@@ -359,6 +367,14 @@ pub fn resolve(binary: &Path) -> Result<ProbePlan, ResolveError> {
         naming,
         has_dwarf,
         types,
+        segments: file
+            .segments()
+            .filter_map(|segment| {
+                use object::ObjectSegment as _;
+                let (offset, _) = segment.file_range();
+                Some((segment.address(), offset)).filter(|_| segment.size() > 0)
+            })
+            .collect(),
         notes,
     })
 }

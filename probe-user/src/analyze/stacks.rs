@@ -1,0 +1,113 @@
+//! The last async backtrace read for each task: read when a task goes idle (its memory then
+//! holds a stable await point), and for every idle task still alive when the probe ends.
+
+use std::collections::HashMap;
+
+use super::backtrace::{Frame, Memory, TaskLayout, Walker};
+use crate::{
+    model::{TaskModel, TaskState},
+    resolve::ProbePlan,
+};
+
+/// A task's backtrace and when it was read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskStack {
+    pub frames: Vec<Frame>,
+    pub read_ns: u64,
+}
+
+impl TaskStack {
+    /// Where the task waits: the innermost frame in the program's own code, else the innermost
+    /// frame that has a source line.
+    pub fn await_point(&self) -> Option<&Frame> {
+        self.frames
+            .iter()
+            .rev()
+            .find(|frame| frame.is_user_code())
+            .or_else(|| self.frames.iter().rev().find(|frame| frame.line.is_some()))
+    }
+
+    /// What the innermost future waits for, in words.
+    pub fn leaf(&self) -> Option<&str> {
+        self.frames.last()?.leaf.as_deref()
+    }
+}
+
+/// Backtraces by task (index into the model's tasks).
+#[derive(Default)]
+pub struct Stacks {
+    by_task: HashMap<usize, TaskStack>,
+    /// Reads that failed (the task ran or was freed meanwhile, or memory was unreadable).
+    pub failed_reads: u64,
+}
+
+pub struct StackReader<'a> {
+    pub plan: &'a ProbePlan,
+    pub memory: &'a dyn Memory,
+    pub values: bool,
+}
+
+impl StackReader<'_> {
+    /// The backtrace of the task at `header` whose type is `task_type`, if DWARF describes it.
+    pub fn read(&self, header: u64, task_type: usize, now_ns: u64) -> Option<Vec<Frame>> {
+        let types = self.plan.types.as_deref()?;
+        let future = self.plan.task_types.get(task_type)?.future?;
+        let walker = Walker {
+            types,
+            memory: self.memory,
+            layout: TaskLayout {
+                header_vtable: self.plan.layout.header_vtable,
+                vtable_id_offset: self.plan.layout.vtable_id_offset,
+            },
+            values: self.values,
+            now_ns,
+        };
+        let frames = walker.walk(header + future.offset, future.ty);
+        (!frames.is_empty()).then_some(frames)
+    }
+
+    /// Reads the tasks in `indices` that are idle now.
+    pub fn refresh(&self, stacks: &mut Stacks, model: &TaskModel, indices: &[usize], now_ns: u64) {
+        for &index in indices {
+            let Some(task) = model.tasks().get(index) else {
+                continue;
+            };
+            if task.state != TaskState::Idle {
+                continue;
+            }
+            let Some(task_type) = model.task_type(task) else {
+                continue;
+            };
+            match self.read(task.header, task_type, now_ns) {
+                Some(frames) => {
+                    stacks.by_task.insert(
+                        index,
+                        TaskStack {
+                            frames,
+                            read_ns: now_ns,
+                        },
+                    );
+                }
+                None => stacks.failed_reads += 1,
+            }
+        }
+    }
+
+    /// Reads every idle task that has no backtrace yet (e.g. idle since before the probe).
+    pub fn refresh_unread(&self, stacks: &mut Stacks, model: &TaskModel, now_ns: u64) {
+        let unread: Vec<usize> = (0..model.tasks().len())
+            .filter(|index| !stacks.by_task.contains_key(index))
+            .collect();
+        self.refresh(stacks, model, &unread, now_ns);
+    }
+}
+
+impl Stacks {
+    pub fn get(&self, index: usize) -> Option<&TaskStack> {
+        self.by_task.get(&index)
+    }
+
+    pub fn insert(&mut self, index: usize, stack: TaskStack) {
+        self.by_task.insert(index, stack);
+    }
+}
