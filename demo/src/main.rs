@@ -7,6 +7,9 @@
 //! - `inspect_demo::blocking_hog`: blocks its worker thread for `--block-ms` inside a single poll.
 //! - `inspect_demo::chain_a`: awaits `chain_b`, which awaits `chain_c`, which sleeps: a nested await chain.
 //! - `inspect_demo::doomed_sleeper`: sleeps for an hour; `main` aborts it: cancelled.
+//! - `inspect_demo::oneshot_waiter`: waits for a oneshot value `main` never sends.
+//! - `inspect_demo::supervisor`: awaits the JoinHandle of `inspect_demo::long_sleeper`, which
+//!   sleeps for an hour.
 //! - with `--panic`, `inspect_demo::panicker`: panics in its first poll.
 //!
 //! `inspect-demo bench` is a poll-heavy workload for the overhead benchmark instead.
@@ -116,6 +119,10 @@ async fn run_demo(options: &Options) {
     let hog = tokio::spawn(blocking_hog(options.block_ms));
     let chain = tokio::spawn(chain_a(options.tick_ms));
     let doomed = tokio::spawn(doomed_sleeper());
+    // Never sent: the receiver waits until the program exits.
+    let (_never_sent, receiver) = tokio::sync::oneshot::channel::<u64>();
+    let oneshot = tokio::spawn(oneshot_waiter(receiver));
+    let supervisor = tokio::spawn(supervisor(tokio::spawn(long_sleeper())));
     if options.panic {
         let panicked = tokio::spawn(panicker()).await;
         assert!(panicked.is_err_and(|error| error.is_panic()));
@@ -133,7 +140,7 @@ async fn run_demo(options: &Options) {
     // and dropping the runtime would cancel it.
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
-    let _still_held = (guard, waiter);
+    let _still_held = (guard, waiter, oneshot, supervisor, _never_sent);
     std::process::exit(0);
 }
 
@@ -159,6 +166,18 @@ async fn blocking_hog(block_ms: u64) {
 
 async fn doomed_sleeper() {
     tokio::time::sleep(Duration::from_secs(3600)).await;
+}
+
+async fn oneshot_waiter(receiver: tokio::sync::oneshot::Receiver<u64>) -> Option<u64> {
+    receiver.await.ok()
+}
+
+async fn long_sleeper() {
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+}
+
+async fn supervisor(sleeper: tokio::task::JoinHandle<()>) -> bool {
+    sleeper.await.is_ok()
 }
 
 async fn panicker() {

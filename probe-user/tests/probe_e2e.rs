@@ -148,6 +148,16 @@ fn number(task: &Value, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("{field} is not a number in {task:#}"))
 }
 
+/// The 1-based line of the first line of the demo's source containing `needle`: expected
+/// await lines are computed from the source, never written down.
+fn demo_line(needle: &str) -> u64 {
+    include_str!("../../demo/src/main.rs")
+        .lines()
+        .position(|line| line.contains(needle))
+        .map(|index| index as u64 + 1)
+        .unwrap_or_else(|| panic!("{needle} is not in the demo's source"))
+}
+
 const TICKS: u64 = 5;
 const TICK_MS: u64 = 100;
 const BLOCK_MS: u64 = 300;
@@ -198,6 +208,21 @@ fn check_demo_run(output: &Output, report: &Value) {
     );
 
     let waiter = task(report, "inspect_demo::lock_waiter");
+    if report["summary"]["debuginfo"] == true {
+        let point = &waiter["await_point"];
+        assert_eq!(
+            point["line"],
+            demo_line("let mut value = lock.lock().await;"),
+            "{waiter:#}"
+        );
+        assert!(
+            point["file"]
+                .as_str()
+                .is_some_and(|f| f.ends_with("demo/src/main.rs")),
+            "{point:#}"
+        );
+        assert_eq!(point["function"], "inspect_demo::lock_waiter");
+    }
     assert_eq!(
         waiter["state"], "idle",
         "parked on a lock that is never released: {waiter:#}"
@@ -230,8 +255,8 @@ fn check_demo_run(output: &Output, report: &Value) {
     let summary = &report["summary"];
     assert_eq!(summary["dropped"], 0, "{summary:#}");
     assert_eq!(
-        summary["tasks"], 5,
-        "the demo spawns five tasks: {report:#}"
+        summary["tasks"], 8,
+        "the demo spawns eight tasks: {report:#}"
     );
     assert!(number(summary, "peak_concurrency") >= 3, "{summary:#}");
     assert!(number(summary, "events") > 20, "{summary:#}");
@@ -557,4 +582,202 @@ fn a_poll_heavy_workload_is_counted_exactly() {
         assert_eq!(number(task, "polls"), YIELDS + 1, "{task:#}");
         assert_eq!(number(task, "wakes"), YIELDS, "{task:#}");
     }
+}
+
+/// `async-inspect dump --pid` on a demo whose tasks have all been parked for a while.
+fn dump_parked_demo(build: &str, extra: &[&str]) -> (Output, Value) {
+    let mut target = Command::new(fixture(build))
+        .args(["--ticks", "3", "--tick-ms", "4000", "--block-ms", "10"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("starting the demo");
+    let mut line = String::new();
+    BufReader::new(target.stdout.as_mut().expect("stdout"))
+        .read_line(&mut line)
+        .expect("the demo's ready line");
+    // Every task polls once and parks; none is woken for seconds after this.
+    std::thread::sleep(Duration::from_millis(800));
+    let json = temp_json("dump");
+    let output = Command::new(probe_binary())
+        .args(["dump", "--json"])
+        .arg(&json)
+        .args(["--pid", &target.id().to_string()])
+        .args(extra)
+        .output()
+        .expect("running async-inspect dump");
+    let alive = target.try_wait().expect("try_wait").is_none();
+    let _ = target.kill();
+    let _ = target.wait();
+    assert!(alive, "dump must leave the target running");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report = read_report(&json, &output);
+    (output, report)
+}
+
+fn frames(task: &Value) -> Vec<(String, Option<u64>)> {
+    task["backtrace"]
+        .as_array()
+        .expect("backtrace")
+        .iter()
+        .map(|frame| {
+            (
+                frame["function"].as_str().unwrap_or("").to_owned(),
+                frame["line"].as_u64(),
+            )
+        })
+        .collect()
+}
+
+fn check_dump(report: &Value) {
+    assert_eq!(report["summary"]["mode"], "dump");
+    let leaf = |task: &Value| {
+        task["backtrace"]
+            .as_array()
+            .and_then(|frames| frames.last())
+            .and_then(|frame| frame["leaf"].as_str())
+            .unwrap_or("")
+            .to_owned()
+    };
+
+    let chain = task(report, "inspect_demo::chain_a");
+    let async_frames: Vec<(String, Option<u64>)> = frames(chain)
+        .into_iter()
+        .filter(|(function, _)| function.starts_with("inspect_demo::"))
+        .collect();
+    assert_eq!(
+        async_frames,
+        vec![
+            (
+                "inspect_demo::chain_a".to_owned(),
+                Some(demo_line("chain_b(tick_ms).await + 1"))
+            ),
+            (
+                "inspect_demo::chain_b".to_owned(),
+                Some(demo_line("chain_c(tick_ms).await + 1"))
+            ),
+            (
+                "inspect_demo::chain_c".to_owned(),
+                Some(demo_line(
+                    "tokio::time::sleep(Duration::from_millis(tick_ms * 3)).await"
+                ))
+            ),
+        ],
+        "{chain:#}"
+    );
+    assert!(leaf(chain).starts_with("sleeping"), "{chain:#}");
+
+    let ticker = task(report, "inspect_demo::tick_loop");
+    assert_eq!(
+        ticker["await_point"]["line"],
+        demo_line("tokio::time::sleep(Duration::from_millis(tick_ms)).await"),
+        "{ticker:#}"
+    );
+
+    let waiter = task(report, "inspect_demo::lock_waiter");
+    assert_eq!(waiter["state"], "idle");
+    assert!(leaf(waiter).contains("tokio::sync::Mutex"), "{waiter:#}");
+    assert_eq!(
+        waiter["await_point"]["line"],
+        demo_line("let mut value = lock.lock().await;")
+    );
+
+    let oneshot = task(report, "inspect_demo::oneshot_waiter");
+    assert!(leaf(oneshot).contains("oneshot"), "{oneshot:#}");
+    assert_eq!(
+        oneshot["await_point"]["line"],
+        demo_line("receiver.await.ok()")
+    );
+
+    let sleeper_id = number(task(report, "inspect_demo::long_sleeper"), "id");
+    let supervisor = task(report, "inspect_demo::supervisor");
+    assert_eq!(
+        leaf(supervisor),
+        format!("waiting for task {sleeper_id} (JoinHandle)"),
+        "{supervisor:#}"
+    );
+}
+
+#[test]
+fn dump_finds_tasks_idle_since_before_it_looked_debug() {
+    let Some(_serial) = privileged() else { return };
+    let (output, report) = dump_parked_demo("debug/inspect-demo", &[]);
+    check_dump(&report);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("<- inspect_demo::chain_a"), "{stdout}");
+}
+
+#[test]
+fn dump_finds_tasks_idle_since_before_it_looked_release_with_debuginfo() {
+    let Some(_serial) = privileged() else { return };
+    let (_, report) = dump_parked_demo("release-debuginfo/inspect-demo", &["--freeze"]);
+    check_dump(&report);
+}
+
+#[test]
+fn dump_without_dwarf_still_lists_the_tasks() {
+    let Some(_serial) = privileged() else { return };
+    let (output, report) = dump_parked_demo("release/inspect-demo", &[]);
+    for name in [
+        "inspect_demo::tick_loop",
+        "inspect_demo::lock_waiter",
+        "inspect_demo::chain_a",
+    ] {
+        let found = task(&report, name);
+        assert_eq!(found["state"], "idle", "{found:#}");
+        assert!(found["backtrace"].as_array().is_some_and(Vec::is_empty));
+    }
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no DWARF"));
+}
+
+#[test]
+fn values_can_be_left_out() {
+    let Some(_serial) = privileged() else { return };
+    let (_, with_values) = dump_parked_demo("debug/inspect-demo", &[]);
+    let (_, without) = dump_parked_demo("debug/inspect-demo", &["--no-values"]);
+    let locals = |report: &Value| {
+        task(report, "inspect_demo::chain_a")["backtrace"]
+            .as_array()
+            .expect("backtrace")
+            .iter()
+            .filter(|frame| frame.get("locals").is_some())
+            .count()
+    };
+    assert!(
+        locals(&with_values) > 0,
+        "chain_a..c keep tick_ms across their awaits"
+    );
+    assert_eq!(locals(&without), 0);
+}
+
+/// The demo's stdout without its pid line.
+fn demo_output(stdout: &[u8]) -> String {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter(|line| line.starts_with("inspect-demo:") && !line.contains("ready, pid"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn probing_does_not_change_the_targets_output_or_status() {
+    let Some(_serial) = privileged() else { return };
+    let demo = fixture("release-debuginfo/inspect-demo");
+    let alone = Command::new(&demo)
+        .args(["--ticks", "2"])
+        .output()
+        .expect("demo");
+    let probed = Command::new(probe_binary())
+        .args(["probe", "--quiet", "--"])
+        .arg(&demo)
+        .args(["--ticks", "2"])
+        .output()
+        .expect("probe");
+    assert_nothing_left_attached();
+    assert_eq!(alone.status.code(), probed.status.code());
+    assert_eq!(demo_output(&alone.stdout), demo_output(&probed.stdout));
+    assert!(!demo_output(&alone.stdout).is_empty());
 }

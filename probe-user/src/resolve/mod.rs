@@ -372,7 +372,7 @@ pub fn resolve(binary: &Path) -> Result<ProbePlan, ResolveError> {
             .filter_map(|segment| {
                 use object::ObjectSegment as _;
                 let (offset, _) = segment.file_range();
-                Some((segment.address(), offset)).filter(|_| segment.size() > 0)
+                (segment.size() > 0).then_some((segment.address(), offset))
             })
             .collect(),
         notes,
