@@ -5,6 +5,10 @@
 //! These need root and a kernel with uprobe_multi. Elsewhere they skip with a message, except in
 //! CI (`CI=true`), where a skip is a failure.
 
+mod common;
+
+use common::{fixture, workspace};
+
 use std::{
     io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
@@ -25,13 +29,6 @@ const PROGRAM_NAMES: [&str; 5] = [
     "task_op",
     "panic_start",
 ];
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_owned()
-}
 
 fn probe_binary() -> &'static str {
     env!("CARGO_BIN_EXE_async-inspect")
@@ -62,17 +59,6 @@ fn privileged() -> Option<MutexGuard<'static, ()>> {
     }
     eprintln!("skipped: {why} (run scripts/test.sh as root)");
     None
-}
-
-/// A demo build; `cargo xtask test` makes them all, so a missing one is a setup error.
-fn fixture(relative: &str) -> PathBuf {
-    let path = workspace().join("target").join(relative);
-    assert!(
-        path.is_file(),
-        "{} is missing: run the tests with scripts/test.sh (cargo xtask test builds the fixtures)",
-        path.display()
-    );
-    path
 }
 
 fn temp_json(tag: &str) -> PathBuf {

@@ -1,21 +1,11 @@
 //! Resolve on the demo built in every shape `cargo xtask test` makes: the probe plan must find
 //! every kind of site and name every task type, whatever the build kept.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::fixture;
 
 use probe_user::resolve::{NamingSource, ProbePlan, SiteKind, resolve};
-
-fn fixture(relative: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target")
-        .join(relative);
-    assert!(
-        path.is_file(),
-        "{} is missing: run the tests with scripts/test.sh (cargo xtask test builds the fixtures)",
-        path.display()
-    );
-    path
-}
 
 const DEMO_TASKS: [&str; 7] = [
     "inspect_demo::doomed_sleeper",

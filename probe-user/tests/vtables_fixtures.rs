@@ -2,23 +2,14 @@
 //! `.rela.dyn` relative relocations, PIE without DWARF, legacy mangling, non-PIE with absolute
 //! words): every `raw::poll` instance must get its own plausible vtable.
 
+mod common;
+
+use common::fixture;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::{Path, PathBuf};
 
 use object::{Object as _, ObjectSymbol as _, SymbolKind};
 use probe_user::resolve::vtables::{PointerCounts, PointerIndex, TaskVtable, find_task_vtables};
-
-fn fixture(relative: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target")
-        .join(relative);
-    assert!(
-        path.is_file(),
-        "{} is missing: run scripts/test.sh (cargo xtask test builds the fixtures)",
-        path.display()
-    );
-    path
-}
 
 /// Text symbols by address, demangled without hashes (and without `.llvm.` suffixes).
 fn symbols(file: &object::File<'_>) -> BTreeMap<u64, Vec<String>> {
