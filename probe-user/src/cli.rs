@@ -56,6 +56,10 @@ pub struct DumpArgs {
     #[arg(long, value_name = "PATH")]
     pub binary: Option<PathBuf>,
 
+    /// Read DWARF from this separate debug file (found by build id or .gnu_debuglink otherwise).
+    #[arg(long, value_name = "PATH")]
+    pub debuginfo: Option<PathBuf>,
+
     /// Pause every thread of the process while reading, for a consistent snapshot.
     #[arg(long)]
     pub freeze: bool,
@@ -87,6 +91,10 @@ pub struct ProbeArgs {
     /// deployment whose unstripped build you kept).
     #[arg(long, value_name = "PATH")]
     pub binary: Option<PathBuf>,
+
+    /// Read DWARF from this separate debug file (found by build id or .gnu_debuglink otherwise).
+    #[arg(long, value_name = "PATH")]
+    pub debuginfo: Option<PathBuf>,
 
     /// How many tasks the table shows, busiest first (0: all).
     #[arg(long, value_name = "N", default_value_t = 25)]
@@ -125,6 +133,7 @@ pub struct ProbeConfig {
     pub duration: Option<Duration>,
     pub json: Option<PathBuf>,
     pub binary: Option<PathBuf>,
+    pub debuginfo: Option<PathBuf>,
     pub top: usize,
     pub ring_bytes: u32,
     pub stuck_after: Duration,
@@ -143,6 +152,7 @@ impl From<ProbeArgs> for ProbeConfig {
             duration: args.duration,
             json: args.json,
             binary: args.binary,
+            debuginfo: args.debuginfo,
             top: args.top,
             ring_bytes: args.ring_buffer_mb * 1024 * 1024,
             stuck_after: args.stuck_after,

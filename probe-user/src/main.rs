@@ -63,7 +63,7 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
         .binary
         .clone()
         .unwrap_or_else(|| runtime_binary.clone());
-    let plan = resolve::resolve(&symbols_from)?;
+    let plan = resolve::resolve_with(&symbols_from, config.debuginfo.as_deref())?;
     attach::preflight()?;
 
     let (pid, binary, gate) = match (pid, launched) {
@@ -226,7 +226,10 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
 /// `async-inspect dump`: find every task in memory, read where each waits, report.
 fn dump(args: &DumpArgs) -> anyhow::Result<i32> {
     let (pid, exe) = target::existing(args.pid)?;
-    let plan = resolve::resolve(args.binary.as_deref().unwrap_or(&exe))?;
+    let plan = resolve::resolve_with(
+        args.binary.as_deref().unwrap_or(&exe),
+        args.debuginfo.as_deref(),
+    )?;
     if plan.types.is_none() {
         eprintln!(
             "async-inspect: note: no DWARF in {}: tasks are listed without await points or backtraces \

@@ -169,3 +169,64 @@ fn await_points_of_a_debug_build() {
 fn await_points_of_a_release_build_with_debuginfo() {
     state_machine_awaits("release-debuginfo/inspect-demo");
 }
+
+/// The demo with its DWARF split into a separate file, as distributions ship it.
+fn split_debug(tag: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir =
+        std::env::temp_dir().join(format!("async-inspect-split-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let full = fixture("release-debuginfo/inspect-demo");
+    let debug = dir.join("inspect-demo.debug");
+    let stripped = dir.join("inspect-demo");
+    let run = |args: &[&std::ffi::OsStr]| {
+        let status = std::process::Command::new("objcopy")
+            .args(args)
+            .status()
+            .expect("objcopy (binutils)");
+        assert!(status.success());
+    };
+    run(&[
+        "--only-keep-debug".as_ref(),
+        full.as_os_str(),
+        debug.as_os_str(),
+    ]);
+    let link = format!("--add-gnu-debuglink={}", debug.display());
+    run(&[
+        "--strip-debug".as_ref(),
+        link.as_ref(),
+        full.as_os_str(),
+        stripped.as_os_str(),
+    ]);
+    (stripped, debug)
+}
+
+#[test]
+fn separate_debug_info_is_found_by_debuglink() {
+    let (stripped, debug) = split_debug("link");
+    let plan = resolve(&stripped).expect("resolve");
+    check_plan(&plan, NamingSource::Dwarf);
+    assert!(
+        plan.task_types.iter().any(|t| t.future.is_some()),
+        "await points available"
+    );
+    assert!(
+        plan.notes
+            .iter()
+            .any(|note| note.contains("inspect-demo.debug")),
+        "{:?}",
+        plan.notes
+    );
+    let _ = std::fs::remove_dir_all(debug.parent().expect("dir"));
+}
+
+#[test]
+fn separate_debug_info_can_be_named() {
+    let (stripped, debug) = split_debug("named");
+    let moved = debug.with_extension("elsewhere");
+    std::fs::rename(&debug, &moved).expect("rename");
+    let without = resolve(&stripped).expect("resolve");
+    assert!(!without.has_dwarf, "the debuglink target is gone");
+    let with = probe_user::resolve::resolve_with(&stripped, Some(&moved)).expect("resolve");
+    check_plan(&with, NamingSource::Dwarf);
+    let _ = std::fs::remove_dir_all(moved.parent().expect("dir"));
+}

@@ -4,6 +4,7 @@
 //! can say so.
 
 mod calls;
+mod debuglink;
 mod dwarf;
 pub mod futures;
 mod names;
@@ -187,8 +188,13 @@ pub enum ResolveError {
     MissingFunction { path: PathBuf, missing: String },
 }
 
-/// Reads `binary` and plans every probe.
+/// Reads `binary` and plans every probe, with DWARF from the binary or its separate debug file.
 pub fn resolve(binary: &Path) -> Result<ProbePlan, ResolveError> {
+    resolve_with(binary, None)
+}
+
+/// Like [`resolve`], with DWARF read from `debuginfo` when given.
+pub fn resolve_with(binary: &Path, debuginfo: Option<&Path>) -> Result<ProbePlan, ResolveError> {
     let data = std::fs::read(binary).map_err(|source| ResolveError::Read {
         path: binary.to_owned(),
         source,
@@ -215,7 +221,40 @@ pub fn resolve(binary: &Path) -> Result<ProbePlan, ResolveError> {
             path: binary.to_owned(),
         });
     }
+    // DWARF may live in a separate file (split by `objcopy --only-keep-debug`, or a distro's
+    // -dbgsym package): addresses and linkage names are the binary's own.
+    let has_own_dwarf = file
+        .section_by_name(".debug_info")
+        .is_some_and(|section| section.size() > 0);
+    let debug_path = match debuginfo {
+        Some(path) => Some(path.to_owned()),
+        None if !has_own_dwarf => debuglink::find(binary, &file),
+        None => None,
+    };
+    let debug_data = match &debug_path {
+        Some(path) => Some(std::fs::read(path).map_err(|source| ResolveError::Read {
+            path: path.clone(),
+            source,
+        })?),
+        None => None,
+    };
+    let debug_file = match (&debug_data, &debug_path) {
+        (Some(data), Some(path)) => {
+            Some(
+                object::File::parse(&**data).map_err(|error| ResolveError::NotElf {
+                    path: path.clone(),
+                    reason: error.to_string(),
+                })?,
+            )
+        }
+        _ => None,
+    };
+    let dwarf_source = debug_file.as_ref().unwrap_or(&file);
+
     let mut notes = Vec::new();
+    if let Some(path) = &debug_path {
+        notes.push(format!("DWARF read from {}", path.display()));
+    }
     for (kind, name) in [
         (
             SiteKind::WakeByVal,
@@ -254,7 +293,7 @@ pub fn resolve(binary: &Path) -> Result<ProbePlan, ResolveError> {
     }
 
     let dwarf_info = dwarf::read(
-        &file,
+        dwarf_source,
         &found
             .polls
             .iter()
@@ -271,7 +310,7 @@ pub fn resolve(binary: &Path) -> Result<ProbePlan, ResolveError> {
     }
 
     let types = if has_dwarf {
-        match futures::TypeIndex::new(&file) {
+        match futures::TypeIndex::new(dwarf_source) {
             Ok(types) => Some(std::sync::Arc::new(types)),
             Err(error) => {
                 notes.push(format!("DWARF types unreadable ({error}): no await points"));
