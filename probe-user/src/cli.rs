@@ -112,6 +112,10 @@ pub struct ProbeArgs {
     #[arg(long)]
     pub no_values: bool,
 
+    /// Warn about polls longer than this: blocking code in async stalls its worker.
+    #[arg(long, value_name = "DURATION", default_value = "10ms", value_parser = parse_duration)]
+    pub long_poll: Duration,
+
     /// No progress lines on stderr.
     #[arg(short, long)]
     pub quiet: bool,
@@ -137,6 +141,7 @@ pub struct ProbeConfig {
     pub top: usize,
     pub ring_bytes: u32,
     pub stuck_after: Duration,
+    pub long_poll: Duration,
     pub values: bool,
     pub quiet: bool,
 }
@@ -156,6 +161,7 @@ impl From<ProbeArgs> for ProbeConfig {
             top: args.top,
             ring_bytes: args.ring_buffer_mb * 1024 * 1024,
             stuck_after: args.stuck_after,
+            long_poll: args.long_poll,
             values: !args.no_values,
             quiet: args.quiet,
         }

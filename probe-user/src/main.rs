@@ -2,7 +2,10 @@ use std::{ffi::OsString, io::Write as _, process::ExitCode};
 
 use clap::Parser as _;
 use probe_user::{
-    analyze::stacks::{StackReader, Stacks},
+    analyze::{
+        lints::Thresholds,
+        stacks::{StackReader, Stacks},
+    },
     attach::{self, Attachment},
     cli::{Cli, Command, DumpArgs, ProbeConfig, Target},
     collect::{self, Collector},
@@ -201,6 +204,10 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
         Analysis {
             stacks: &stacks,
             stuck_after_ns,
+            limits: Thresholds {
+                long_poll_ns: config.long_poll.as_nanos() as u64,
+                ..Thresholds::default()
+            },
         },
     );
     if let Some(path) = &config.json {
@@ -211,7 +218,8 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
     let mut stdout = std::io::stdout().lock();
     let written = report
         .write_text(&mut stdout, config.top)
-        .and_then(|()| report.write_stuck(&mut stdout, stuck_after_ns));
+        .and_then(|()| report.write_stuck(&mut stdout, stuck_after_ns))
+        .and_then(|()| report.write_diagnosis(&mut stdout));
     match written {
         Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {}
         other => other?,
@@ -275,6 +283,7 @@ fn dump(args: &DumpArgs) -> anyhow::Result<i32> {
         Analysis {
             stacks: &stacks,
             stuck_after_ns: u64::MAX,
+            limits: Thresholds::default(),
         },
     );
     if let Some(path) = &args.json {
@@ -298,7 +307,8 @@ fn dump(args: &DumpArgs) -> anyhow::Result<i32> {
         },
     )
     .and_then(|()| report.write_table(&mut stdout, args.top))
-    .and_then(|()| report.write_backtraces(&mut stdout));
+    .and_then(|()| report.write_backtraces(&mut stdout))
+    .and_then(|()| report.write_diagnosis(&mut stdout));
     match written {
         Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {}
         other => other?,

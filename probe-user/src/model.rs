@@ -104,9 +104,20 @@ pub struct Task {
     poll: Option<(u32, u64)>,
     cancel_requested: bool,
     freed_in_poll: bool,
+    /// The thread that ran the longest poll.
+    pub max_poll_tid: u32,
+    /// The longest single wait between a wake (or spawn) and the poll that followed.
+    pub max_scheduled_ns: u64,
+    /// Cancelled after it had started: dropped at an await, without running to completion.
+    pub cancelled_at_await: bool,
 }
 
 impl Task {
+    /// When the task entered its current state.
+    pub fn state_entered_ns(&self) -> u64 {
+        self.entered_ns
+    }
+
     /// Wakers alive now, when every clone since spawn was seen.
     pub fn live_wakers(&self) -> Option<u64> {
         self.spawned_ns?;
@@ -130,6 +141,17 @@ impl Task {
         }
         self.account(now);
         if self.state != state {
+            if self.state == TaskState::Scheduled {
+                self.max_scheduled_ns = self
+                    .max_scheduled_ns
+                    .max(now.saturating_sub(self.entered_ns));
+            }
+            if state == TaskState::Cancelled {
+                // The poll that runs a cancellation does not poll the future: only earlier
+                // polls got it to an await.
+                let cancelling_poll = u64::from(self.state == TaskState::Running);
+                self.cancelled_at_await = self.polls > cancelling_poll;
+            }
             self.entered_ns = now;
         }
         self.state = state;
@@ -173,6 +195,20 @@ pub struct TaskModel {
     /// Tasks that went idle since [`TaskModel::take_newly_idle`] was last called: their
     /// memory now holds a stable await point worth reading.
     newly_idle: Vec<usize>,
+    /// The polls in progress on each thread, outermost first: (task, contains other polls).
+    thread_polls: HashMap<u32, Vec<(usize, bool)>>,
+    /// What each thread that polled tasks spent on them.
+    pub workers: std::collections::BTreeMap<u32, WorkerStats>,
+}
+
+/// One thread's polling, from the polls that ran on it (containers of other polls excluded).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WorkerStats {
+    pub polls: u64,
+    pub busy_ns: u64,
+    pub longest_poll_ns: u64,
+    /// The task of the longest poll: the one that blocked this thread longest.
+    pub longest_poll_task: Option<usize>,
 }
 
 impl TaskModel {
@@ -190,6 +226,8 @@ impl TaskModel {
             active: 0,
             anomalies: Anomalies::default(),
             newly_idle: Vec::new(),
+            thread_polls: HashMap::new(),
+            workers: std::collections::BTreeMap::new(),
         }
     }
 
@@ -238,6 +276,13 @@ impl TaskModel {
                 task.enter(TaskState::Running, now);
                 task.polls += 1;
                 task.poll = Some((event.tid, now));
+                let stack = self.thread_polls.entry(event.tid).or_default();
+                if let Some(outer) = stack.last_mut() {
+                    // Polls run inside this one (a runtime driven from inside a task, or the
+                    // worker loop's blocking task): its time is theirs, not its own.
+                    outer.1 = true;
+                }
+                stack.push((index, false));
             }
             EventKind::PollEnd => self.poll_end(event),
             EventKind::Complete => {
@@ -309,16 +354,23 @@ impl TaskModel {
             return;
         };
         let task = &mut self.tasks[index];
-        match task.poll {
+        let took = match task.poll {
             Some((tid, started)) if tid == event.tid => {
-                task.max_poll_ns = task.max_poll_ns.max(now.saturating_sub(started));
+                let took = now.saturating_sub(started);
+                if took >= task.max_poll_ns {
+                    task.max_poll_ns = took;
+                    task.max_poll_tid = tid;
+                }
                 task.poll = None;
+                took
             }
             _ => {
                 self.anomalies.unmatched_poll_ends += 1;
                 return;
             }
-        }
+        };
+        self.worker_poll_ended(index, event.tid, took);
+        let task = &mut self.tasks[index];
         if task.state.is_terminal() {
             // Completion was reported while the task was alive; the word read after the
             // poll may come from freed memory.
@@ -432,6 +484,9 @@ impl TaskModel {
             poll: None,
             cancel_requested: false,
             freed_in_poll: false,
+            max_poll_tid: 0,
+            max_scheduled_ns: 0,
+            cancelled_at_await: false,
         });
         *generation += 1;
         self.live.insert(event.header, index);
@@ -446,6 +501,27 @@ impl TaskModel {
         }
         task.enter(end, now);
         self.active -= 1;
+    }
+
+    /// Per-thread accounting of a finished poll, unless it only contained other polls.
+    fn worker_poll_ended(&mut self, index: usize, tid: u32, took: u64) {
+        let stack = self.thread_polls.entry(tid).or_default();
+        let Some(position) = stack.iter().rposition(|(task, _)| *task == index) else {
+            return;
+        };
+        let (_, container) = stack[position];
+        // Entries above it lost their poll ends.
+        stack.truncate(position);
+        if container {
+            return;
+        }
+        let worker = self.workers.entry(tid).or_default();
+        worker.polls += 1;
+        worker.busy_ns += took;
+        if took >= worker.longest_poll_ns {
+            worker.longest_poll_ns = took;
+            worker.longest_poll_task = Some(index);
+        }
     }
 
     /// The header's memory was freed (or reused): later events there belong to a new task.
@@ -772,6 +848,39 @@ mod tests {
         assert_eq!(m.idle_since(0), Some(5));
         m.close(50);
         assert_eq!(m.idle_since(0), Some(5), "accounting does not move it");
+    }
+
+    #[test]
+    fn worker_time_counts_innermost_polls_only() {
+        let mut m = model();
+        let worker = HDR + 0x1000;
+        m.apply(&event(0, EventKind::PollStart, worker, 9));
+        m.apply(&event(10, EventKind::PollStart, HDR, 1));
+        m.apply(&poll_end(40, HDR, 1, 0));
+        m.apply(&event(50, EventKind::PollStart, HDR, 1));
+        m.apply(&poll_end(55, HDR, 1, 0));
+        m.apply(&poll_end(100, worker, 9, 0));
+        let stats = m.workers[&7];
+        assert_eq!(
+            (stats.polls, stats.busy_ns, stats.longest_poll_ns),
+            (2, 35, 30)
+        );
+        assert_eq!(stats.longest_poll_task, Some(1));
+        assert_eq!(m.tasks()[1].max_poll_tid, 7);
+    }
+
+    #[test]
+    fn scheduling_latency_and_cancellation_at_an_await_are_kept() {
+        let mut m = model();
+        m.apply(&event(0, EventKind::Spawn, HDR, 1));
+        m.apply(&event(30, EventKind::PollStart, HDR, 1));
+        m.apply(&poll_end(31, HDR, 1, 0));
+        m.apply(&event(40, EventKind::WakeByRef, HDR, 1));
+        m.apply(&event(45, EventKind::PollStart, HDR, 1));
+        m.apply(&poll_end(46, HDR, 1, 0));
+        assert_eq!(m.tasks()[0].max_scheduled_ns, 30);
+        m.apply(&event(60, EventKind::Shutdown, HDR, 1));
+        assert!(m.tasks()[0].cancelled_at_await);
     }
 
     #[test]

@@ -6,7 +6,13 @@ use std::io::{self, Write};
 use serde::Serialize;
 
 use crate::{
-    analyze::{backtrace::Frame, hangs, stacks::Stacks},
+    analyze::{
+        backtrace::{Frame, Resource},
+        deadlocks::WaitGraph,
+        hangs,
+        lints::{self, TaskView, Thresholds, Warning},
+        stacks::Stacks,
+    },
     model::{Task, TaskModel, TaskState},
     resolve::{NamingSource, ProbePlan},
 };
@@ -18,6 +24,12 @@ pub struct Report {
     pub tasks: Vec<TaskRow>,
     /// Tasks idle longer than the stuck threshold at the end, longest first.
     pub stuck: Vec<StuckRow>,
+    pub warnings: Vec<Warning>,
+    pub deadlocks: Vec<DeadlockRow>,
+    /// Waits on locks held by tasks that are themselves waiting, outside deadlocks.
+    pub chains: Vec<ChainRow>,
+    /// Per thread that polled tasks (probe only).
+    pub workers: Vec<WorkerRow>,
 }
 
 #[derive(Serialize)]
@@ -124,6 +136,57 @@ pub struct Analysis<'a> {
     pub stacks: &'a Stacks,
     /// Idle longer than this at the end: stuck.
     pub stuck_after_ns: u64,
+    pub limits: Thresholds,
+}
+
+/// Tasks that wait for each other in a cycle.
+#[derive(Serialize)]
+pub struct DeadlockRow {
+    /// Tokio task ids, each waiting for the next (the last for the first).
+    pub tasks: Vec<Option<u64>>,
+    /// The locks (and tasks) they wait on, in the same order.
+    pub locks: Vec<Resource>,
+    pub details: Vec<WaiterRow>,
+}
+
+/// One task of a deadlock or a wait chain: what it waits on, where, and what it holds.
+#[derive(Serialize)]
+pub struct WaiterRow {
+    pub task: Option<u64>,
+    pub name: String,
+    pub waits_on: Resource,
+    pub at: Option<AwaitPoint>,
+    /// Locks it keeps across its await, with the frame that holds each.
+    pub holds: Vec<HeldRow>,
+}
+
+#[derive(Serialize)]
+pub struct HeldRow {
+    pub resource: Resource,
+    pub function: String,
+    pub file: Option<String>,
+    pub line: Option<u64>,
+}
+
+/// A wait on a lock held by a task that is itself waiting (no cycle).
+#[derive(Serialize)]
+pub struct ChainRow {
+    pub waiter: WaiterRow,
+    pub holder: Option<u64>,
+    pub holder_name: String,
+    pub holder_leaf: Option<String>,
+}
+
+/// One thread's polling.
+#[derive(Serialize)]
+pub struct WorkerRow {
+    pub tid: u32,
+    pub polls: u64,
+    pub busy_ns: u64,
+    pub longest_poll_ns: u64,
+    /// The task that blocked this thread longest (tokio id).
+    pub longest_poll_task: Option<u64>,
+    pub longest_poll_name: Option<String>,
 }
 
 impl Report {
@@ -200,6 +263,112 @@ impl Report {
         })
         .collect();
         tasks.sort_by(|a, b| b.busy_ns.cmp(&a.busy_ns).then(a.id.cmp(&b.id)));
+
+        let views: Vec<TaskView<'_>> = model
+            .tasks()
+            .iter()
+            .enumerate()
+            .filter(|(_, task)| !is_worker(task))
+            .map(|(index, task)| TaskView {
+                index,
+                task,
+                name: task_type(task).map_or("(unknown type)", |t| t.name.as_str()),
+                stack: analysis.stacks.get(index),
+                now_ns: facts.ended_ns,
+                idle_ns: model
+                    .idle_since(index)
+                    .map(|since| facts.ended_ns.saturating_sub(since)),
+            })
+            .collect();
+        let type_name = |task: &Task| {
+            task_type(task)
+                .filter(|t| !t.runtime_worker)
+                .map(|t| t.name.clone())
+        };
+        let warnings = lints::check_all(&views, model, &type_name, &analysis.limits);
+
+        let graph = WaitGraph::build(model, analysis.stacks);
+        let found = graph.deadlocks();
+        let waiter = |index: usize, waits_on: Resource| {
+            let task = &model.tasks()[index];
+            let stack = analysis.stacks.get(index);
+            WaiterRow {
+                task: task.id,
+                name: name(task),
+                waits_on,
+                at: stack
+                    .and_then(|stack| stack.await_point())
+                    .map(|frame| AwaitPoint {
+                        file: frame.file.clone(),
+                        line: frame.line,
+                        function: frame.function.clone(),
+                    }),
+                holds: stack
+                    .map(|stack| {
+                        stack
+                            .frames
+                            .iter()
+                            .flat_map(|frame| {
+                                frame.holds.iter().map(|resource| HeldRow {
+                                    resource: *resource,
+                                    function: frame.function.clone(),
+                                    file: frame.file.clone(),
+                                    line: frame.line,
+                                })
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            }
+        };
+        let chains = graph
+            .chains(model, &found)
+            .into_iter()
+            .map(|chain| {
+                let holder = &model.tasks()[chain.holder];
+                ChainRow {
+                    waiter: waiter(chain.waiter, chain.resource),
+                    holder: holder.id,
+                    holder_name: name(holder),
+                    holder_leaf: analysis
+                        .stacks
+                        .get(chain.holder)
+                        .and_then(|stack| stack.leaf().map(str::to_owned)),
+                }
+            })
+            .collect();
+        let deadlocks = found
+            .iter()
+            .map(|deadlock| DeadlockRow {
+                tasks: deadlock
+                    .tasks
+                    .iter()
+                    .map(|&t| model.tasks()[t].id)
+                    .collect(),
+                locks: deadlock.waits_on.clone(),
+                details: deadlock
+                    .tasks
+                    .iter()
+                    .zip(&deadlock.waits_on)
+                    .map(|(&task, &resource)| waiter(task, resource))
+                    .collect(),
+            })
+            .collect();
+        let workers = model
+            .workers
+            .iter()
+            .map(|(&tid, stats)| {
+                let longest = stats.longest_poll_task.map(|index| &model.tasks()[index]);
+                WorkerRow {
+                    tid,
+                    polls: stats.polls,
+                    busy_ns: stats.busy_ns,
+                    longest_poll_ns: stats.longest_poll_ns,
+                    longest_poll_task: longest.and_then(|task| task.id),
+                    longest_poll_name: longest.map(name),
+                }
+            })
+            .collect();
         let count = |state| tasks.iter().filter(|task| task.state == state).count();
         let summary = Summary {
             mode: facts.mode,
@@ -232,6 +401,10 @@ impl Report {
             summary,
             tasks,
             stuck,
+            warnings,
+            deadlocks,
+            chains,
+            workers,
         }
     }
 
@@ -388,6 +561,82 @@ impl Report {
                 stuck.leaf.as_deref(),
                 &stuck.backtrace,
             )?;
+        }
+        Ok(())
+    }
+
+    /// Deadlocks, wait chains, warnings and worker health.
+    pub fn write_diagnosis(&self, mut out: impl Write) -> io::Result<()> {
+        let id = |id: Option<u64>| id.map_or_else(|| "?".to_owned(), |id| id.to_string());
+        let waiter_line = |waiter: &WaiterRow| {
+            let mut line = format!(
+                "task {} {} waits for {}",
+                id(waiter.task),
+                waiter.name,
+                waiter.waits_on
+            );
+            if let Some(at) = &waiter.at {
+                line.push_str(&format!(" at {}", location(at.file.as_deref(), at.line)));
+            }
+            for held in &waiter.holds {
+                line.push_str(&format!(
+                    ", holding {} (across the await at {})",
+                    held.resource,
+                    location(held.file.as_deref(), held.line)
+                ));
+            }
+            line
+        };
+        for deadlock in &self.deadlocks {
+            writeln!(
+                out,
+                "\n  DEADLOCK: {} tasks wait for each other",
+                deadlock.tasks.len()
+            )?;
+            for waiter in &deadlock.details {
+                writeln!(out, "    {}", waiter_line(waiter))?;
+            }
+        }
+        for chain in &self.chains {
+            writeln!(
+                out,
+                "\n  blocked: {}, held by task {} {}{}",
+                waiter_line(&chain.waiter),
+                id(chain.holder),
+                chain.holder_name,
+                chain
+                    .holder_leaf
+                    .as_ref()
+                    .map_or_else(String::new, |leaf| format!(", which is itself {leaf}"))
+            )?;
+        }
+        if !self.warnings.is_empty() {
+            writeln!(out, "\n  warnings:")?;
+            for warning in &self.warnings {
+                writeln!(out, "    {}: {}", warning.kind, warning.summary)?;
+                writeln!(out, "        {}", warning.detail)?;
+            }
+        }
+        let probed_ns = self.summary.duration_ns.max(1);
+        if !self.workers.is_empty() && self.summary.mode == Mode::Probe {
+            writeln!(out, "\n  threads that polled tasks:")?;
+            for worker in &self.workers {
+                writeln!(
+                    out,
+                    "    tid {:>7}: {:>7} polls, polling {:>5.1}% of the time; longest poll {}{}",
+                    worker.tid,
+                    worker.polls,
+                    worker.busy_ns as f64 * 100.0 / probed_ns as f64,
+                    duration(worker.longest_poll_ns),
+                    worker
+                        .longest_poll_name
+                        .as_ref()
+                        .map_or_else(String::new, |name| format!(
+                            " (task {} {name})",
+                            id(worker.longest_poll_task)
+                        ))
+                )?;
+            }
         }
         Ok(())
     }

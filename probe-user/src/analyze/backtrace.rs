@@ -39,6 +39,55 @@ pub struct Frame {
     /// Locals held across this await, `name = value` (values left out with --no-values).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub locals: Vec<Local>,
+    /// Locks this frame holds across its await (guards among its locals).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub holds: Vec<Resource>,
+    /// What the leaf waits for, when it is a lock or another task.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waits_on: Option<Resource>,
+}
+
+/// Something a task can hold or wait for. Locks are identified by their semaphore's address
+/// (every tokio Mutex, RwLock and Semaphore is one underneath).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Resource {
+    Mutex {
+        address: u64,
+    },
+    RwLock {
+        address: u64,
+    },
+    Semaphore {
+        address: u64,
+    },
+    /// Another task, awaited through its JoinHandle (by tokio task id).
+    Task {
+        id: u64,
+    },
+}
+
+impl Resource {
+    /// Two resources are the same lock when their semaphores are.
+    pub fn lock_address(self) -> Option<u64> {
+        match self {
+            Self::Mutex { address } | Self::RwLock { address } | Self::Semaphore { address } => {
+                Some(address)
+            }
+            Self::Task { .. } => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Resource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Mutex { address } => write!(f, "tokio::sync::Mutex {address:#x}"),
+            Self::RwLock { address } => write!(f, "tokio::sync::RwLock {address:#x}"),
+            Self::Semaphore { address } => write!(f, "tokio::sync::Semaphore {address:#x}"),
+            Self::Task { id } => write!(f, "task {id}"),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -117,12 +166,19 @@ impl Walker<'_> {
                     } else {
                         Vec::new()
                     };
+                    let holds = state
+                        .locals
+                        .iter()
+                        .filter_map(|local| self.guard(address + local.offset, local.ty?))
+                        .collect();
                     frames.push(Frame {
                         function: function_name(&info.name),
                         file: state.file.clone(),
                         line: Some(state.line),
                         leaf: (!state.is_suspended()).then(|| state.name.to_lowercase()),
                         locals,
+                        holds,
+                        waits_on: None,
                     });
                     let Some(awaitee) = &state.awaitee else { break };
                     let Some(next) = awaitee.ty else { break };
@@ -138,12 +194,15 @@ impl Walker<'_> {
                         continue;
                     }
                     let leaf = self.describe(address, ty, &info);
+                    let waits_on = self.waited(address, &info, &frames);
                     frames.push(Frame {
                         function: info.name.clone(),
                         file: None,
                         line: None,
                         leaf,
                         locals: Vec::new(),
+                        holds: Vec::new(),
+                        waits_on,
                     });
                     break;
                 }
@@ -166,6 +225,74 @@ impl Walker<'_> {
             });
         }
         frames
+    }
+
+    /// The lock a guard local holds: its semaphore's address.
+    fn guard(&self, address: u64, ty: usize) -> Option<Resource> {
+        let info = self.types.get(ty).ok()?;
+        let name = info.name.as_str();
+        let pointer_at = |member: &str| {
+            let member = info.member(member)?;
+            Some((self.memory.read_u64(address + member.offset)?, member.ty?))
+        };
+        if name.starts_with("tokio::sync::mutex::MutexGuard<") {
+            // `lock: &Mutex<T>`; the Mutex's semaphore is its field `s`.
+            let (mutex, reference) = pointer_at("lock")?;
+            let TypeKind::Pointer { pointee } = self.types.get(reference).ok()?.kind else {
+                return None;
+            };
+            let (offset, _) = self.types.offset_of(pointee?, &["s"])?;
+            return Some(Resource::Mutex {
+                address: mutex + offset,
+            });
+        }
+        if name.starts_with("tokio::sync::rwlock::read_guard::RwLockReadGuard<")
+            || name.starts_with("tokio::sync::rwlock::write_guard::RwLockWriteGuard<")
+        {
+            let (semaphore, _) = pointer_at("s")?;
+            return Some(Resource::RwLock { address: semaphore });
+        }
+        if name == "tokio::sync::semaphore::SemaphorePermit" {
+            let (semaphore, _) = pointer_at("sem")?;
+            return Some(Resource::Semaphore { address: semaphore });
+        }
+        None
+    }
+
+    /// What a leaf future waits for, as a resource the deadlock analysis can follow.
+    fn waited(&self, address: u64, info: &TypeInfo, frames: &[Frame]) -> Option<Resource> {
+        let name = info.name.as_str();
+        if name == "tokio::sync::batch_semaphore::Acquire" {
+            let member = info.member("semaphore")?;
+            let address = self.memory.read_u64(address + member.offset)?;
+            let inside = |module: &str| frames.iter().any(|f| f.function.starts_with(module));
+            return Some(if inside("tokio::sync::mutex::") {
+                Resource::Mutex { address }
+            } else if inside("tokio::sync::rwlock::") {
+                Resource::RwLock { address }
+            } else {
+                Resource::Semaphore { address }
+            });
+        }
+        if name.starts_with("tokio::runtime::task::join::JoinHandle<") {
+            return Some(Resource::Task {
+                id: self.joined_task_id(address)?,
+            });
+        }
+        None
+    }
+
+    /// The tokio id of the task a `JoinHandle` at `address` joins (its first word is the
+    /// task's header).
+    fn joined_task_id(&self, address: u64) -> Option<u64> {
+        let header = self.memory.read_u64(address)?;
+        let vtable = self.memory.read_u64(header + self.layout.header_vtable)?;
+        let id_offset = self
+            .memory
+            .read_u64(vtable + self.layout.vtable_id_offset)?;
+        (id_offset < 1 << 20)
+            .then(|| self.memory.read_u64(header + id_offset))
+            .flatten()
     }
 
     /// Futures that only wrap another: `Pin<Box<F>>`, `Box<F>`, and single-future adaptors.
@@ -245,15 +372,7 @@ impl Walker<'_> {
             });
         }
         if name.starts_with("tokio::runtime::task::join::JoinHandle<") {
-            let header = self.memory.read_u64(address)?;
-            let vtable = self.memory.read_u64(header + self.layout.header_vtable)?;
-            let id_offset = self
-                .memory
-                .read_u64(vtable + self.layout.vtable_id_offset)?;
-            let id = (id_offset < 1 << 20)
-                .then(|| self.memory.read_u64(header + id_offset))
-                .flatten();
-            return Some(match id {
+            return Some(match self.joined_task_id(address) {
                 Some(id) => format!("waiting for task {id} (JoinHandle)"),
                 None => "waiting for a task (JoinHandle)".into(),
             });
@@ -448,6 +567,8 @@ mod tests {
             line: Some(1),
             leaf: None,
             locals: Vec::new(),
+            holds: Vec::new(),
+            waits_on: None,
         };
         assert!(frame("/work/app/src/main.rs").is_user_code());
         assert!(

@@ -2,5 +2,7 @@
 //! through the DWARF decoder: async backtraces, await points, stuck tasks.
 
 pub mod backtrace;
+pub mod deadlocks;
 pub mod hangs;
+pub mod lints;
 pub mod stacks;

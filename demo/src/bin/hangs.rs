@@ -1,0 +1,180 @@
+//! Programs with one known defect each, and their healthy twins, for async-inspect's diagnosis:
+//!
+//!   inspect-hangs deadlock      two tasks take two tokio Mutexes in opposite order: stuck forever
+//!   inspect-hangs ordered       the same tasks taking them in the same order: both finish
+//!   inspect-hangs lost-waker    a future returns Pending without keeping the waker: stuck forever
+//!   inspect-hangs kept-waker    the same future keeping it, woken by a thread: finishes
+//!   inspect-hangs blocking      std::thread::sleep inside async: blocks a worker for 300 ms
+//!   inspect-hangs self-wake     a future that wakes itself 500 times before finishing
+//!
+//! It prints `ready` once its tasks are running and exits by itself after `--exit-after-ms`
+//! (default 3000), with status 0; the stuck scenarios never finish their tasks.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{Arc, Mutex as StdMutex},
+    task::{Context, Poll, Waker},
+    time::Duration,
+};
+
+use tokio::sync::Mutex;
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let scenario = args.next().unwrap_or_default();
+    let mut exit_after_ms = 3000;
+    while let Some(arg) = args.next() {
+        match (
+            arg.as_str(),
+            args.next().and_then(|value| value.parse().ok()),
+        ) {
+            ("--exit-after-ms", Some(ms)) => exit_after_ms = ms,
+            _ => usage(),
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        match scenario.as_str() {
+            "deadlock" => locks(true).await,
+            "ordered" => locks(false).await,
+            "lost-waker" => wakers(false).await,
+            "kept-waker" => wakers(true).await,
+            "blocking" => blocking().await,
+            "self-wake" => self_wake().await,
+            _ => usage(),
+        }
+        tokio::time::sleep(Duration::from_millis(exit_after_ms)).await;
+    });
+    // Exit with stuck tasks still stuck (dropping the runtime would cancel them).
+    std::process::exit(0);
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: inspect-hangs deadlock|ordered|lost-waker|kept-waker|blocking|self-wake [--exit-after-ms MS]"
+    );
+    std::process::exit(2);
+}
+
+fn ready() {
+    println!("inspect-hangs: ready, pid {}", std::process::id());
+}
+
+async fn locks(opposite: bool) {
+    let first = Arc::new(Mutex::new(0u32));
+    let second = Arc::new(Mutex::new(0u32));
+    let a = tokio::spawn(lock_both(first.clone(), second.clone()));
+    let b = if opposite {
+        tokio::spawn(lock_both(second, first))
+    } else {
+        tokio::spawn(lock_both(first, second))
+    };
+    ready();
+    if !opposite {
+        let _ = (a.await, b.await);
+    }
+}
+
+/// Takes `outer`, and while holding it, `inner`.
+async fn lock_both(outer: Arc<Mutex<u32>>, inner: Arc<Mutex<u32>>) -> u32 {
+    let mut held = outer.lock().await;
+    // Long enough for the other task to take its first lock too.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut other = inner.lock().await;
+    *held += 1;
+    *other += 1;
+    *held + *other
+}
+
+/// A hand-written future that is Pending once; `keep` decides whether it keeps the waker
+/// (and has a thread wake it) or drops it on the floor.
+struct OnceThenReady {
+    polled: bool,
+    keep: bool,
+    slot: Arc<StdMutex<Option<Waker>>>,
+}
+
+impl Future for OnceThenReady {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.polled {
+            return Poll::Ready(());
+        }
+        self.polled = true;
+        if self.keep {
+            *self.slot.lock().expect("waker slot") = Some(cx.waker().clone());
+            let slot = self.slot.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(200));
+                if let Some(waker) = slot.lock().expect("waker slot").take() {
+                    waker.wake();
+                }
+            });
+        }
+        // Without `keep`, the bug: Pending, and nobody can ever wake this task.
+        Poll::Pending
+    }
+}
+
+async fn wakers(keep: bool) {
+    let handle = tokio::spawn(wait_once(keep));
+    ready();
+    if keep {
+        let _ = handle.await;
+    }
+}
+
+async fn wait_once(keep: bool) {
+    OnceThenReady {
+        polled: false,
+        keep,
+        slot: Arc::default(),
+    }
+    .await;
+}
+
+async fn blocking() {
+    let handle = tokio::spawn(block_worker());
+    ready();
+    let _ = handle.await;
+}
+
+async fn block_worker() {
+    tokio::task::yield_now().await;
+    // The defect: a blocking call inside async code holds the worker thread.
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+/// Wakes itself from inside its own poll `remaining` times.
+struct SelfWaking {
+    remaining: u32,
+}
+
+impl Future for SelfWaking {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.remaining == 0 {
+            return Poll::Ready(());
+        }
+        self.remaining -= 1;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+async fn self_wake() {
+    let handle = tokio::spawn(spin());
+    ready();
+    let _ = handle.await;
+}
+
+async fn spin() {
+    SelfWaking { remaining: 500 }.await;
+}

@@ -1,0 +1,284 @@
+//! Lints: small self-contained checks over each task's facts, in the shape tokio-console uses
+//! for its warnings (`check` says whether it fires, `format` says why for one task, `summary`
+//! names it), so adding one is adding one small type.
+
+use std::collections::BTreeMap;
+
+use super::stacks::TaskStack;
+use crate::{
+    model::{Task, TaskModel, TaskState},
+    report::{duration, location},
+};
+
+/// What the lints measure against.
+#[derive(Clone, Copy, Debug)]
+pub struct Thresholds {
+    /// A poll longer than this blocks its worker (default 10 ms).
+    pub long_poll_ns: u64,
+    /// Idle this long with no live waker: lost (the stuck threshold).
+    pub lost_waker_after_ns: u64,
+    /// Woken but not polled for this long.
+    pub scheduling_latency_ns: u64,
+    /// Self-wakes are judged from this many wakes on.
+    pub self_wake_min_wakes: u64,
+    /// A task type with this many live tasks and none finished is leaking.
+    pub leak_min_live: usize,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Self {
+            long_poll_ns: 10_000_000,
+            // No waker means it can never be woken; the wait only rules out a waker in flight.
+            lost_waker_after_ns: 100_000_000,
+            scheduling_latency_ns: 100_000_000,
+            self_wake_min_wakes: 100,
+            leak_min_live: 100,
+        }
+    }
+}
+
+/// One task as the lints see it.
+pub struct TaskView<'a> {
+    pub index: usize,
+    pub task: &'a Task,
+    pub name: &'a str,
+    pub stack: Option<&'a TaskStack>,
+    /// The end of the observation.
+    pub now_ns: u64,
+    /// How long it has been idle, if it is.
+    pub idle_ns: Option<u64>,
+}
+
+impl TaskView<'_> {
+    fn at(&self) -> String {
+        match self.stack.and_then(TaskStack::await_point) {
+            Some(frame) => format!(" at {}", location(frame.file.as_deref(), frame.line)),
+            None => String::new(),
+        }
+    }
+}
+
+pub trait Lint {
+    /// Machine name, as in the JSON report's `kind`.
+    fn kind(&self) -> &'static str;
+    /// One line naming the problem.
+    fn summary(&self) -> &'static str;
+    fn check(&self, task: &TaskView<'_>, limits: &Thresholds) -> bool;
+    /// Why it fires for this task, with the evidence.
+    fn format(&self, task: &TaskView<'_>, limits: &Thresholds) -> String;
+}
+
+/// A warning in the report.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Warning {
+    pub kind: &'static str,
+    /// Index into the model's tasks (the report shows the tokio id).
+    #[serde(skip)]
+    pub task_index: Option<usize>,
+    /// The tokio task id.
+    pub task: Option<u64>,
+    pub summary: String,
+    pub detail: String,
+}
+
+/// Idle, and no waker for it exists: nothing can ever wake it.
+pub struct LostWaker;
+
+impl Lint for LostWaker {
+    fn kind(&self) -> &'static str {
+        "lost_waker"
+    }
+    fn summary(&self) -> &'static str {
+        "task is idle and no waker for it exists: nothing can ever wake it"
+    }
+    fn check(&self, task: &TaskView<'_>, limits: &Thresholds) -> bool {
+        task.task.state == TaskState::Idle
+            && task.task.live_wakers() == Some(0)
+            && task
+                .idle_ns
+                .is_some_and(|idle| idle >= limits.lost_waker_after_ns)
+    }
+    fn format(&self, task: &TaskView<'_>, _: &Thresholds) -> String {
+        format!(
+            "idle for {}{} after returning Pending with every waker dropped ({} cloned, {} dropped or consumed): \
+             a future returned Pending without keeping cx.waker()",
+            duration(task.idle_ns.unwrap_or(0)),
+            task.at(),
+            task.task.waker_clones,
+            task.task.waker_drops
+        )
+    }
+}
+
+/// Most wakes come from the task itself while it runs: a busy loop through the scheduler.
+pub struct SelfWakes;
+
+impl Lint for SelfWakes {
+    fn kind(&self) -> &'static str {
+        "self_wakes"
+    }
+    fn summary(&self) -> &'static str {
+        "task wakes itself for most of its polls"
+    }
+    fn check(&self, task: &TaskView<'_>, limits: &Thresholds) -> bool {
+        task.task.wakes >= limits.self_wake_min_wakes && task.task.self_wakes * 2 > task.task.wakes
+    }
+    fn format(&self, task: &TaskView<'_>, _: &Thresholds) -> String {
+        format!(
+            "{} of its {} wakes ({}%) came from inside its own polls",
+            task.task.self_wakes,
+            task.task.wakes,
+            task.task.self_wakes * 100 / task.task.wakes.max(1)
+        )
+    }
+}
+
+/// A poll that ran for long: blocking in async code stalls every task queued on that worker.
+pub struct LongPoll;
+
+impl Lint for LongPoll {
+    fn kind(&self) -> &'static str {
+        "long_poll"
+    }
+    fn summary(&self) -> &'static str {
+        "a poll blocked its worker thread (blocking code in async?)"
+    }
+    fn check(&self, task: &TaskView<'_>, limits: &Thresholds) -> bool {
+        task.task.max_poll_ns > limits.long_poll_ns
+    }
+    fn format(&self, task: &TaskView<'_>, limits: &Thresholds) -> String {
+        format!(
+            "its longest poll took {} (> {}) on thread {}{}; every task queued on that worker waited",
+            duration(task.task.max_poll_ns),
+            duration(limits.long_poll_ns),
+            task.task.max_poll_tid,
+            task.at()
+        )
+    }
+}
+
+/// Still inside one poll at the end, for longer than a long poll.
+pub struct NeverYields;
+
+impl Lint for NeverYields {
+    fn kind(&self) -> &'static str {
+        "never_yields"
+    }
+    fn summary(&self) -> &'static str {
+        "task has been running without yielding"
+    }
+    fn check(&self, task: &TaskView<'_>, limits: &Thresholds) -> bool {
+        task.task.state == TaskState::Running
+            && task.task.polls > 0
+            && task.now_ns.saturating_sub(task.task.state_entered_ns()) > limits.long_poll_ns
+    }
+    fn format(&self, task: &TaskView<'_>, _: &Thresholds) -> String {
+        format!(
+            "in the same poll for {} when observation ended",
+            duration(task.now_ns.saturating_sub(task.task.state_entered_ns()))
+        )
+    }
+}
+
+/// Woken, then left waiting for a worker: the runtime is saturated or a worker is blocked.
+pub struct SchedulingLatency;
+
+impl Lint for SchedulingLatency {
+    fn kind(&self) -> &'static str {
+        "scheduling_latency"
+    }
+    fn summary(&self) -> &'static str {
+        "task waited long for a worker after being woken"
+    }
+    fn check(&self, task: &TaskView<'_>, limits: &Thresholds) -> bool {
+        task.task.max_scheduled_ns > limits.scheduling_latency_ns
+    }
+    fn format(&self, task: &TaskView<'_>, _: &Thresholds) -> String {
+        format!(
+            "woken but not polled for {} (longest wait; {} scheduled in all)",
+            duration(task.task.max_scheduled_ns),
+            duration(task.task.scheduled_ns)
+        )
+    }
+}
+
+/// Cancelled at an await: its work stopped halfway (aborted, or its runtime shut down).
+pub struct CancelledAtAwait;
+
+impl Lint for CancelledAtAwait {
+    fn kind(&self) -> &'static str {
+        "cancelled_while_parked"
+    }
+    fn summary(&self) -> &'static str {
+        "task was dropped while parked at an await"
+    }
+    fn check(&self, task: &TaskView<'_>, _: &Thresholds) -> bool {
+        task.task.state == TaskState::Cancelled && task.task.cancelled_at_await
+    }
+    fn format(&self, task: &TaskView<'_>, _: &Thresholds) -> String {
+        format!(
+            "cancelled after {} poll(s){}; code after that await never ran",
+            task.task.polls,
+            task.at()
+        )
+    }
+}
+
+/// Every per-task lint.
+pub fn task_lints() -> Vec<Box<dyn Lint>> {
+    vec![
+        Box::new(LostWaker),
+        Box::new(LongPoll),
+        Box::new(NeverYields),
+        Box::new(SelfWakes),
+        Box::new(SchedulingLatency),
+        Box::new(CancelledAtAwait),
+    ]
+}
+
+/// Runs every lint over `views`, and the task-leak check over the model.
+pub fn check_all(
+    views: &[TaskView<'_>],
+    model: &TaskModel,
+    type_names: &dyn Fn(&Task) -> Option<String>,
+    limits: &Thresholds,
+) -> Vec<Warning> {
+    let mut warnings = Vec::new();
+    for lint in task_lints() {
+        for view in views.iter().filter(|view| lint.check(view, limits)) {
+            warnings.push(Warning {
+                kind: lint.kind(),
+                task_index: Some(view.index),
+                task: view.task.id,
+                summary: format!("{} ({})", lint.summary(), view.name),
+                detail: lint.format(view, limits),
+            });
+        }
+    }
+    // A type whose tasks pile up and never finish.
+    let mut by_type: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    for task in model.tasks() {
+        let Some(name) = type_names(task) else {
+            continue;
+        };
+        let entry = by_type.entry(name).or_default();
+        if task.state.is_terminal() {
+            entry.1 += 1;
+        } else {
+            entry.0 += 1;
+        }
+    }
+    for (name, (live, finished)) in by_type {
+        if live >= limits.leak_min_live && finished == 0 {
+            warnings.push(Warning {
+                kind: "task_leak",
+                task_index: None,
+                task: None,
+                summary: format!("tasks of one type pile up without finishing ({name})"),
+                detail: format!("{live} live {name} tasks and none finished while observed"),
+            });
+        }
+    }
+    warnings
+}
