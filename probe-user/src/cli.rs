@@ -33,6 +33,15 @@ through and ends when it exits, with its exit status.\nAttaching (`--pid`) never
 program: Ctrl-C or --duration ends the probe, and nothing stays attached afterwards."
     )]
     Probe(ProbeArgs),
+    /// Run a command (a test binary) under the probe; fail with a hang report if it hangs.
+    #[command(
+        after_help = "Exits with the command's own status, unless no task makes progress for --hang-timeout \
+(or, with --fail-on-deadlock, tasks deadlock): then it prints the stuck tasks with their async \
+backtraces, deadlocks and warnings, writes --json, kills the command and exits with status 3.\n\n\
+For every test binary of `cargo test`, make it cargo's runner:\n  \
+cargo test --config 'target.x86_64-unknown-linux-gnu.runner = [\"async-inspect\", \"test\", \"--\"]'"
+    )]
+    Test(TestArgs),
     /// Snapshot every live task of a running process, with where each one waits.
     #[command(
         after_help = "Finds the tasks in the process's memory, so tasks idle since long before you looked are \
@@ -40,6 +49,58 @@ found too, and reads each one's async backtrace (needs DWARF in the binary, or -
 process nothing unless --freeze is given, which pauses it for the moment of the snapshot."
     )]
     Dump(DumpArgs),
+}
+
+#[derive(Args)]
+pub struct TestArgs {
+    /// A hang: live tasks, and none polled for this long.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub hang_timeout: Duration,
+
+    /// Fail as soon as tasks deadlock on tokio locks or each other's JoinHandles.
+    #[arg(long)]
+    pub fail_on_deadlock: bool,
+
+    /// Write the report as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+
+    /// Leave the values of locals out of backtraces.
+    #[arg(long)]
+    pub no_values: bool,
+
+    /// The command and its arguments.
+    #[arg(last = true, value_name = "CMD", required = true)]
+    pub command: Vec<OsString>,
+}
+
+impl From<TestArgs> for ProbeConfig {
+    fn from(args: TestArgs) -> Self {
+        Self {
+            target: Target::Launch(args.command),
+            duration: None,
+            json: args.json,
+            binary: None,
+            debuginfo: None,
+            top: 25,
+            ring_bytes: 16 * 1024 * 1024,
+            stuck_after: args.hang_timeout / 2,
+            long_poll: Duration::from_millis(10),
+            values: !args.no_values,
+            quiet: true,
+            watch: Some(HangWatch {
+                timeout: args.hang_timeout,
+                fail_on_deadlock: args.fail_on_deadlock,
+            }),
+        }
+    }
+}
+
+/// `test` mode: what counts as a failure.
+#[derive(Clone, Copy, Debug)]
+pub struct HangWatch {
+    pub timeout: Duration,
+    pub fail_on_deadlock: bool,
 }
 
 #[derive(Args)]
@@ -144,6 +205,8 @@ pub struct ProbeConfig {
     pub long_poll: Duration,
     pub values: bool,
     pub quiet: bool,
+    /// `test` mode.
+    pub watch: Option<HangWatch>,
 }
 
 impl From<ProbeArgs> for ProbeConfig {
@@ -164,6 +227,7 @@ impl From<ProbeArgs> for ProbeConfig {
             long_poll: args.long_poll,
             values: !args.no_values,
             quiet: args.quiet,
+            watch: None,
         }
     }
 }

@@ -1,8 +1,9 @@
-use std::{ffi::OsString, io::Write as _, process::ExitCode};
+use std::{cell::Cell, ffi::OsString, io::Write as _, process::ExitCode};
 
 use clap::Parser as _;
 use probe_user::{
     analyze::{
+        deadlocks::WaitGraph,
         lints::Thresholds,
         stacks::{StackReader, Stacks},
     },
@@ -30,6 +31,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Probe(args) => runtime.block_on(probe(ProbeConfig::from(args))),
+        Command::Test(args) => runtime.block_on(probe(ProbeConfig::from(args))),
         Command::Dump(args) => dump(&args),
     };
     match result {
@@ -44,10 +46,29 @@ fn fail(error: &anyhow::Error) -> ExitCode {
 }
 
 /// How the run ended.
+#[derive(Clone, Copy)]
 enum Ended {
     TargetExited(Option<std::process::ExitStatus>),
     Interrupted,
     Duration,
+    /// `test` mode: live tasks and no poll for the hang timeout.
+    Hang,
+    /// `test --fail-on-deadlock`: tasks wait for each other.
+    Deadlock,
+}
+
+/// The exit status of `test` when the command hangs or deadlocks.
+const HANG_EXIT: i32 = 3;
+
+/// What the collector's batches tell the `test` watchdog, which runs when no batch comes.
+#[derive(Default)]
+struct Progress {
+    last_poll_ns: Cell<Option<u64>>,
+    /// Tasks of the program's own (not runtime workers) that have not ended.
+    live_tasks: Cell<usize>,
+    live_workers: Cell<usize>,
+    counted_at: Cell<Option<std::time::Instant>>,
+    deadlocked: Cell<bool>,
 }
 
 async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
@@ -112,6 +133,7 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
         None => None,
     };
     let show_progress = !config.quiet && child.is_none();
+    let progress = Progress::default();
     let ended = {
         let target_exit = async {
             match child.as_mut() {
@@ -128,16 +150,38 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
                 None => std::future::pending().await,
             }
         };
+        let watchdog = async {
+            let Some(watch) = config.watch else {
+                return std::future::pending().await;
+            };
+            let timeout = watch.timeout.as_nanos() as u64;
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
+            loop {
+                tick.tick().await;
+                if progress.deadlocked.get() {
+                    return Ended::Deadlock;
+                }
+                // A hang needs tasks that should make progress: before the first poll, or
+                // once every task has ended, the program is elsewhere.
+                if let Some(last) = progress.last_poll_ns.get()
+                    && progress.live_tasks.get() > 0
+                    && collect::monotonic_ns().saturating_sub(last) > timeout
+                {
+                    return Ended::Hang;
+                }
+            }
+        };
         let stop = async {
             tokio::select! {
                 ended = target_exit => ended,
                 _ = interrupted() => Ended::Interrupted,
                 () = deadline => Ended::Duration,
+                ended = watchdog => ended,
             }
         };
         let mut ended = None;
         let stop = async { ended = Some(stop.await) };
-        let progress = Progress::new(show_progress);
+        let status_line = StatusLine::new(show_progress);
         collector
             .run(&mut model, stop, |model| {
                 let idle = model.take_newly_idle();
@@ -149,10 +193,42 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
                     };
                     reader.refresh(&mut stacks, model, &idle, collect::monotonic_ns());
                 }
-                progress.show(model);
+                if let Some(watch) = config.watch {
+                    progress.last_poll_ns.set(model.last_poll_ns);
+                    // Runtime workers live as long as their runtime: counting them walks every
+                    // task, so a few times a second is enough.
+                    if progress
+                        .counted_at
+                        .get()
+                        .is_none_or(|at| at.elapsed() > std::time::Duration::from_millis(100))
+                    {
+                        progress.counted_at.set(Some(std::time::Instant::now()));
+                        let workers = model
+                            .tasks()
+                            .iter()
+                            .filter(|task| !task.state.is_terminal())
+                            .filter(|task| {
+                                model
+                                    .task_type(task)
+                                    .is_some_and(|index| plan.task_types[index].runtime_worker)
+                            })
+                            .count();
+                        progress.live_workers.set(workers);
+                    }
+                    progress
+                        .live_tasks
+                        .set(model.active().saturating_sub(progress.live_workers.get()));
+                    if watch.fail_on_deadlock
+                        && !idle.is_empty()
+                        && !WaitGraph::build(model, &stacks).deadlocks().is_empty()
+                    {
+                        progress.deadlocked.set(true);
+                    }
+                }
+                status_line.show(model);
             })
             .await?;
-        progress.clear();
+        status_line.clear();
         ended.expect("the stop future ran")
     };
     let ended_ns = collect::monotonic_ns();
@@ -186,9 +262,15 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
         reader.refresh(&mut stacks, &model, &idle, collect::monotonic_ns());
     }
 
+    let failed = matches!(ended, Ended::Hang | Ended::Deadlock);
+    if failed && let Some(child) = child.as_mut() {
+        // The report is read; a hung test must not hold up the CI run.
+        let _ = child.kill().await;
+    }
     // A launched target that got our Ctrl-C too: give it a moment to finish so its status is real.
     let status = match (ended, child.as_mut()) {
         (Ended::TargetExited(status), _) => status,
+        (Ended::Hang | Ended::Deadlock, _) => None,
         (_, Some(child)) => tokio::time::timeout(std::time::Duration::from_secs(2), child.wait())
             .await
             .ok()
@@ -215,11 +297,35 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
             .map_err(|error| anyhow::anyhow!("cannot write {}: {error}", path.display()))?;
         report.write_json(std::io::BufWriter::new(file))?;
     }
+    if config.watch.is_some() && !failed {
+        // A passing test: one line, so CI logs stay short.
+        eprintln!(
+            "async-inspect test: no hang ({} tasks seen); exit status {}",
+            report.summary.tasks,
+            status.map_or(0, target::exit_code)
+        );
+        return Ok(status.map_or(0, target::exit_code));
+    }
     let mut stdout = std::io::stdout().lock();
+    let verdict = match ended {
+        Ended::Hang => format!(
+            "\nasync-inspect test: HANG: no task was polled for {}; the command was killed",
+            probe_user::report::duration(config.watch.map_or(0, |w| w.timeout.as_nanos() as u64))
+        ),
+        Ended::Deadlock => {
+            "\nasync-inspect test: DEADLOCK: tasks wait for each other; the command was killed"
+                .into()
+        }
+        _ => String::new(),
+    };
     let written = report
         .write_text(&mut stdout, config.top)
         .and_then(|()| report.write_stuck(&mut stdout, stuck_after_ns))
-        .and_then(|()| report.write_diagnosis(&mut stdout));
+        .and_then(|()| report.write_diagnosis(&mut stdout))
+        .and_then(|()| match verdict.is_empty() {
+            true => Ok(()),
+            false => writeln!(stdout, "{verdict}"),
+        });
     match written {
         Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {}
         other => other?,
@@ -228,6 +334,9 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
         eprintln!("async-inspect: wrote {}", path.display());
     }
     let _ = std::io::stderr().flush();
+    if failed {
+        return Ok(HANG_EXIT);
+    }
     Ok(status.map_or(0, target::exit_code))
 }
 
@@ -331,12 +440,12 @@ async fn interrupted() {
 
 /// A one-line live status on stderr when it is a terminal (attach mode only: a launched
 /// program's own output shares the terminal).
-struct Progress {
+struct StatusLine {
     enabled: bool,
     last: std::cell::Cell<Option<std::time::Instant>>,
 }
 
-impl Progress {
+impl StatusLine {
     fn new(wanted: bool) -> Self {
         use std::io::IsTerminal as _;
         Self {

@@ -325,44 +325,54 @@ impl ProcessMemory {
             .collect()
     }
 
-    /// The load bias of the process's main executable: runtime address = ELF virtual address
-    /// + bias (wrapping), 0 for a non-PIE (`ET_EXEC`) executable. `segments` are the
-    /// `(p_vaddr, p_offset)` of the ELF's `PT_LOAD` program headers.
+    /// The load bias of the process's main executable: the runtime address of an ELF virtual
+    /// address is `vaddr.wrapping_add(bias)`; 0 for a non-PIE (`ET_EXEC`) executable.
+    /// `segments` are the `(p_vaddr, p_offset)` of the ELF's `PT_LOAD` program headers.
     ///
-    /// The executable's mappings are found by the inode of `/proc/PID/exe` (so a different
-    /// file at the same path is not mistaken for it). The loader maps each segment from its
-    /// page-aligned file offset to its page-aligned address + bias, so a mapping whose offset
-    /// is a segment's aligned offset gives a bias. The process may map its own executable again
-    /// (a backtrace symbolizer reading its own debug info does), so each candidate bias is
-    /// voted for by the segments it explains and the best-supported one wins; on a tie, the
-    /// lowest, as the kernel puts executables below the mmap area.
+    /// The executable's mappings are found by the device and inode of `/proc/PID/exe` (so a
+    /// different file at the same path, such as a rebuilt binary, is not mistaken for it). The
+    /// loader maps each segment from its page-aligned file offset to its page-aligned address
+    /// plus the bias, so a mapping whose offset is a segment's aligned offset gives a bias. The
+    /// process may map its own executable again (a backtrace symbolizer reading its own debug
+    /// info does), so each candidate bias is voted for by the segments it explains and the
+    /// best-supported one wins; on a tie, the lowest, as the kernel puts executables below the
+    /// mmap area.
     pub fn executable_load_bias(&self, segments: &[(u64, u64)]) -> Result<u64, MemoryError> {
         let pid = self.pid;
         let exe = format!("/proc/{pid}/exe");
-        let inode = std::fs::metadata(&exe)
-            .map_err(|source| MemoryError::Executable { pid, source })?
-            .ino();
+        let stat =
+            std::fs::metadata(&exe).map_err(|source| MemoryError::Executable { pid, source })?;
+        let (inode, dev) = (
+            stat.ino(),
+            (libc::major(stat.dev()), libc::minor(stat.dev())),
+        );
         let mappings = self.mappings()?;
-        let mut executable: Vec<&Mapping> = mappings
-            .iter()
-            .filter(|mapping| mapping.inode == inode && mapping.path.is_some())
+        let file_backed = || mappings.iter().filter(|mapping| mapping.path.is_some());
+        // Inode numbers are per filesystem: the device disambiguates.
+        let mut executable: Vec<&Mapping> = file_backed()
+            .filter(|mapping| mapping.inode == inode && mapping.dev == dev)
             .collect();
         if executable.is_empty() {
-            // Stacked filesystems (overlayfs) have shown the lower file's inode in the maps
-            // while stat shows the upper one; the path the exe link names still matches.
-            if let Ok(target) = std::fs::read_link(&exe) {
-                let target = target.as_os_str().as_bytes();
-                let target = target.strip_suffix(b" (deleted)").unwrap_or(target);
-                executable = mappings
-                    .iter()
-                    .filter(|mapping| {
-                        mapping
-                            .path
-                            .as_ref()
-                            .is_some_and(|path| path.as_os_str().as_bytes() == target)
-                    })
-                    .collect();
-            }
+            // Stacked filesystems (overlayfs) have shown the lower file's device, or even
+            // inode, in the maps while stat shows the upper one's: relax to the inode, then
+            // to the path the exe link names.
+            executable = file_backed()
+                .filter(|mapping| mapping.inode == inode)
+                .collect();
+        }
+        if executable.is_empty()
+            && let Ok(target) = std::fs::read_link(&exe)
+        {
+            let target = target.as_os_str().as_bytes();
+            let target = target.strip_suffix(b" (deleted)").unwrap_or(target);
+            executable = file_backed()
+                .filter(|mapping| {
+                    mapping
+                        .path
+                        .as_ref()
+                        .is_some_and(|path| path.as_os_str().as_bytes() == target)
+                })
+                .collect();
         }
         let page_mask = !(page_size() - 1);
         let mut votes: HashMap<u64, usize> = HashMap::new();
@@ -437,10 +447,10 @@ impl ProcessMemory {
                     let mut le = [0u8; 8];
                     le.copy_from_slice(word);
                     let word = u64::from_le_bytes(le);
-                    if filter.contains(word) {
-                        if let Some(object) = (chunk + at as u64).checked_sub(word_offset) {
-                            found(object, word);
-                        }
+                    if filter.contains(word)
+                        && let Some(object) = (chunk + at as u64).checked_sub(word_offset)
+                    {
+                        found(object, word);
                     }
                     at = at.saturating_add(step);
                 }
@@ -596,6 +606,11 @@ fn hex(bytes: &[u8]) -> Option<u64> {
 ///
 /// ptrace binds a tracee to the tracing *thread*: a dedicated thread seizes and releases, so a
 /// `Freeze` may be dropped on any thread (a tokio worker included).
+///
+/// Caveat for a target that is this process's own child: ptrace stops are reported to any
+/// `waitpid` of this process, so a concurrent wait for that child (tokio's `Child::wait`) can
+/// take a stop for an exit and make the freeze time out. `dump` freezes processes it did not
+/// start, where this cannot happen.
 #[derive(Debug)]
 pub struct Freeze {
     pid: u32,
@@ -752,6 +767,11 @@ impl Tracees {
                     let tracer = status_field(&status, "TracerPid:")
                         .and_then(|value| value.parse::<u32>().ok())
                         .unwrap_or(0);
+                    // TracerPid names the tracing thread; its process is what a user knows.
+                    let tracer = std::fs::read_to_string(format!("/proc/{tracer}/status"))
+                        .ok()
+                        .and_then(|status| status_field(&status, "Tgid:")?.parse().ok())
+                        .unwrap_or(tracer);
                     let state = status_field(&status, "State:").and_then(|s| s.chars().next());
                     if tracer != 0 {
                         Err(MemoryError::AlreadyTraced { pid, tid, tracer })
@@ -1240,7 +1260,10 @@ mod tests {
                 unreadable_chunks: 0
             }
         );
-        assert_eq!(object.state + object.queue + object.rest[1], 0x1_fdd4_0003);
+        assert_eq!(
+            (object.state, object.queue, object.rest[1]),
+            (0xfeed_0001, 0xfeed_0002, 0)
+        );
         assert!(matches!(
             own().scan_words(
                 &[only_the_object],
@@ -1427,6 +1450,9 @@ mod tests {
         if std::env::var_os(HELPER_ENV).is_none() {
             return;
         }
+        // Die with the test that started it, however that ends.
+        // SAFETY: prctl with integer arguments only.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
         for busy in [true, true, false, false] {
             thread::spawn(move || {
                 loop {
@@ -1439,9 +1465,8 @@ mod tests {
             });
         }
         println!("{HELPER_READY}");
-        loop {
-            thread::sleep(Duration::from_secs(1));
-        }
+        // Killed by the test long before; a bound in case the test dies first.
+        thread::sleep(Duration::from_secs(60));
     }
 
     #[test]
@@ -1466,7 +1491,8 @@ mod tests {
         let ready = BufReader::new(stdout)
             .lines()
             .map_while(Result::ok)
-            .any(|line| line.trim() == HELPER_READY);
+            // libtest prints the test's name on the same line first.
+            .any(|line| line.contains(HELPER_READY));
         assert!(ready, "helper never got ready");
 
         let frozen = freeze(pid).expect("freeze");

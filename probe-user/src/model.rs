@@ -199,6 +199,8 @@ pub struct TaskModel {
     thread_polls: HashMap<u32, Vec<(usize, bool)>>,
     /// What each thread that polled tasks spent on them.
     pub workers: std::collections::BTreeMap<u32, WorkerStats>,
+    /// When a task last started a poll: progress, for hang detection.
+    pub last_poll_ns: Option<u64>,
 }
 
 /// One thread's polling, from the polls that ran on it (containers of other polls excluded).
@@ -228,6 +230,7 @@ impl TaskModel {
             newly_idle: Vec::new(),
             thread_polls: HashMap::new(),
             workers: std::collections::BTreeMap::new(),
+            last_poll_ns: None,
         }
     }
 
@@ -276,6 +279,7 @@ impl TaskModel {
                 task.enter(TaskState::Running, now);
                 task.polls += 1;
                 task.poll = Some((event.tid, now));
+                self.last_poll_ns = Some(now);
                 let stack = self.thread_polls.entry(event.tid).or_default();
                 if let Some(outer) = stack.last_mut() {
                     // Polls run inside this one (a runtime driven from inside a task, or the

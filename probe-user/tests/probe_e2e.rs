@@ -767,3 +767,259 @@ fn probing_does_not_change_the_targets_output_or_status() {
     assert_eq!(demo_output(&alone.stdout), demo_output(&probed.stdout));
     assert!(!demo_output(&alone.stdout).is_empty());
 }
+
+/// The 1-based line of `needle` in the hang fixtures' source.
+fn hangs_line(needle: &str) -> u64 {
+    include_str!("../../demo/src/bin/hangs.rs")
+        .lines()
+        .position(|line| line.contains(needle))
+        .map(|index| index as u64 + 1)
+        .unwrap_or_else(|| panic!("{needle} is not in hangs.rs"))
+}
+
+/// `probe --json` over one `inspect-hangs` scenario, which exits by itself.
+fn probe_hangs(scenario: &str) -> Value {
+    let (output, report) = probe_launch(
+        scenario,
+        &["--quiet"],
+        &fixture("debug/inspect-hangs"),
+        &[scenario, "--exit-after-ms", "1500"],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    report
+}
+
+fn warnings_of<'a>(report: &'a Value, kind: &str) -> Vec<&'a Value> {
+    report["warnings"]
+        .as_array()
+        .expect("warnings")
+        .iter()
+        .filter(|warning| warning["kind"] == kind)
+        .collect()
+}
+
+#[test]
+fn a_lock_order_deadlock_is_reported_with_its_tasks_locks_and_lines() {
+    let Some(_serial) = privileged() else { return };
+    let report = probe_hangs("deadlock");
+    let deadlocks = report["deadlocks"].as_array().expect("deadlocks");
+    assert_eq!(deadlocks.len(), 1, "{:#}", report["deadlocks"]);
+    let deadlock = &deadlocks[0];
+    let mut tasks: Vec<u64> = deadlock["tasks"]
+        .as_array()
+        .expect("tasks")
+        .iter()
+        .filter_map(Value::as_u64)
+        .collect();
+    tasks.sort_unstable();
+    let mut lockers: Vec<u64> = report["tasks"]
+        .as_array()
+        .expect("tasks")
+        .iter()
+        .filter(|task| task["name"] == "inspect_hangs::lock_both")
+        .map(|task| number(task, "id"))
+        .collect();
+    lockers.sort_unstable();
+    assert_eq!(tasks, lockers, "both lock_both tasks are in the cycle");
+    let locks = deadlock["locks"].as_array().expect("locks");
+    assert_eq!(locks.len(), 2);
+    assert_ne!(locks[0]["address"], locks[1]["address"]);
+    assert!(
+        locks.iter().all(|lock| lock["kind"] == "mutex"),
+        "{locks:?}"
+    );
+    for waiter in deadlock["details"].as_array().expect("details") {
+        assert_eq!(
+            waiter["at"]["line"],
+            hangs_line("let mut other = inner.lock().await;")
+        );
+        assert_eq!(
+            waiter["holds"].as_array().map(Vec::len),
+            Some(1),
+            "{waiter:#}"
+        );
+    }
+}
+
+#[test]
+fn locks_taken_in_one_order_report_nothing() {
+    let Some(_serial) = privileged() else { return };
+    let report = probe_hangs("ordered");
+    assert_eq!(report["deadlocks"].as_array().map(Vec::len), Some(0));
+    assert_eq!(
+        report["warnings"].as_array().map(Vec::len),
+        Some(0),
+        "{:#}",
+        report["warnings"]
+    );
+}
+
+#[test]
+fn a_lost_waker_is_reported_and_a_kept_one_is_not() {
+    let Some(_serial) = privileged() else { return };
+    let lost = probe_hangs("lost-waker");
+    let warnings = warnings_of(&lost, "lost_waker");
+    assert_eq!(warnings.len(), 1, "{:#}", lost["warnings"]);
+    assert_eq!(
+        warnings[0]["task"],
+        task(&lost, "inspect_hangs::wait_once")["id"]
+    );
+    let kept = probe_hangs("kept-waker");
+    assert_eq!(
+        kept["warnings"].as_array().map(Vec::len),
+        Some(0),
+        "{:#}",
+        kept["warnings"]
+    );
+    assert_eq!(
+        task(&kept, "inspect_hangs::wait_once")["state"],
+        "completed"
+    );
+}
+
+#[test]
+fn a_blocked_worker_is_reported() {
+    let Some(_serial) = privileged() else { return };
+    let report = probe_hangs("blocking");
+    let warnings = warnings_of(&report, "long_poll");
+    assert_eq!(warnings.len(), 1, "{:#}", report["warnings"]);
+    assert_eq!(
+        warnings[0]["task"],
+        task(&report, "inspect_hangs::block_worker")["id"]
+    );
+    let blocker = report["workers"]
+        .as_array()
+        .expect("workers")
+        .iter()
+        .max_by_key(|worker| number(worker, "longest_poll_ns"))
+        .expect("a worker");
+    assert!(
+        number(blocker, "longest_poll_ns") >= 300_000_000,
+        "{blocker:#}"
+    );
+    assert_eq!(blocker["longest_poll_name"], "inspect_hangs::block_worker");
+}
+
+#[test]
+fn a_task_that_wakes_itself_is_reported() {
+    let Some(_serial) = privileged() else { return };
+    let report = probe_hangs("self-wake");
+    let warnings = warnings_of(&report, "self_wakes");
+    assert_eq!(warnings.len(), 1, "{:#}", report["warnings"]);
+    let spin = task(&report, "inspect_hangs::spin");
+    assert_eq!(warnings[0]["task"], spin["id"]);
+    assert_eq!(number(spin, "self_wakes"), 500);
+}
+
+fn run_test_mode(args: &[&str]) -> Output {
+    let output = Command::new(probe_binary())
+        .arg("test")
+        .args(args)
+        .output()
+        .expect("running async-inspect test");
+    assert_nothing_left_attached();
+    output
+}
+
+#[test]
+fn test_mode_fails_a_hanging_command_and_passes_a_healthy_one() {
+    let Some(_serial) = privileged() else { return };
+    let hangs = fixture("debug/inspect-hangs");
+    let hangs = hangs.to_str().expect("utf-8 path");
+
+    let hung = run_test_mode(&[
+        "--hang-timeout",
+        "1s",
+        "--",
+        hangs,
+        "lost-waker",
+        "--exit-after-ms",
+        "30000",
+    ]);
+    let stdout = String::from_utf8_lossy(&hung.stdout);
+    assert_eq!(hung.status.code(), Some(3), "{stdout}");
+    assert!(stdout.contains("HANG"), "{stdout}");
+    assert!(
+        stdout.contains("inspect_hangs::wait_once"),
+        "the stuck task is named: {stdout}"
+    );
+
+    let deadlocked = run_test_mode(&[
+        "--fail-on-deadlock",
+        "--hang-timeout",
+        "30s",
+        "--",
+        hangs,
+        "deadlock",
+        "--exit-after-ms",
+        "30000",
+    ]);
+    let stdout = String::from_utf8_lossy(&deadlocked.stdout);
+    assert_eq!(deadlocked.status.code(), Some(3), "{stdout}");
+    assert!(stdout.contains("DEADLOCK"), "{stdout}");
+
+    let healthy = run_test_mode(&[
+        "--hang-timeout",
+        "1s",
+        "--",
+        hangs,
+        "ordered",
+        "--exit-after-ms",
+        "1500",
+    ]);
+    assert_eq!(
+        healthy.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&healthy.stderr)
+    );
+
+    let demo = fixture("debug/inspect-demo");
+    let failing = run_test_mode(&["--", demo.to_str().expect("utf-8"), "--no-such-flag"]);
+    assert_eq!(
+        failing.status.code(),
+        Some(2),
+        "the command's own status passes through"
+    );
+}
+
+#[test]
+fn dump_reports_a_deadlock_from_a_snapshot() {
+    let Some(_serial) = privileged() else { return };
+    let mut target = Command::new(fixture("debug/inspect-hangs"))
+        .args(["deadlock", "--exit-after-ms", "20000"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("starting inspect-hangs");
+    let mut line = String::new();
+    BufReader::new(target.stdout.as_mut().expect("stdout"))
+        .read_line(&mut line)
+        .expect("ready line");
+    std::thread::sleep(Duration::from_millis(500));
+    let json = temp_json("dump-deadlock");
+    let output = Command::new(probe_binary())
+        .args(["dump", "--json"])
+        .arg(&json)
+        .args(["--pid", &target.id().to_string()])
+        .output()
+        .expect("dump");
+    let _ = target.kill();
+    let _ = target.wait();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report = read_report(&json, &output);
+    assert_eq!(
+        report["deadlocks"].as_array().map(Vec::len),
+        Some(1),
+        "{:#}",
+        report["deadlocks"]
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("DEADLOCK"));
+}
