@@ -49,6 +49,84 @@ found too, and reads each one's async backtrace (needs DWARF in the binary, or -
 process nothing unless --freeze is given, which pauses it for the moment of the snapshot."
     )]
     Dump(DumpArgs),
+    /// Make every report and export again from a recording (`probe --record FILE`), offline.
+    #[command(
+        after_help = "Needs neither the target nor root: the recording holds the events, the backtraces read \
+during the run and the task names. The JSON report comes out the same as the live run's.\n\n\
+Examples:\n  \
+async-inspect report run.airec\n  \
+async-inspect report run.airec --format md > report.md\n  \
+async-inspect report run.airec --trace run.json --flamegraph busy.svg"
+    )]
+    Report(ReportArgs),
+}
+
+/// How the report is printed on stdout.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Tables for a terminal.
+    #[default]
+    Text,
+    /// The JSON report (as --json writes it).
+    Json,
+    /// Markdown, for an issue or a wiki page.
+    Md,
+}
+
+/// Where the report and the exports go: shared by `probe` and `report`.
+#[derive(Args, Clone, Debug, Default)]
+pub struct OutputArgs {
+    /// How the report is printed on stdout.
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = Format::Text)]
+    pub format: Format,
+
+    /// Also write the report as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+
+    /// Write a timeline to FILE (Chrome trace JSON: open it at ui.perfetto.dev): a track per
+    /// thread with a slice per poll, a track per task, wake arrows, warnings.
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
+
+    /// Write a flamegraph of busy time by task type and await point to FILE (SVG).
+    #[arg(long, value_name = "FILE")]
+    pub flamegraph: Option<PathBuf>,
+
+    /// Write a flamegraph of idle time by await point to FILE (SVG): where tasks wait.
+    #[arg(long, value_name = "FILE")]
+    pub idle_flamegraph: Option<PathBuf>,
+
+    /// Write both flamegraphs' stacks to FILE, folded (`busy;…` and `idle;…` lines, nanoseconds),
+    /// for inferno, flamegraph.pl or speedscope.
+    #[arg(long, value_name = "FILE")]
+    pub folded: Option<PathBuf>,
+
+    /// Write a Mermaid Gantt chart of the task timeline to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub mermaid: Option<PathBuf>,
+
+    /// How many tasks the tables (and the Gantt chart) show, busiest first (0: all).
+    #[arg(long, value_name = "N", default_value_t = 25)]
+    pub top: usize,
+}
+
+#[derive(Args)]
+pub struct ReportArgs {
+    /// A recording made by `async-inspect probe --record FILE`.
+    #[arg(value_name = "RECORDING")]
+    pub recording: PathBuf,
+
+    #[command(flatten)]
+    pub output: OutputArgs,
+
+    /// Report tasks idle longer than this as stuck (default: as the recorded run did).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub stuck_after: Option<Duration>,
+
+    /// Warn about polls longer than this (default: as the recorded run did).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub long_poll: Option<Duration>,
 }
 
 #[derive(Args)]
@@ -79,10 +157,15 @@ impl From<TestArgs> for ProbeConfig {
         Self {
             target: Target::Launch(args.command),
             duration: None,
-            json: args.json,
+            output: OutputArgs {
+                json: args.json,
+                top: 25,
+                ..OutputArgs::default()
+            },
+            record: None,
+            tui: false,
             binary: None,
             debuginfo: None,
-            top: 25,
             ring_bytes: 16 * 1024 * 1024,
             stuck_after: args.hang_timeout / 2,
             long_poll: Duration::from_millis(10),
@@ -144,9 +227,22 @@ pub struct ProbeArgs {
     #[arg(short, long, value_name = "DURATION", value_parser = parse_duration)]
     pub duration: Option<Duration>,
 
-    /// Also write the report as JSON to FILE.
+    #[command(flatten)]
+    pub output: OutputArgs,
+
+    /// Record the run to FILE (events, backtraces, task names; compressed), for
+    /// `async-inspect report FILE` later, anywhere.
     #[arg(long, value_name = "FILE")]
-    pub json: Option<PathBuf>,
+    pub record: Option<PathBuf>,
+
+    /// Show the live view even when stdout is not a terminal (it draws on the terminal).
+    #[arg(long, conflicts_with = "no_tui")]
+    pub tui: bool,
+
+    /// No live view: print the report when the probe ends (the default when stdout is not a
+    /// terminal).
+    #[arg(long)]
+    pub no_tui: bool,
 
     /// Read symbols and DWARF from this file instead of the target's executable (for a stripped
     /// deployment whose unstripped build you kept).
@@ -156,10 +252,6 @@ pub struct ProbeArgs {
     /// Read DWARF from this separate debug file (found by build id or .gnu_debuglink otherwise).
     #[arg(long, value_name = "PATH")]
     pub debuginfo: Option<PathBuf>,
-
-    /// How many tasks the table shows, busiest first (0: all).
-    #[arg(long, value_name = "N", default_value_t = 25)]
-    pub top: usize,
 
     /// Size of the kernel-to-collector event buffer, in MiB (a power of two).
     #[arg(long, value_name = "MIB", default_value_t = 16, value_parser = parse_ring_mib)]
@@ -196,10 +288,12 @@ pub enum Target {
 pub struct ProbeConfig {
     pub target: Target,
     pub duration: Option<Duration>,
-    pub json: Option<PathBuf>,
+    pub output: OutputArgs,
+    pub record: Option<PathBuf>,
+    /// Show the live terminal view.
+    pub tui: bool,
     pub binary: Option<PathBuf>,
     pub debuginfo: Option<PathBuf>,
-    pub top: usize,
     pub ring_bytes: u32,
     pub stuck_after: Duration,
     pub long_poll: Duration,
@@ -215,13 +309,15 @@ impl From<ProbeArgs> for ProbeConfig {
             Some(pid) => Target::Pid(pid),
             None => Target::Launch(args.command),
         };
+        use std::io::IsTerminal as _;
         Self {
             target,
             duration: args.duration,
-            json: args.json,
+            output: args.output,
+            record: args.record,
+            tui: args.tui || (!args.no_tui && std::io::stdout().is_terminal()),
             binary: args.binary,
             debuginfo: args.debuginfo,
-            top: args.top,
             ring_bytes: args.ring_buffer_mb * 1024 * 1024,
             stuck_after: args.stuck_after,
             long_poll: args.long_poll,

@@ -7,7 +7,14 @@ use aya::maps::{MapData, RingBuf};
 use probe_common::{EVENT_SIZE, Event};
 use tokio::io::{Interest, unix::AsyncFd};
 
-use crate::model::{TaskEvent, TaskModel};
+use crate::{
+    model::TaskEvent,
+    session::{Observer, Session},
+};
+
+/// How often `on_batch` runs when no events come (a hung program sends none): live views and
+/// watchdogs still need to look.
+const TICK: std::time::Duration = std::time::Duration::from_millis(100);
 
 pub struct Collector {
     ring: AsyncFd<RingBuf<MapData>>,
@@ -29,15 +36,18 @@ impl Collector {
         })
     }
 
-    /// Applies events to `model` until `stop` resolves, then drains what is left.
-    /// `on_batch` runs after each batch (reading await points, progress display).
-    pub async fn run(
+    /// Feeds events to `session` until `stop` resolves, then drains what is left.
+    /// `on_batch` runs after each batch, and every [`TICK`] without one (reading await points,
+    /// live views, progress display).
+    pub async fn run<O: Observer>(
         &mut self,
-        model: &mut TaskModel,
+        session: &mut Session<O>,
         stop: impl Future<Output = ()>,
-        mut on_batch: impl FnMut(&mut TaskModel),
+        mut on_batch: impl FnMut(&mut Session<O>),
     ) -> std::io::Result<()> {
         tokio::pin!(stop);
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
@@ -46,24 +56,26 @@ impl Collector {
                     let mut guard = guard?;
                     drain(guard.get_inner_mut(), &mut self.batch, &mut self.undecodable);
                     guard.clear_ready();
-                    self.apply(model);
-                    on_batch(model);
+                    self.apply(session);
+                    on_batch(session);
+                    tick.reset();
                 }
+                _ = tick.tick() => on_batch(session),
             }
         }
         drain(self.ring.get_mut(), &mut self.batch, &mut self.undecodable);
-        self.apply(model);
+        self.apply(session);
         Ok(())
     }
 
-    fn apply(&mut self, model: &mut TaskModel) {
+    fn apply<O: Observer>(&mut self, session: &mut Session<O>) {
         // Records are reserved in order per CPU, not globally: sort what arrived together.
         self.batch.sort_by_key(|event| event.ts_ns);
         for event in self.batch.drain(..) {
             if self.trace {
                 eprintln!("event {event:?}");
             }
-            model.apply(&event);
+            session.event(&event);
         }
     }
 }

@@ -1,4 +1,4 @@
-use std::{cell::Cell, ffi::OsString, io::Write as _, process::ExitCode};
+use std::{cell::Cell, ffi::OsString, io::Write as _, path::PathBuf, process::ExitCode};
 
 use clap::Parser as _;
 use probe_user::{
@@ -8,12 +8,20 @@ use probe_user::{
         stacks::{StackReader, Stacks},
     },
     attach::{self, Attachment},
-    cli::{Cli, Command, DumpArgs, ProbeConfig, Target},
+    cli::{Cli, Command, DumpArgs, Format, HangWatch, OutputArgs, ProbeConfig, ReportArgs, Target},
     collect::{self, Collector},
     memory::ProcessMemory,
     model::TaskModel,
+    present::{
+        self, Exports,
+        flamegraph::View,
+        tui::{Action, Tui},
+    },
+    record::{self, Recorder},
     report::{Analysis, Mode, Report, RunFacts},
-    resolve, snapshot, target,
+    resolve::{self, Catalogue},
+    session::Session,
+    snapshot, target,
 };
 
 fn main() -> ExitCode {
@@ -33,6 +41,7 @@ fn main() -> ExitCode {
         Command::Probe(args) => runtime.block_on(probe(ProbeConfig::from(args))),
         Command::Test(args) => runtime.block_on(probe(ProbeConfig::from(args))),
         Command::Dump(args) => dump(&args),
+        Command::Report(args) => replay(&args),
     };
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
@@ -71,6 +80,44 @@ struct Progress {
     deadlocked: Cell<bool>,
 }
 
+impl Progress {
+    /// Takes in what the `test` watchdog needs after a batch.
+    fn watch<O>(
+        &self,
+        session: &Session<O>,
+        catalogue: &Catalogue,
+        watch: HangWatch,
+        went_idle: bool,
+    ) {
+        let model = &session.model;
+        self.last_poll_ns.set(model.last_poll_ns);
+        // Runtime workers live as long as their runtime: counting them walks every task, so a
+        // few times a second is enough.
+        if self
+            .counted_at
+            .get()
+            .is_none_or(|at| at.elapsed() > std::time::Duration::from_millis(100))
+        {
+            self.counted_at.set(Some(std::time::Instant::now()));
+            let workers = model
+                .tasks()
+                .iter()
+                .filter(|task| !task.state.is_terminal())
+                .filter(|task| probe_user::report::is_runtime_worker(catalogue, model, task))
+                .count();
+            self.live_workers.set(workers);
+        }
+        self.live_tasks
+            .set(model.active().saturating_sub(self.live_workers.get()));
+        if watch.fail_on_deadlock
+            && went_idle
+            && !WaitGraph::build(model, &session.stacks).deadlocks().is_empty()
+        {
+            self.deadlocked.set(true);
+        }
+    }
+}
+
 async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
     // Resolve first: a bad binary is reported before anything is started or attached.
     let (pid, runtime_binary, launched) = match &config.target {
@@ -88,12 +135,27 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
         .clone()
         .unwrap_or_else(|| runtime_binary.clone());
     let plan = resolve::resolve_with(&symbols_from, config.debuginfo.as_deref())?;
+    let catalogue = plan.catalogue();
     attach::preflight()?;
 
+    // The live view owns the terminal: a launched program's output goes to a file meanwhile.
+    let target_log = match (config.tui, launched) {
+        (true, Some(_)) => {
+            let path = std::env::temp_dir().join(format!(
+                "async-inspect-output-{}.log",
+                std::process::id()
+            ));
+            let file = std::fs::File::create(&path)
+                .map_err(|error| anyhow::anyhow!("cannot create {}: {error}", path.display()))?;
+            Some((path, file))
+        }
+        _ => None,
+    };
     let (pid, binary, gate) = match (pid, launched) {
         (Some(pid), _) => (pid, runtime_binary, None),
         (None, Some(command)) => {
-            let gate = target::launch(command)?;
+            let output = target_log.as_ref().map(|(_, file)| file.try_clone()).transpose()?;
+            let gate = target::launch(command, output)?;
             (gate.pid, gate.binary.clone(), Some(gate))
         }
         (None, None) => unreachable!("a target is either launched or given by pid"),
@@ -113,27 +175,66 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
         .types
         .as_ref()
         .and_then(|_| ProcessMemory::open(pid.get()).ok());
-    let mut stacks = Stacks::default();
-    let mut model = TaskModel::new(plan.sites.iter().map(|site| site.task_type).collect());
     let started_ns = collect::monotonic_ns();
-    if !config.quiet {
+    let mut facts = RunFacts {
+        mode: Mode::Probe,
+        target: binary.display().to_string(),
+        pid: pid.get(),
+        started_ns,
+        ended_ns: started_ns,
+        dropped_per_cpu: Vec::new(),
+        undecodable: 0,
+        probe_points: attachment.points,
+        links: attachment.links,
+    };
+    let settings = record::Settings {
+        stuck_after_ns: config.stuck_after.as_nanos() as u64,
+        long_poll_ns: config.long_poll.as_nanos() as u64,
+    };
+    let mut session = Session::new(&catalogue, Exports::new(&config.output, started_ns));
+    if let Some(path) = &config.record {
+        session.record_to(Recorder::create(
+            path,
+            &record::Header {
+                tool: format!("async-inspect {}", env!("CARGO_PKG_VERSION")),
+                catalogue: catalogue.clone(),
+                settings,
+                facts: facts.clone(),
+            },
+        )?);
+    }
+    let attached_line = format!(
+        "{} probe points attached to pid {pid} ({} task types)",
+        attachment.points,
+        plan.task_types.len(),
+    );
+    if !config.quiet && !config.tui {
         eprintln!(
-            "async-inspect: {} probe points attached to pid {pid} ({} task types); {}",
-            attachment.points,
-            plan.task_types.len(),
+            "async-inspect: {attached_line}; {}",
             match &gate {
                 Some(_) => "starting the program",
                 None => "Ctrl-C to stop",
             }
         );
     }
+    let mut tui = if config.tui { Some(Tui::start()?) } else { None };
+    if let Some(tui) = &mut tui {
+        tui.set_status(format!(
+            "{attached_line}{}; q to stop",
+            target_log.as_ref().map_or_else(String::new, |(path, _)| format!(
+                "; the program's output goes to {}",
+                path.display()
+            ))
+        ));
+    }
 
     let mut child = match gate {
         Some(gate) => Some(gate.release()?),
         None => None,
     };
-    let show_progress = !config.quiet && child.is_none();
+    let show_progress = !config.quiet && child.is_none() && tui.is_none();
     let progress = Progress::default();
+    let user_quit = tokio::sync::Notify::new();
     let ended = {
         let target_exit = async {
             match child.as_mut() {
@@ -175,6 +276,7 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
             tokio::select! {
                 ended = target_exit => ended,
                 _ = interrupted() => Ended::Interrupted,
+                () = user_quit.notified() => Ended::Interrupted,
                 () = deadline => Ended::Duration,
                 ended = watchdog => ended,
             }
@@ -182,72 +284,60 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
         let mut ended = None;
         let stop = async { ended = Some(stop.await) };
         let status_line = StatusLine::new(show_progress);
+        let mut live_view = tui.as_mut().map(|tui| LiveView {
+            tui,
+            refreshed: None,
+        });
+        let mut view_error = None;
         collector
-            .run(&mut model, stop, |model| {
-                let idle = model.take_newly_idle();
-                if let Some(memory) = &memory {
+            .run(&mut session, stop, |session| {
+                let idle = session.model.take_newly_idle();
+                if let Some(memory) = &memory
+                    && !idle.is_empty()
+                {
                     let reader = StackReader {
                         plan: &plan,
                         memory,
                         values: config.values,
                     };
-                    reader.refresh(&mut stacks, model, &idle, collect::monotonic_ns());
+                    for (task, stack) in
+                        reader.read_idle(&session.model, &idle, collect::monotonic_ns())
+                    {
+                        session.stack(task, stack);
+                    }
                 }
                 if let Some(watch) = config.watch {
-                    progress.last_poll_ns.set(model.last_poll_ns);
-                    // Runtime workers live as long as their runtime: counting them walks every
-                    // task, so a few times a second is enough.
-                    if progress
-                        .counted_at
-                        .get()
-                        .is_none_or(|at| at.elapsed() > std::time::Duration::from_millis(100))
-                    {
-                        progress.counted_at.set(Some(std::time::Instant::now()));
-                        let workers = model
-                            .tasks()
-                            .iter()
-                            .filter(|task| !task.state.is_terminal())
-                            .filter(|task| {
-                                model
-                                    .task_type(task)
-                                    .is_some_and(|index| plan.task_types[index].runtime_worker)
-                            })
-                            .count();
-                        progress.live_workers.set(workers);
-                    }
-                    progress
-                        .live_tasks
-                        .set(model.active().saturating_sub(progress.live_workers.get()));
-                    if watch.fail_on_deadlock
-                        && !idle.is_empty()
-                        && !WaitGraph::build(model, &stacks).deadlocks().is_empty()
-                    {
-                        progress.deadlocked.set(true);
+                    progress.watch(session, &catalogue, watch, !idle.is_empty());
+                }
+                status_line.show(&session.model);
+                if let Some(view) = &mut live_view
+                    && view_error.is_none()
+                {
+                    match view.tick(session, &catalogue, &facts, settings) {
+                        Ok(Action::Quit) => user_quit.notify_one(),
+                        Ok(Action::Continue) => {}
+                        Err(error) => {
+                            view_error = Some(error);
+                            user_quit.notify_one();
+                        }
                     }
                 }
-                status_line.show(model);
             })
             .await?;
         status_line.clear();
+        if let Some(error) = view_error {
+            return Err(anyhow::anyhow!("the live view failed: {error}"));
+        }
         ended.expect("the stop future ran")
     };
     let ended_ns = collect::monotonic_ns();
-    let dropped_per_cpu = attachment.drops_per_cpu().unwrap_or_default();
-    let facts = RunFacts {
-        mode: Mode::Probe,
-        target: binary.display().to_string(),
-        pid: pid.get(),
-        started_ns,
-        ended_ns,
-        dropped_per_cpu,
-        undecodable: collector.undecodable,
-        probe_points: attachment.points,
-        links: attachment.links,
-    };
+    facts.ended_ns = ended_ns;
+    facts.dropped_per_cpu = attachment.drops_per_cpu().unwrap_or_default();
+    facts.undecodable = collector.undecodable;
     // Detach before reporting: the target runs unprobed from here on.
     drop(collector);
     drop(attachment);
-    model.close(ended_ns);
+    session.model.close(ended_ns);
     // Still alive (attached by pid, or stopped early): read where every idle task waits now,
     // including tasks idle since before the probe attached.
     if let Some(memory) = &memory
@@ -258,9 +348,15 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
             memory,
             values: config.values,
         };
-        let idle: Vec<usize> = (0..model.tasks().len()).collect();
-        reader.refresh(&mut stacks, &model, &idle, collect::monotonic_ns());
+        let all: Vec<usize> = (0..session.model.tasks().len()).collect();
+        for (task, stack) in reader.read_idle(&session.model, &all, collect::monotonic_ns()) {
+            session.stack(task, stack);
+        }
     }
+    let recorded = session
+        .take_recorder()
+        .map(|recorder| recorder.finish(&facts))
+        .transpose()?;
 
     let failed = matches!(ended, Ended::Hang | Ended::Deadlock);
     if failed && let Some(child) = child.as_mut() {
@@ -278,26 +374,33 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
         (_, None) => None,
     };
 
-    let stuck_after_ns = config.stuck_after.as_nanos() as u64;
-    let report = Report::new(
-        &plan,
-        &model,
-        facts,
-        Analysis {
-            stacks: &stacks,
-            stuck_after_ns,
-            limits: Thresholds {
-                long_poll_ns: config.long_poll.as_nanos() as u64,
-                ..Thresholds::default()
-            },
-        },
-    );
-    if let Some(path) = &config.json {
-        let file = std::fs::File::create(path)
-            .map_err(|error| anyhow::anyhow!("cannot write {}: {error}", path.display()))?;
-        report.write_json(std::io::BufWriter::new(file))?;
+    let report = make_report(&catalogue, &session, facts, settings);
+    if let Some(mut tui) = tui {
+        tui.update(report.clone());
+        tui.set_status(format!(
+            "{}; q to leave and print the report",
+            match (ended, status) {
+                (Ended::TargetExited(_), Some(status)) =>
+                    format!("the program exited with status {}", target::exit_code(status)),
+                (Ended::TargetExited(_), None) => "the program exited".to_owned(),
+                (Ended::Duration, _) => "probed for the --duration given".to_owned(),
+                _ => "stopped".to_owned(),
+            }
+        ));
+        tui.wait_for_quit()?;
+    }
+    if let Some((path, _)) = &target_log {
+        eprintln!("async-inspect: the program's output is in {}", path.display());
+    }
+    if let Some(path) = recorded {
+        eprintln!(
+            "async-inspect: recorded to {} (replay it with `async-inspect report {}`)",
+            path.display(),
+            path.display()
+        );
     }
     if config.watch.is_some() && !failed {
+        write_files(&report, &session, &catalogue, &config.output)?;
         // A passing test: one line, so CI logs stay short.
         eprintln!(
             "async-inspect test: no hang ({} tasks seen); exit status {}",
@@ -306,7 +409,6 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
         );
         return Ok(status.map_or(0, target::exit_code));
     }
-    let mut stdout = std::io::stdout().lock();
     let verdict = match ended {
         Ended::Hang => format!(
             "\nasync-inspect test: HANG: no task was polled for {}; the command was killed",
@@ -318,26 +420,179 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
         }
         _ => String::new(),
     };
-    let written = report
-        .write_text(&mut stdout, config.top)
-        .and_then(|()| report.write_stuck(&mut stdout, stuck_after_ns))
-        .and_then(|()| report.write_diagnosis(&mut stdout))
-        .and_then(|()| match verdict.is_empty() {
-            true => Ok(()),
-            false => writeln!(stdout, "{verdict}"),
-        });
-    match written {
-        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {}
-        other => other?,
-    }
-    if let Some(path) = &config.json {
-        eprintln!("async-inspect: wrote {}", path.display());
-    }
-    let _ = std::io::stderr().flush();
+    emit(&report, &session, &catalogue, &config.output, settings, &verdict)?;
     if failed {
         return Ok(HANG_EXIT);
     }
     Ok(status.map_or(0, target::exit_code))
+}
+
+/// The report of a session, with the settings the run was made with.
+fn make_report<O>(
+    catalogue: &Catalogue,
+    session: &Session<O>,
+    facts: RunFacts,
+    settings: record::Settings,
+) -> Report {
+    Report::new(
+        catalogue,
+        &session.model,
+        facts,
+        Analysis {
+            stacks: &session.stacks,
+            stuck_after_ns: settings.stuck_after_ns,
+            limits: Thresholds {
+                long_poll_ns: settings.long_poll_ns,
+                ..Thresholds::default()
+            },
+        },
+    )
+}
+
+/// Writes the requested files, then prints the report on stdout in the requested format.
+fn emit(
+    report: &Report,
+    session: &Session<Exports>,
+    catalogue: &Catalogue,
+    output: &OutputArgs,
+    settings: record::Settings,
+    verdict: &str,
+) -> anyhow::Result<()> {
+    let written = write_files(report, session, catalogue, output)?;
+    let mut stdout = std::io::stdout().lock();
+    let printed = match output.format {
+        Format::Text => report
+            .write_text(&mut stdout, output.top)
+            .and_then(|()| report.write_stuck(&mut stdout, settings.stuck_after_ns))
+            .and_then(|()| report.write_diagnosis(&mut stdout))
+            .and_then(|()| present::tree::write(report, TREE_LINES, &mut stdout))
+            .and_then(|()| present::heatmap::write(report, HEATMAP_WIDTH, &mut stdout)),
+        Format::Json => report
+            .write_json(&mut stdout)
+            .and_then(|()| writeln!(stdout)),
+        Format::Md => {
+            present::markdown::write(report, output.top, settings.stuck_after_ns, &mut stdout)
+        }
+    }
+    .and_then(|()| match verdict.is_empty() {
+        true => Ok(()),
+        false => writeln!(stdout, "{verdict}"),
+    })
+    .and_then(|()| stdout.flush());
+    match printed {
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {}
+        other => other?,
+    }
+    for path in written {
+        eprintln!("async-inspect: wrote {}", path.display());
+    }
+    let _ = std::io::stderr().flush();
+    Ok(())
+}
+
+/// How many lines of the task tree the text report shows.
+const TREE_LINES: usize = 40;
+/// How many columns of time the text report's heatmap has.
+const HEATMAP_WIDTH: usize = 60;
+
+/// Writes every file `output` asks for; returns their paths.
+fn write_files(
+    report: &Report,
+    session: &Session<Exports>,
+    catalogue: &Catalogue,
+    output: &OutputArgs,
+) -> anyhow::Result<Vec<PathBuf>> {
+    let mut written = Vec::new();
+    let mut write = |path: &Option<PathBuf>,
+                     what: &dyn Fn(&mut dyn std::io::Write) -> std::io::Result<()>|
+     -> anyhow::Result<()> {
+        let Some(path) = path else { return Ok(()) };
+        let file = std::fs::File::create(path)
+            .map_err(|error| anyhow::anyhow!("cannot write {}: {error}", path.display()))?;
+        let mut out = std::io::BufWriter::new(file);
+        what(&mut out)
+            .and_then(|()| out.flush())
+            .map_err(|error| anyhow::anyhow!("cannot write {}: {error}", path.display()))?;
+        written.push(path.clone());
+        Ok(())
+    };
+    let model = &session.model;
+    let exports = &session.observer;
+    write(&output.json, &|out| report.write_json(out))?;
+    if let Some(timeline) = &exports.timeline {
+        write(&output.trace, &|out| timeline.write(report, model, catalogue, out))?;
+    }
+    if let Some(flame) = &exports.flame {
+        write(&output.flamegraph, &|out| {
+            flame.write_svg(View::Busy, report, model, catalogue, out)
+        })?;
+        write(&output.idle_flamegraph, &|out| {
+            flame.write_svg(View::Idle, report, model, catalogue, out)
+        })?;
+        write(&output.folded, &|out| flame.write_folded(report, model, catalogue, out))?;
+    }
+    write(&output.mermaid, &|out| present::mermaid::write(report, output.top, out))?;
+    Ok(written)
+}
+
+/// `async-inspect report FILE`: replay a recording into the same reports and exports.
+fn replay(args: &ReportArgs) -> anyhow::Result<i32> {
+    let started_ns = record::Reader::open(&args.recording)?.header.facts.started_ns;
+    let replayed = record::replay(&args.recording, Exports::new(&args.output, started_ns))?;
+    if replayed.cut_short {
+        eprintln!(
+            "async-inspect: note: {} ends without its trailer (the probe was killed?): reporting what it holds",
+            args.recording.display()
+        );
+    }
+    let recorded = replayed.header.settings;
+    let settings = record::Settings {
+        stuck_after_ns: args
+            .stuck_after
+            .map_or(recorded.stuck_after_ns, |d| d.as_nanos() as u64),
+        long_poll_ns: args
+            .long_poll
+            .map_or(recorded.long_poll_ns, |d| d.as_nanos() as u64),
+    };
+    let catalogue = &replayed.header.catalogue;
+    let report = make_report(catalogue, &replayed.session, replayed.facts, settings);
+    emit(&report, &replayed.session, catalogue, &args.output, settings, "")?;
+    Ok(0)
+}
+
+/// The live view during a run: input every tick, new data at most every [`LIVE_REFRESH`].
+struct LiveView<'a> {
+    tui: &'a mut Tui,
+    refreshed: Option<std::time::Instant>,
+}
+
+/// How often the live view rebuilds its report (with lints and deadlocks) from the model.
+const LIVE_REFRESH: std::time::Duration = std::time::Duration::from_millis(500);
+
+impl LiveView<'_> {
+    fn tick<O>(
+        &mut self,
+        session: &Session<O>,
+        catalogue: &Catalogue,
+        facts: &RunFacts,
+        settings: record::Settings,
+    ) -> std::io::Result<Action> {
+        let action = self.tui.handle_input()?;
+        if self
+            .refreshed
+            .is_none_or(|at| at.elapsed() >= LIVE_REFRESH)
+        {
+            self.refreshed = Some(std::time::Instant::now());
+            let now = RunFacts {
+                ended_ns: collect::monotonic_ns(),
+                ..facts.clone()
+            };
+            self.tui
+                .update(make_report(catalogue, session, now, settings));
+        }
+        self.tui.draw()?;
+        Ok(action)
+    }
 }
 
 /// `async-inspect dump`: find every task in memory, read where each waits, report.
@@ -373,7 +628,7 @@ fn dump(args: &DumpArgs) -> anyhow::Result<i32> {
     drop(freeze);
     let ended_ns = collect::monotonic_ns();
     let report = Report::new(
-        &plan,
+        &plan.catalogue(),
         &snapshot.model,
         RunFacts {
             mode: Mode::Dump,

@@ -110,6 +110,52 @@ pub struct Task {
     pub max_scheduled_ns: u64,
     /// Cancelled after it had started: dropped at an await, without running to completion.
     pub cancelled_at_await: bool,
+    /// How long each poll took.
+    pub poll_times: Histogram,
+    /// How long each wait between a wake (or spawn) and the next poll took.
+    pub scheduled_times: Histogram,
+    /// Who woke it, with how many wakes each: a task (index), or `None` for code outside any
+    /// task (the timer, the I/O driver, another thread). At most [`MAX_WAKERS`] entries; wakes
+    /// from further tasks are not itemised.
+    pub woken_by: Vec<(Option<usize>, u64)>,
+}
+
+/// How many distinct wakers a task keeps count of.
+pub const MAX_WAKERS: usize = 8;
+
+/// Counts of durations by power-of-two bucket: bucket 0 holds durations below 1024 ns, bucket
+/// `i` those from `2^(i+9)` up to `2^(i+10)` ns; the last bucket also holds everything longer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Histogram {
+    counts: [u32; Histogram::BUCKETS],
+}
+
+impl Histogram {
+    pub const BUCKETS: usize = 24;
+
+    pub fn record(&mut self, ns: u64) {
+        let bucket = (u64::BITS - (ns >> 10).leading_zeros()) as usize;
+        let count = &mut self.counts[bucket.min(Self::BUCKETS - 1)];
+        *count = count.saturating_add(1);
+    }
+
+    /// The exclusive upper bound of bucket `index`, in ns (`u64::MAX` for the last bucket).
+    pub fn upper_ns(index: usize) -> u64 {
+        if index + 1 >= Self::BUCKETS {
+            u64::MAX
+        } else {
+            1 << (index + 10)
+        }
+    }
+
+    /// Every bucket's count, shortest durations first.
+    pub fn counts(&self) -> &[u32; Self::BUCKETS] {
+        &self.counts
+    }
+
+    pub fn total(&self) -> u64 {
+        self.counts.iter().map(|&count| u64::from(count)).sum()
+    }
 }
 
 impl Task {
@@ -122,6 +168,14 @@ impl Task {
     pub fn live_wakers(&self) -> Option<u64> {
         self.spawned_ns?;
         self.waker_clones.checked_sub(self.waker_drops)
+    }
+
+    fn count_waker(&mut self, waker: Option<usize>) {
+        if let Some(entry) = self.woken_by.iter_mut().find(|(who, _)| *who == waker) {
+            entry.1 += 1;
+        } else if self.woken_by.len() < MAX_WAKERS {
+            self.woken_by.push((waker, 1));
+        }
     }
 
     fn account(&mut self, now: u64) {
@@ -142,9 +196,9 @@ impl Task {
         self.account(now);
         if self.state != state {
             if self.state == TaskState::Scheduled {
-                self.max_scheduled_ns = self
-                    .max_scheduled_ns
-                    .max(now.saturating_sub(self.entered_ns));
+                let waited = now.saturating_sub(self.entered_ns);
+                self.max_scheduled_ns = self.max_scheduled_ns.max(waited);
+                self.scheduled_times.record(waited);
             }
             if state == TaskState::Cancelled {
                 // The poll that runs a cancellation does not poll the future: only earlier
@@ -244,7 +298,8 @@ impl TaskModel {
             .or_else(|| self.vtable_types.get(&task.vtable).copied())
     }
 
-    pub fn apply(&mut self, event: &TaskEvent) {
+    /// Applies one event; returns the index of the task it concerned, if any.
+    pub fn apply(&mut self, event: &TaskEvent) -> Option<usize> {
         self.events += 1;
         self.first_ns.get_or_insert(event.ts_ns);
         self.last_ns = self.last_ns.max(event.ts_ns);
@@ -262,12 +317,13 @@ impl TaskModel {
                     && self.same_task(index, event)
                 {
                     // Two spawn sites saw one spawn (Cell::new inside bind_new_task).
-                    return;
+                    return Some(index);
                 }
                 self.retire(event.header);
                 let index = self.create(event, TaskState::Scheduled);
                 self.tasks[index].spawned_ns = Some(now);
                 self.tasks[index].parent = self.live.get(&event.other_header).copied();
+                Some(index)
             }
             EventKind::PollStart => {
                 let index = self.task_for(event, TaskState::Scheduled);
@@ -287,6 +343,7 @@ impl TaskModel {
                     outer.1 = true;
                 }
                 stack.push((index, false));
+                Some(index)
             }
             EventKind::PollEnd => self.poll_end(event),
             EventKind::Complete => {
@@ -299,10 +356,16 @@ impl TaskModel {
                     TaskState::Completed
                 };
                 self.finish(index, end, now);
+                Some(index)
             }
             EventKind::WakeByVal | EventKind::WakeByRef => {
                 let index = self.task_for(event, TaskState::Idle);
+                let waker = match event.other_header {
+                    0 => None,
+                    header => self.live.get(&header).copied(),
+                };
                 let task = &mut self.tasks[index];
+                task.count_waker(waker);
                 task.wakes += 1;
                 if event.other_header == event.header {
                     task.self_wakes += 1;
@@ -313,14 +376,17 @@ impl TaskModel {
                 if task.state == TaskState::Idle {
                     task.enter(TaskState::Scheduled, now);
                 }
+                Some(index)
             }
             EventKind::WakerClone => {
                 let index = self.task_for(event, TaskState::Idle);
                 self.tasks[index].waker_clones += 1;
+                Some(index)
             }
             EventKind::WakerDrop => {
                 let index = self.task_for(event, TaskState::Idle);
                 self.tasks[index].waker_drops += 1;
+                Some(index)
             }
             EventKind::Shutdown => {
                 let index = self.task_for(event, TaskState::Idle);
@@ -330,15 +396,14 @@ impl TaskModel {
                 if task.state != TaskState::Running {
                     self.finish(index, TaskState::Cancelled, now);
                 }
+                Some(index)
             }
             EventKind::Dealloc => {
-                let Some(&index) = self.live.get(&event.header) else {
-                    return;
-                };
+                let index = *self.live.get(&event.header)?;
                 let task = &mut self.tasks[index];
                 if task.state == TaskState::Running {
                     task.freed_in_poll = true;
-                    return;
+                    return Some(index);
                 }
                 let end = if task.cancel_requested {
                     TaskState::Cancelled
@@ -347,15 +412,16 @@ impl TaskModel {
                 };
                 self.finish(index, end, now);
                 self.retire(event.header);
+                Some(index)
             }
         }
     }
 
-    fn poll_end(&mut self, event: &TaskEvent) {
+    fn poll_end(&mut self, event: &TaskEvent) -> Option<usize> {
         let now = event.ts_ns;
         let Some(&index) = self.live.get(&event.header) else {
             self.anomalies.unmatched_poll_ends += 1;
-            return;
+            return None;
         };
         let task = &mut self.tasks[index];
         let took = match task.poll {
@@ -366,11 +432,12 @@ impl TaskModel {
                     task.max_poll_tid = tid;
                 }
                 task.poll = None;
+                task.poll_times.record(took);
                 took
             }
             _ => {
                 self.anomalies.unmatched_poll_ends += 1;
-                return;
+                return None;
             }
         };
         self.worker_poll_ended(index, event.tid, took);
@@ -381,7 +448,7 @@ impl TaskModel {
             if event.flags & flags::FREED_DURING_POLL != 0 || task.freed_in_poll {
                 self.retire(event.header);
             }
-            return;
+            return Some(index);
         }
         let freed = event.flags & flags::FREED_DURING_POLL != 0 || task.freed_in_poll;
         let word = event.value;
@@ -417,6 +484,7 @@ impl TaskModel {
         if freed {
             self.retire(event.header);
         }
+        Some(index)
     }
 
     fn same_task(&self, index: usize, event: &TaskEvent) -> bool {
@@ -491,6 +559,9 @@ impl TaskModel {
             max_poll_tid: 0,
             max_scheduled_ns: 0,
             cancelled_at_await: false,
+            poll_times: Histogram::default(),
+            scheduled_times: Histogram::default(),
+            woken_by: Vec::new(),
         });
         *generation += 1;
         self.live.insert(event.header, index);

@@ -13,11 +13,11 @@ use crate::{
         lints::{self, TaskView, Thresholds, Warning},
         stacks::Stacks,
     },
-    model::{Task, TaskModel, TaskState},
-    resolve::{NamingSource, ProbePlan},
+    model::{Histogram, Task, TaskModel, TaskState},
+    resolve::{Catalogue, NamingSource, TypeName},
 };
 
-#[derive(Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct Report {
     pub summary: Summary,
     /// Sorted by busy time, busiest first.
@@ -32,7 +32,7 @@ pub struct Report {
     pub workers: Vec<WorkerRow>,
 }
 
-#[derive(Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct StuckRow {
     pub id: Option<u64>,
     pub name: String,
@@ -50,16 +50,17 @@ pub struct AwaitPoint {
 }
 
 /// How the report's facts were gathered.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// Traced over time: counts and times are real.
+    #[default]
     Probe,
     /// A snapshot of memory: states and await points only; counts are zero.
     Dump,
 }
 
-#[derive(Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct Summary {
     pub mode: Mode,
     pub target: String,
@@ -89,7 +90,7 @@ pub struct Summary {
     pub notes: Vec<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct TaskRow {
     /// The tokio task id (`tokio::task::Id`), if it could be read.
     pub id: Option<u64>,
@@ -116,9 +117,50 @@ pub struct TaskRow {
     pub await_point: Option<AwaitPoint>,
     /// The async backtrace read when the task last went idle, innermost last.
     pub backtrace: Vec<Frame>,
+    /// How long its polls took (non-empty buckets only).
+    pub poll_histogram: Vec<Bucket>,
+    /// How long it waited for a worker after each wake (non-empty buckets only).
+    pub scheduled_histogram: Vec<Bucket>,
+    /// Who woke it, most wakes first.
+    pub woken_by: Vec<WakerRow>,
+}
+
+/// One bucket of a duration histogram: `count` durations below `below_ns` (and at least the
+/// previous bucket's bound); `below_ns` is null for the last, open-ended bucket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Bucket {
+    pub below_ns: Option<u64>,
+    pub count: u32,
+}
+
+impl Bucket {
+    fn rows(histogram: &Histogram) -> Vec<Self> {
+        histogram
+            .counts()
+            .iter()
+            .enumerate()
+            .filter(|(_, count)| **count > 0)
+            .map(|(index, &count)| Self {
+                below_ns: Some(Histogram::upper_ns(index)).filter(|&bound| bound != u64::MAX),
+                count,
+            })
+            .collect()
+    }
+}
+
+/// A task that woke another one, or code outside any task (`task` null).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct WakerRow {
+    /// The waking task's tokio id; null when the wake came from outside any task (a timer, the
+    /// I/O driver, another thread) or the task's id is unknown.
+    pub task: Option<u64>,
+    /// The waking task's name, or `(outside any task)`.
+    pub name: String,
+    pub wakes: u64,
 }
 
 /// What the run ended with, besides the model.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct RunFacts {
     pub mode: Mode,
     pub target: String,
@@ -140,7 +182,7 @@ pub struct Analysis<'a> {
 }
 
 /// Tasks that wait for each other in a cycle.
-#[derive(Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct DeadlockRow {
     /// Tokio task ids, each waiting for the next (the last for the first).
     pub tasks: Vec<Option<u64>>,
@@ -150,7 +192,7 @@ pub struct DeadlockRow {
 }
 
 /// One task of a deadlock or a wait chain: what it waits on, where, and what it holds.
-#[derive(Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct WaiterRow {
     pub task: Option<u64>,
     pub name: String,
@@ -160,7 +202,7 @@ pub struct WaiterRow {
     pub holds: Vec<HeldRow>,
 }
 
-#[derive(Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct HeldRow {
     pub resource: Resource,
     pub function: String,
@@ -169,7 +211,7 @@ pub struct HeldRow {
 }
 
 /// A wait on a lock held by a task that is itself waiting (no cycle).
-#[derive(Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct ChainRow {
     pub waiter: WaiterRow,
     pub holder: Option<u64>,
@@ -178,7 +220,7 @@ pub struct ChainRow {
 }
 
 /// One thread's polling.
-#[derive(Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct WorkerRow {
     pub tid: u32,
     pub polls: u64,
@@ -191,25 +233,16 @@ pub struct WorkerRow {
 
 impl Report {
     pub fn new(
-        plan: &ProbePlan,
+        plan: &Catalogue,
         model: &TaskModel,
         facts: RunFacts,
         analysis: Analysis<'_>,
     ) -> Self {
         let since = |ts: u64| ts.saturating_sub(facts.started_ns);
-        let task_type = |task: &Task| {
-            model
-                .task_type(task)
-                .and_then(|index| plan.task_types.get(index))
-        };
-        let is_worker = |task: &Task| task_type(task).is_some_and(|t| t.runtime_worker);
+        let task_type = |task: &Task| task_type(plan, model, task);
+        let is_worker = |task: &Task| is_runtime_worker(plan, model, task);
         let runtime_workers = model.tasks().iter().filter(|task| is_worker(task)).count();
-        let name = |task: &Task| {
-            task_type(task).map_or_else(
-                || "(unknown type: never polled)".to_owned(),
-                |t| t.name.clone(),
-            )
-        };
+        let name = |task: &Task| task_name(plan, model, task).to_owned();
         let mut tasks: Vec<TaskRow> = model
             .tasks()
             .iter()
@@ -244,6 +277,24 @@ impl Report {
                     .get(index)
                     .map(|stack| stack.frames.clone())
                     .unwrap_or_default(),
+                poll_histogram: Bucket::rows(&task.poll_times),
+                scheduled_histogram: Bucket::rows(&task.scheduled_times),
+                woken_by: {
+                    let mut rows: Vec<WakerRow> = task
+                        .woken_by
+                        .iter()
+                        .map(|&(waker, wakes)| WakerRow {
+                            task: waker.and_then(|waker| model.tasks()[waker].id),
+                            name: waker.map_or_else(
+                                || "(outside any task)".to_owned(),
+                                |waker| name(&model.tasks()[waker]),
+                            ),
+                            wakes,
+                        })
+                        .collect();
+                    rows.sort_by(|a, b| b.wakes.cmp(&a.wakes).then(a.task.cmp(&b.task)));
+                    rows
+                },
             })
             .collect();
         let stuck = hangs::stuck_tasks(model, facts.ended_ns, analysis.stuck_after_ns, |task| {
@@ -702,6 +753,23 @@ fn write_parked(
         writeln!(out, "{line}")?;
     }
     Ok(())
+}
+
+/// A task's type in the catalogue, once the model knows it.
+pub fn task_type<'a>(catalogue: &'a Catalogue, model: &TaskModel, task: &Task) -> Option<&'a TypeName> {
+    model
+        .task_type(task)
+        .and_then(|index| catalogue.task_types.get(index))
+}
+
+/// What a task is called in every report: its future's name.
+pub fn task_name<'a>(catalogue: &'a Catalogue, model: &TaskModel, task: &Task) -> &'a str {
+    task_type(catalogue, model, task).map_or("(unknown type: never polled)", |t| t.name.as_str())
+}
+
+/// A multi-thread worker's loop: runtime plumbing that reports leave out of the task counts.
+pub fn is_runtime_worker(catalogue: &Catalogue, model: &TaskModel, task: &Task) -> bool {
+    task_type(catalogue, model, task).is_some_and(|t| t.runtime_worker)
 }
 
 /// `src/db.rs:88`: a source location, shortened to the path from the crate's `src/` where

@@ -66,8 +66,12 @@ pub fn find_program(program: &std::ffi::OsStr) -> Result<PathBuf, TargetError> {
 
 /// Starts `command` held at a gate: the child is `async-inspect` itself, waiting on a pipe, and
 /// execs the real program once [`Launched::release`] is called (same pid, so the probes' pid
-/// filter already covers it).
-pub fn launch(command: &[OsString]) -> Result<Launched, TargetError> {
+/// filter already covers it). Its stdio is ours, unless `output` is given: then its stdout and
+/// stderr go there and its stdin is empty (the live view owns the terminal).
+pub fn launch(
+    command: &[OsString],
+    output: Option<std::fs::File>,
+) -> Result<Launched, TargetError> {
     let binary = find_program(&command[0])?;
     let mut fds = [0; 2];
     // SAFETY: fds is a valid array of two ints. No O_CLOEXEC: the child inherits the read end.
@@ -81,12 +85,18 @@ pub fn launch(command: &[OsString]) -> Result<Launched, TargetError> {
     // SAFETY: fcntl on a descriptor we own.
     unsafe { libc::fcntl(write_end.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
     let me = std::env::current_exe()?;
-    let child = tokio::process::Command::new(me)
-        .arg(GATE_ARG)
+    let mut gate = tokio::process::Command::new(me);
+    gate.arg(GATE_ARG)
         .arg(read_end.as_raw_fd().to_string())
         .arg(&binary)
         .args(command)
-        .kill_on_drop(false)
+        .kill_on_drop(false);
+    if let Some(output) = output {
+        gate.stdin(std::process::Stdio::null())
+            .stdout(output.try_clone()?)
+            .stderr(output);
+    }
+    let child = gate
         .spawn()
         .map_err(|source| TargetError::Spawn {
             program: command[0].to_string_lossy().into_owned(),

@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::resolve::futures::{BaseEncoding, TypeIndex, TypeInfo, TypeKind};
 
@@ -27,29 +27,29 @@ impl Memory for crate::memory::ProcessMemory {
 }
 
 /// One async frame, or the leaf future under the innermost one.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Frame {
     /// `app::handler`, `tokio::sync::mutex::{impl#10}::lock`, or the leaf future's type.
     pub function: String,
     pub file: Option<String>,
     pub line: Option<u64>,
     /// What the leaf future is waiting for, in words, where tokio's types are recognised.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leaf: Option<String>,
     /// Locals held across this await, `name = value` (values left out with --no-values).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub locals: Vec<Local>,
     /// Locks this frame holds across its await (guards among its locals).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub holds: Vec<Resource>,
     /// What the leaf waits for, when it is a lock or another task.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waits_on: Option<Resource>,
 }
 
 /// Something a task can hold or wait for. Locks are identified by their semaphore's address
 /// (every tokio Mutex, RwLock and Semaphore is one underneath).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Resource {
     Mutex {
@@ -90,7 +90,7 @@ impl std::fmt::Display for Resource {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Local {
     pub name: String,
     pub value: String,

@@ -10,7 +10,7 @@ use crate::{
 };
 
 /// A task's backtrace and when it was read.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TaskStack {
     pub frames: Vec<Frame>,
     pub read_ns: u64,
@@ -37,8 +37,6 @@ impl TaskStack {
 #[derive(Default)]
 pub struct Stacks {
     by_task: HashMap<usize, TaskStack>,
-    /// Reads that failed (the task ran or was freed meanwhile, or memory was unreadable).
-    pub failed_reads: u64,
 }
 
 pub struct StackReader<'a> {
@@ -66,31 +64,31 @@ impl StackReader<'_> {
         (!frames.is_empty()).then_some(frames)
     }
 
-    /// Reads the tasks in `indices` that are idle now.
-    pub fn refresh(&self, stacks: &mut Stacks, model: &TaskModel, indices: &[usize], now_ns: u64) {
-        for &index in indices {
-            let Some(task) = model.tasks().get(index) else {
-                continue;
-            };
-            if task.state != TaskState::Idle {
-                continue;
-            }
-            let Some(task_type) = model.task_type(task) else {
-                continue;
-            };
-            match self.read(task.header, task_type, now_ns) {
-                Some(frames) => {
-                    stacks.by_task.insert(
-                        index,
-                        TaskStack {
-                            frames,
-                            read_ns: now_ns,
-                        },
-                    );
+    /// Reads the backtraces of the tasks in `indices` that are idle now (a task that ran or was
+    /// freed meanwhile, or whose memory is unreadable, is left out).
+    pub fn read_idle(
+        &self,
+        model: &TaskModel,
+        indices: &[usize],
+        now_ns: u64,
+    ) -> Vec<(usize, TaskStack)> {
+        indices
+            .iter()
+            .filter_map(|&index| {
+                let task = model.tasks().get(index)?;
+                if task.state != TaskState::Idle {
+                    return None;
                 }
-                None => stacks.failed_reads += 1,
-            }
-        }
+                let frames = self.read(task.header, model.task_type(task)?, now_ns)?;
+                Some((
+                    index,
+                    TaskStack {
+                        frames,
+                        read_ns: now_ns,
+                    },
+                ))
+            })
+            .collect()
     }
 
     /// Reads every idle task that has no backtrace yet (e.g. idle since before the probe).
@@ -98,7 +96,9 @@ impl StackReader<'_> {
         let unread: Vec<usize> = (0..model.tasks().len())
             .filter(|index| !stacks.by_task.contains_key(index))
             .collect();
-        self.refresh(stacks, model, &unread, now_ns);
+        for (index, stack) in self.read_idle(model, &unread, now_ns) {
+            stacks.insert(index, stack);
+        }
     }
 }
 

@@ -96,7 +96,7 @@ pub struct FutureLocation {
 }
 
 /// Where task names came from, best first.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NamingSource {
     /// The `T` template parameter of each `raw::poll` instance in DWARF.
@@ -161,6 +161,44 @@ impl ProbePlan {
             .get(site as usize)
             .and_then(|site| site.task_type)
     }
+
+    /// What the rest of the run needs of this plan once attached.
+    pub fn catalogue(&self) -> Catalogue {
+        Catalogue {
+            task_types: self
+                .task_types
+                .iter()
+                .map(|t| TypeName {
+                    name: t.name.clone(),
+                    runtime_worker: t.runtime_worker,
+                })
+                .collect(),
+            site_types: self.sites.iter().map(|site| site.task_type).collect(),
+            naming: self.naming,
+            has_dwarf: self.has_dwarf,
+            notes: self.notes.clone(),
+        }
+    }
+}
+
+/// What collecting and presenting need of the plan: which site belongs to which task type, the
+/// types' names, and how they were found. Small and serialisable, so a recording carries it and
+/// replays without the binary.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Catalogue {
+    pub task_types: Vec<TypeName>,
+    /// `site_types[cookie]`: the task type of a per-type site.
+    pub site_types: Vec<Option<usize>>,
+    pub naming: NamingSource,
+    pub has_dwarf: bool,
+    pub notes: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TypeName {
+    pub name: String,
+    /// A multi-thread worker's loop: runtime plumbing, left out of the task counts.
+    pub runtime_worker: bool,
 }
 
 #[derive(Debug, thiserror::Error)]

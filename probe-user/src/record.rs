@@ -1,0 +1,385 @@
+//! Recordings: the raw event stream of a run, the backtraces read during it, and what is needed
+//! to make sense of both without the target (its task types' names, the run's settings and
+//! facts). `probe --record FILE` writes one as the run goes; `async-inspect report FILE` replays
+//! it through a [`Session`] exactly as the live run fed its own, so every report and export comes
+//! out the same, on any machine.
+//!
+//! The file is the 8-byte magic [`MAGIC`] followed by one LZ4 frame of items, each a
+//! little-endian `u32` length and a postcard-encoded [`Item`]. Events carry their timestamp as a
+//! difference from the previous one, so a typical event takes a dozen bytes before compression.
+//! A recording cut short (the probe was killed) replays up to where it stops.
+
+use std::{
+    fs::File,
+    io::{self, BufReader, BufWriter, Read, Write},
+    path::{Path, PathBuf},
+};
+
+use probe_common::EventKind;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    analyze::stacks::TaskStack,
+    model::TaskEvent,
+    report::RunFacts,
+    resolve::Catalogue,
+    session::{Observer, Session},
+};
+
+/// The first bytes of every recording; the last two digits are the format version.
+pub const MAGIC: &[u8; 8] = b"AIREC001";
+
+/// A length prefix larger than this is corruption, not an item.
+const MAX_ITEM: u32 = 64 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("cannot read {path}: {source}")]
+    Open { path: PathBuf, source: io::Error },
+    #[error("cannot write the recording {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+    #[error(
+        "{path} is not an async-inspect recording (make one with `async-inspect probe --record FILE`)"
+    )]
+    NotARecording { path: PathBuf },
+    #[error(
+        "{path} is a recording of format {found}, and this async-inspect reads format {expected}"
+    )]
+    Version {
+        path: PathBuf,
+        found: String,
+        expected: String,
+    },
+    #[error("{path} is damaged at item {item}: {reason}")]
+    Corrupt {
+        path: PathBuf,
+        item: u64,
+        reason: String,
+    },
+}
+
+/// How the live run's report was made, so a replay makes the same one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settings {
+    pub stuck_after_ns: u64,
+    pub long_poll_ns: u64,
+}
+
+/// What a recording starts with.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Header {
+    /// The async-inspect that wrote it.
+    pub tool: String,
+    pub catalogue: Catalogue,
+    pub settings: Settings,
+    /// The facts known when the run started (its end is in the trailer).
+    pub facts: RunFacts,
+}
+
+/// One framed item. Rare, nested items are JSON inside, which keeps the frame format simple
+/// (postcard cannot skip absent fields or read internally tagged enums).
+#[derive(Serialize, Deserialize)]
+enum Item {
+    Header(String),
+    Event(Recorded),
+    Stack { task: u32, stack: String },
+    End(String),
+}
+
+#[derive(Serialize, Deserialize)]
+struct Recorded {
+    /// Nanoseconds since the previous event (negative when a late CPU's batch was older).
+    dt: i64,
+    kind: u8,
+    flags: u8,
+    header: u64,
+    task_id: Option<u64>,
+    vtable: u64,
+    other_header: u64,
+    value: u64,
+    site: u32,
+    tid: u32,
+}
+
+/// Writes a recording as the run goes. A write error stops the recording (the run goes on) and
+/// is reported by [`Recorder::finish`].
+pub struct Recorder {
+    path: PathBuf,
+    out: Option<lz4_flex::frame::FrameEncoder<BufWriter<File>>>,
+    last_ts: u64,
+    buf: Vec<u8>,
+    error: Option<io::Error>,
+    pub events: u64,
+}
+
+impl Recorder {
+    pub fn create(path: &Path, header: &Header) -> Result<Self, RecordError> {
+        let write_error = |source| RecordError::Write {
+            path: path.to_owned(),
+            source,
+        };
+        let mut file = BufWriter::new(File::create(path).map_err(write_error)?);
+        file.write_all(MAGIC).map_err(write_error)?;
+        let mut recorder = Self {
+            path: path.to_owned(),
+            out: Some(lz4_flex::frame::FrameEncoder::new(file)),
+            last_ts: header.facts.started_ns,
+            buf: Vec::with_capacity(128),
+            error: None,
+            events: 0,
+        };
+        recorder.item(&Item::Header(to_json(header)));
+        match recorder.error.take() {
+            Some(source) => Err(write_error(source)),
+            None => Ok(recorder),
+        }
+    }
+
+    pub fn event(&mut self, event: &TaskEvent) {
+        let dt = event.ts_ns.wrapping_sub(self.last_ts) as i64;
+        self.last_ts = event.ts_ns;
+        self.events += 1;
+        self.item(&Item::Event(Recorded {
+            dt,
+            kind: event.kind as u8,
+            flags: event.flags,
+            header: event.header,
+            task_id: event.task_id,
+            vtable: event.vtable,
+            other_header: event.other_header,
+            value: event.value,
+            site: event.site,
+            tid: event.tid,
+        }));
+    }
+
+    pub fn stack(&mut self, task: usize, stack: &TaskStack) {
+        self.item(&Item::Stack {
+            task: task as u32,
+            stack: to_json(stack),
+        });
+    }
+
+    fn item(&mut self, item: &Item) {
+        let Some(out) = &mut self.out else { return };
+        self.buf.clear();
+        self.buf.extend_from_slice(&[0; 4]);
+        let encoded = postcard::to_extend(item, std::mem::take(&mut self.buf))
+            .expect("encoding into a Vec cannot fail");
+        self.buf = encoded;
+        let len = (self.buf.len() - 4) as u32;
+        self.buf[..4].copy_from_slice(&len.to_le_bytes());
+        if let Err(error) = out.write_all(&self.buf) {
+            self.error = Some(error);
+            self.out = None;
+        }
+    }
+
+    /// Writes the trailer and closes the file.
+    pub fn finish(mut self, facts: &RunFacts) -> Result<PathBuf, RecordError> {
+        self.item(&Item::End(to_json(facts)));
+        let result = match (self.error.take(), self.out.take()) {
+            (Some(error), _) => Err(error),
+            (None, Some(out)) => out
+                .finish()
+                .map_err(io::Error::other)
+                .and_then(|mut file| file.flush()),
+            (None, None) => Ok(()),
+        };
+        result.map_err(|source| RecordError::Write {
+            path: self.path.clone(),
+            source,
+        })?;
+        Ok(self.path)
+    }
+}
+
+fn to_json(value: &impl Serialize) -> String {
+    serde_json::to_string(value).expect("recording items serialise to JSON")
+}
+
+/// What a recording holds, in order.
+#[derive(Debug)]
+pub enum Entry {
+    Event(TaskEvent),
+    Stack(usize, TaskStack),
+    End(RunFacts),
+}
+
+/// Reads a recording item by item.
+pub struct Reader {
+    path: PathBuf,
+    input: lz4_flex::frame::FrameDecoder<BufReader<File>>,
+    pub header: Header,
+    last_ts: u64,
+    items: u64,
+    buf: Vec<u8>,
+}
+
+impl Reader {
+    pub fn open(path: &Path) -> Result<Self, RecordError> {
+        let open_error = |source| RecordError::Open {
+            path: path.to_owned(),
+            source,
+        };
+        let mut file = BufReader::new(File::open(path).map_err(open_error)?);
+        let mut magic = [0u8; 8];
+        match file.read_exact(&mut magic) {
+            Ok(()) => {}
+            Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => {
+                return Err(RecordError::NotARecording {
+                    path: path.to_owned(),
+                });
+            }
+            Err(error) => return Err(open_error(error)),
+        }
+        if magic[..6] != MAGIC[..6] {
+            return Err(RecordError::NotARecording {
+                path: path.to_owned(),
+            });
+        }
+        if magic != *MAGIC {
+            return Err(RecordError::Version {
+                path: path.to_owned(),
+                found: String::from_utf8_lossy(&magic[6..]).into_owned(),
+                expected: String::from_utf8_lossy(&MAGIC[6..]).into_owned(),
+            });
+        }
+        let mut reader = Self {
+            path: path.to_owned(),
+            input: lz4_flex::frame::FrameDecoder::new(file),
+            header: Header {
+                tool: String::new(),
+                catalogue: Catalogue {
+                    task_types: Vec::new(),
+                    site_types: Vec::new(),
+                    naming: crate::resolve::NamingSource::Labels,
+                    has_dwarf: false,
+                    notes: Vec::new(),
+                },
+                settings: Settings {
+                    stuck_after_ns: 0,
+                    long_poll_ns: 0,
+                },
+                facts: RunFacts::default(),
+            },
+            last_ts: 0,
+            items: 0,
+            buf: Vec::new(),
+        };
+        let header = match reader.read_item() {
+            Ok(Some(Item::Header(json))) => reader.from_json::<Header>(&json)?,
+            Ok(_) | Err(_) => {
+                return Err(reader.corrupt("it does not start with a header".into()));
+            }
+        };
+        reader.last_ts = header.facts.started_ns;
+        reader.header = header;
+        Ok(reader)
+    }
+
+    /// The next entry; `Ok(None)` at the end of the file, or where it was cut short.
+    pub fn next_entry(&mut self) -> Result<Option<Entry>, RecordError> {
+        let item = match self.read_item() {
+            Ok(Some(item)) => item,
+            // A probe killed mid-write leaves a partial item or frame: replay what came before.
+            Ok(None) => return Ok(None),
+            Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(error) => return Err(self.corrupt(error.to_string())),
+        };
+        Ok(Some(match item {
+            Item::Header(_) => return Err(self.corrupt("a second header".into())),
+            Item::Event(recorded) => {
+                let ts_ns = self.last_ts.wrapping_add(recorded.dt as u64);
+                self.last_ts = ts_ns;
+                let kind = EventKind::from_u8(recorded.kind)
+                    .ok_or_else(|| self.corrupt(format!("unknown event kind {}", recorded.kind)))?;
+                Entry::Event(TaskEvent {
+                    ts_ns,
+                    kind,
+                    header: recorded.header,
+                    task_id: recorded.task_id,
+                    vtable: recorded.vtable,
+                    other_header: recorded.other_header,
+                    value: recorded.value,
+                    site: recorded.site,
+                    tid: recorded.tid,
+                    flags: recorded.flags,
+                })
+            }
+            Item::Stack { task, stack } => Entry::Stack(task as usize, self.from_json(&stack)?),
+            Item::End(json) => Entry::End(self.from_json(&json)?),
+        }))
+    }
+
+    fn read_item(&mut self) -> io::Result<Option<Item>> {
+        let mut len = [0u8; 4];
+        // End of file exactly between items is the normal end.
+        match self.input.read(&mut len[..1])? {
+            0 => return Ok(None),
+            _ => self.input.read_exact(&mut len[1..])?,
+        }
+        let len = u32::from_le_bytes(len);
+        if len > MAX_ITEM {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("an item of {len} bytes"),
+            ));
+        }
+        self.buf.resize(len as usize, 0);
+        self.input.read_exact(&mut self.buf)?;
+        self.items += 1;
+        postcard::from_bytes(&self.buf)
+            .map(Some)
+            .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))
+    }
+
+    fn from_json<T: for<'de> Deserialize<'de>>(&self, json: &str) -> Result<T, RecordError> {
+        serde_json::from_str(json).map_err(|error| self.corrupt(error.to_string()))
+    }
+
+    fn corrupt(&self, reason: String) -> RecordError {
+        RecordError::Corrupt {
+            path: self.path.clone(),
+            item: self.items,
+            reason,
+        }
+    }
+}
+
+/// A recording played back into a session.
+pub struct Replayed<O> {
+    pub header: Header,
+    pub session: Session<O>,
+    /// The run's facts: from the trailer, or, for a recording cut short, up to its last event.
+    pub facts: RunFacts,
+    /// The recording ended without its trailer.
+    pub cut_short: bool,
+}
+
+/// Feeds every event and backtrace of the recording at `path` to a new session, as the live run
+/// did, and closes it at the run's end.
+pub fn replay<O: Observer>(path: &Path, observer: O) -> Result<Replayed<O>, RecordError> {
+    let mut reader = Reader::open(path)?;
+    let mut session = Session::new(&reader.header.catalogue, observer);
+    let mut facts = None;
+    while let Some(entry) = reader.next_entry()? {
+        match entry {
+            Entry::Event(event) => session.event(&event),
+            Entry::Stack(task, stack) => session.stack(task, stack),
+            Entry::End(end) => facts = Some(end),
+        }
+    }
+    let cut_short = facts.is_none();
+    let facts = facts.unwrap_or_else(|| RunFacts {
+        ended_ns: session.model.last_ns.max(reader.header.facts.started_ns),
+        ..reader.header.facts.clone()
+    });
+    session.model.close(facts.ended_ns);
+    Ok(Replayed {
+        header: reader.header,
+        session,
+        facts,
+        cut_short,
+    })
+}

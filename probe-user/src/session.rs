@@ -1,0 +1,83 @@
+//! The state of one run as it is collected: the task model, the backtraces read, and whoever
+//! follows along (exporters that need the history, not just the end state). A live probe and a
+//! replayed recording feed a session the same way, event by event and backtrace by backtrace,
+//! so they end in the same state and give the same reports.
+
+use crate::{
+    analyze::stacks::{Stacks, TaskStack},
+    model::{TaskEvent, TaskModel},
+    record::Recorder,
+    resolve::Catalogue,
+};
+
+/// Follows a run as it happens. Both methods run after the session's own state took the change
+/// in, so `model` already reflects it.
+pub trait Observer {
+    /// `task` is the index of the task the event concerned, when the model placed it.
+    fn event(&mut self, _event: &TaskEvent, _task: Option<usize>, _model: &TaskModel) {}
+    /// A backtrace was read for `task`: where it waits as of `stack.read_ns`.
+    fn stack(&mut self, _task: usize, _stack: &TaskStack, _model: &TaskModel) {}
+}
+
+/// Nobody follows.
+impl Observer for () {}
+
+impl<O: Observer> Observer for Option<O> {
+    fn event(&mut self, event: &TaskEvent, task: Option<usize>, model: &TaskModel) {
+        if let Some(observer) = self {
+            observer.event(event, task, model);
+        }
+    }
+    fn stack(&mut self, task: usize, stack: &TaskStack, model: &TaskModel) {
+        if let Some(observer) = self {
+            observer.stack(task, stack, model);
+        }
+    }
+}
+
+pub struct Session<O = ()> {
+    pub model: TaskModel,
+    pub stacks: Stacks,
+    pub observer: O,
+    recorder: Option<Recorder>,
+}
+
+impl<O: Observer> Session<O> {
+    pub fn new(catalogue: &Catalogue, observer: O) -> Self {
+        Self {
+            model: TaskModel::new(catalogue.site_types.clone()),
+            stacks: Stacks::default(),
+            observer,
+            recorder: None,
+        }
+    }
+
+    /// Writes everything the session takes in to `recorder` from now on.
+    pub fn record_to(&mut self, recorder: Recorder) {
+        self.recorder = Some(recorder);
+    }
+
+    pub fn recorder(&mut self) -> Option<&mut Recorder> {
+        self.recorder.as_mut()
+    }
+
+    pub fn take_recorder(&mut self) -> Option<Recorder> {
+        self.recorder.take()
+    }
+
+    pub fn event(&mut self, event: &TaskEvent) {
+        let task = self.model.apply(event);
+        if let Some(recorder) = &mut self.recorder {
+            recorder.event(event);
+        }
+        self.observer.event(event, task, &self.model);
+    }
+
+    pub fn stack(&mut self, task: usize, stack: TaskStack) {
+        if let Some(recorder) = &mut self.recorder {
+            recorder.stack(task, &stack);
+        }
+        self.observer.stack(task, &stack, &self.model);
+        self.stacks.insert(task, stack);
+    }
+}
