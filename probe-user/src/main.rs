@@ -289,6 +289,7 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
             refreshed: None,
         });
         let mut view_error = None;
+        let flushed = Cell::new(std::time::Instant::now());
         collector
             .run(&mut session, stop, |session| {
                 let idle = session.model.take_newly_idle();
@@ -308,6 +309,12 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
                 }
                 if let Some(watch) = config.watch {
                     progress.watch(session, &catalogue, watch, !idle.is_empty());
+                }
+                if let Some(recorder) = session.recorder()
+                    && flushed.get().elapsed() >= RECORD_FLUSH
+                {
+                    flushed.set(std::time::Instant::now());
+                    recorder.flush();
                 }
                 status_line.show(&session.model);
                 if let Some(view) = &mut live_view
@@ -565,6 +572,9 @@ struct LiveView<'a> {
     tui: &'a mut Tui,
     refreshed: Option<std::time::Instant>,
 }
+
+/// How often a recording is flushed to disk, so a probe killed with SIGKILL loses little.
+const RECORD_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How often the live view rebuilds its report (with lints and deadlocks) from the model.
 const LIVE_REFRESH: std::time::Duration = std::time::Duration::from_millis(500);

@@ -26,7 +26,7 @@ use crate::{
     session::{Observer, Session},
 };
 
-/// The first bytes of every recording; the last two digits are the format version.
+/// The first bytes of every recording; the last three digits are the format version.
 pub const MAGIC: &[u8; 8] = b"AIREC001";
 
 /// A length prefix larger than this is corruption, not an item.
@@ -175,6 +175,17 @@ impl Recorder {
         }
     }
 
+    /// Writes out what is buffered, so that a probe killed later loses little.
+    pub fn flush(&mut self) {
+        // The encoder writes its pending block but does not flush the file's buffer.
+        if let Some(out) = &mut self.out
+            && let Err(error) = out.flush().and_then(|()| out.get_mut().flush())
+        {
+            self.error = Some(error);
+            self.out = None;
+        }
+    }
+
     /// Writes the trailer and closes the file.
     pub fn finish(mut self, facts: &RunFacts) -> Result<PathBuf, RecordError> {
         self.item(&Item::End(to_json(facts)));
@@ -233,7 +244,7 @@ impl Reader {
             }
             Err(error) => return Err(open_error(error)),
         }
-        if magic[..6] != MAGIC[..6] {
+        if magic[..5] != MAGIC[..5] {
             return Err(RecordError::NotARecording {
                 path: path.to_owned(),
             });
@@ -241,8 +252,8 @@ impl Reader {
         if magic != *MAGIC {
             return Err(RecordError::Version {
                 path: path.to_owned(),
-                found: String::from_utf8_lossy(&magic[6..]).into_owned(),
-                expected: String::from_utf8_lossy(&MAGIC[6..]).into_owned(),
+                found: String::from_utf8_lossy(&magic[5..]).into_owned(),
+                expected: String::from_utf8_lossy(&MAGIC[5..]).into_owned(),
             });
         }
         let mut reader = Self {
@@ -382,4 +393,213 @@ pub fn replay<O: Observer>(path: &Path, observer: O) -> Result<Replayed<O>, Reco
         facts,
         cut_short,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        analyze::{backtrace::Frame, lints::Thresholds, stacks::TaskStack},
+        report::{Analysis, Report},
+        resolve::{NamingSource, TypeName},
+    };
+
+    const HDR: u64 = 0x7f00_0000_1000;
+
+    fn catalogue() -> Catalogue {
+        Catalogue {
+            task_types: vec![TypeName {
+                name: "app::handler".into(),
+                runtime_worker: false,
+            }],
+            site_types: vec![Some(0), None],
+            naming: NamingSource::Dwarf,
+            has_dwarf: true,
+            notes: vec!["a note".into()],
+        }
+    }
+
+    fn header(started_ns: u64) -> Header {
+        Header {
+            tool: "test".into(),
+            catalogue: catalogue(),
+            settings: Settings {
+                stuck_after_ns: 5,
+                long_poll_ns: 10,
+            },
+            facts: RunFacts {
+                target: "/bin/app".into(),
+                pid: 42,
+                started_ns,
+                ended_ns: started_ns,
+                ..RunFacts::default()
+            },
+        }
+    }
+
+    fn event(ts_ns: u64, kind: EventKind, header: u64, value: u64) -> TaskEvent {
+        TaskEvent {
+            ts_ns,
+            kind,
+            header,
+            task_id: Some(header >> 8),
+            vtable: 0x5000,
+            other_header: 0,
+            value,
+            site: u32::from(matches!(kind, EventKind::Spawn | EventKind::WakeByRef)),
+            tid: 7,
+            flags: 0,
+        }
+    }
+
+    /// A run with spawns, polls, wakes, a completion, a backtrace, and a timestamp that goes
+    /// back (a late CPU's batch).
+    fn run(session: &mut Session) {
+        let second = HDR + 0x100;
+        for event in [
+            event(1_000, EventKind::Spawn, HDR, 0),
+            event(1_010, EventKind::PollStart, HDR, 0),
+            event(1_050, EventKind::PollEnd, HDR, 0),
+            event(1_040, EventKind::Spawn, second, 0),
+            event(1_100, EventKind::WakeByRef, HDR, 0),
+            event(1_200, EventKind::PollStart, HDR, 0),
+            event(1_300, EventKind::PollEnd, HDR, 0),
+            event(1_400, EventKind::PollStart, second, 0),
+            event(1_450, EventKind::PollEnd, second, probe_common::state::COMPLETE),
+        ] {
+            session.event(&event);
+        }
+        session.stack(
+            0,
+            TaskStack {
+                frames: vec![Frame {
+                    function: "app::handler".into(),
+                    file: Some("/src/app/src/main.rs".into()),
+                    line: Some(12),
+                    leaf: Some("sleeping".into()),
+                    locals: Vec::new(),
+                    holds: Vec::new(),
+                    waits_on: None,
+                }],
+                read_ns: 1_310,
+            },
+        );
+    }
+
+    fn json(session: &Session, facts: RunFacts) -> String {
+        let report = Report::new(
+            &catalogue(),
+            &session.model,
+            facts,
+            Analysis {
+                stacks: &session.stacks,
+                stuck_after_ns: 5,
+                limits: Thresholds::default(),
+            },
+        );
+        let mut out = Vec::new();
+        report.write_json(&mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    fn temp(tag: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("async-inspect-{tag}-{}.airec", std::process::id()))
+    }
+
+    #[test]
+    fn a_replay_gives_the_live_report() {
+        let path = temp("roundtrip");
+        let mut live = Session::new(&catalogue(), ());
+        live.record_to(Recorder::create(&path, &header(900)).unwrap());
+        run(&mut live);
+        let facts = RunFacts {
+            ended_ns: 2_000,
+            dropped_per_cpu: vec![0, 3],
+            ..header(900).facts
+        };
+        live.model.close(facts.ended_ns);
+        live.take_recorder().unwrap().finish(&facts).unwrap();
+
+        let replayed = replay(&path, ()).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert!(!replayed.cut_short);
+        assert_eq!(replayed.facts, facts);
+        assert_eq!(replayed.header.catalogue, catalogue());
+        assert_eq!(replayed.session.model.events, 9);
+        assert_eq!(
+            json(&replayed.session, replayed.facts),
+            json(&live, facts),
+            "the replayed report differs from the live one"
+        );
+    }
+
+    #[test]
+    fn a_recording_cut_short_replays_what_it_holds() {
+        let path = temp("cut");
+        let mut live = Session::new(&catalogue(), ());
+        live.record_to(Recorder::create(&path, &header(900)).unwrap());
+        run(&mut live);
+        live.recorder().unwrap().flush();
+        let flushed = std::fs::metadata(&path).unwrap().len() as usize;
+        for i in 0..1_000 {
+            live.event(&event(2_000 + i, EventKind::WakeByRef, HDR, 0));
+        }
+        live.take_recorder()
+            .unwrap()
+            .finish(&header(900).facts)
+            .unwrap();
+        // A probe killed after the flush, in the middle of writing what followed.
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..flushed + (bytes.len() - flushed) / 2]).unwrap();
+        let replayed = replay(&path, ());
+        std::fs::remove_file(&path).unwrap();
+        let replayed = replayed.unwrap();
+        assert!(replayed.cut_short);
+        assert!(replayed.session.model.events >= 9);
+        assert!(replayed.session.model.events < 1_009);
+        assert_eq!(replayed.session.stacks.get(0).map(|s| s.read_ns), Some(1_310));
+        assert_eq!(replayed.facts.ended_ns, replayed.session.model.last_ns);
+    }
+
+    #[test]
+    fn other_files_are_refused_with_the_reason() {
+        let path = temp("other");
+        std::fs::write(&path, b"{\"summary\": {}}").unwrap();
+        let not_ours = Reader::open(&path).err().unwrap();
+        std::fs::write(&path, b"AIREC999rest").unwrap();
+        let newer = Reader::open(&path).err().unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert!(matches!(not_ours, RecordError::NotARecording { .. }));
+        assert!(matches!(newer, RecordError::Version { ref found, .. } if found == "999"));
+        assert!(newer.to_string().contains("format 999"));
+        assert!(matches!(
+            Reader::open(Path::new("/nonexistent/run.airec")),
+            Err(RecordError::Open { .. })
+        ));
+    }
+
+    #[test]
+    fn events_are_compact() {
+        let path = temp("size");
+        let mut recorder = Recorder::create(&path, &header(0)).unwrap();
+        let start = std::fs::metadata(&path).unwrap().len();
+        for i in 0..100_000u64 {
+            recorder.event(&event(
+                1_000 + i * 700,
+                if i % 2 == 0 {
+                    EventKind::PollStart
+                } else {
+                    EventKind::PollEnd
+                },
+                HDR + (i % 64) * 0x100,
+                0,
+            ));
+        }
+        recorder.finish(&RunFacts::default()).unwrap();
+        let bytes = std::fs::metadata(&path).unwrap().len() - start;
+        std::fs::remove_file(&path).unwrap();
+        let per_event = bytes as f64 / 100_000.0;
+        // The ring buffer's record is 72 bytes.
+        assert!(per_event < 24.0, "{per_event:.1} bytes per event");
+    }
 }
