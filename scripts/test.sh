@@ -11,5 +11,11 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=scripts/setup.sh
 source "$root/scripts/setup.sh"
 cd "$root"
+# The end-to-end test of the live view drives it in a real terminal, through tmux.
+if ! command -v tmux >/dev/null 2>&1; then
+    echo "test: installing tmux (for the live view's end-to-end test)" >&2
+    as_root apt-get update -qq >&2
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tmux >&2
+fi
 unset CARGO_TARGET_DIR
 exec cargo xtask test "$@"

@@ -59,6 +59,8 @@ fn fail(error: &anyhow::Error) -> ExitCode {
 enum Ended {
     TargetExited(Option<std::process::ExitStatus>),
     Interrupted,
+    /// The user left the live view.
+    Quit,
     Duration,
     /// `test` mode: live tasks and no poll for the hang timeout.
     Hang,
@@ -276,7 +278,7 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
             tokio::select! {
                 ended = target_exit => ended,
                 _ = interrupted() => Ended::Interrupted,
-                () = user_quit.notified() => Ended::Interrupted,
+                () = user_quit.notified() => Ended::Quit,
                 () = deadline => Ended::Duration,
                 ended = watchdog => ended,
             }
@@ -365,6 +367,13 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
         .map(|recorder| recorder.finish(&facts))
         .transpose()?;
 
+    if let (Ended::Quit, Some(child)) = (ended, child.as_ref())
+        && let Some(child_pid) = child.id()
+    {
+        // What Ctrl-C does without the live view, whose raw mode keeps it from the program.
+        // SAFETY: kill has no memory preconditions; the pid is our own child's.
+        unsafe { libc::kill(child_pid as i32, libc::SIGINT) };
+    }
     let failed = matches!(ended, Ended::Hang | Ended::Deadlock);
     if failed && let Some(child) = child.as_mut() {
         // The report is read; a hung test must not hold up the CI run.

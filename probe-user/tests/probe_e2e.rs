@@ -7,132 +7,18 @@
 
 mod common;
 
-use common::{fixture, workspace};
+use common::{
+    assert_nothing_left_attached, fixture, number, privileged, probe_binary, probe_launch,
+    read_report, task, temp_json, workspace,
+};
 
 use std::{
     io::{BufRead as _, BufReader},
-    path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
-    sync::{Mutex, MutexGuard},
     time::Duration,
 };
 
 use serde_json::Value;
-
-/// Probes run one at a time: each test checks that none of our programs stay loaded afterwards.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-const PROGRAM_NAMES: [&str; 5] = [
-    "poll_start",
-    "poll_end",
-    "spawn_return",
-    "task_op",
-    "panic_start",
-];
-
-fn probe_binary() -> &'static str {
-    env!("CARGO_BIN_EXE_async-inspect")
-}
-
-/// The serial lock, when this machine can run eBPF probes; `None` (skip) otherwise, outside CI.
-fn privileged() -> Option<MutexGuard<'static, ()>> {
-    let guard = SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let supported = root
-        && aya::sys::is_uprobe_multi_supported(
-            aya::sys::UProbeMultiFeature::ProcessScopedPidFilter,
-        )
-        .unwrap_or(false);
-    if supported {
-        return Some(guard);
-    }
-    let why = if root {
-        "the kernel lacks uprobe_multi"
-    } else {
-        "not root"
-    };
-    if std::env::var("CI").is_ok_and(|ci| ci == "true") {
-        panic!("privileged end-to-end test cannot run in CI: {why}");
-    }
-    eprintln!("skipped: {why} (run scripts/test.sh as root)");
-    None
-}
-
-fn temp_json(tag: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("async-inspect-{tag}-{}.json", std::process::id()))
-}
-
-fn our_programs_loaded() -> Vec<String> {
-    aya::programs::loaded_programs()
-        .filter_map(Result::ok)
-        .filter_map(|program| program.name_as_str().map(str::to_owned))
-        .filter(|name| PROGRAM_NAMES.contains(&name.as_str()))
-        .collect()
-}
-
-/// The kernel frees a detached link's program after an RCU grace period, so allow it a moment.
-fn assert_nothing_left_attached() {
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let left = our_programs_loaded();
-        if left.is_empty() {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "programs still loaded 5 s after the probe exited: {left:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// `async-inspect probe [options] --json FILE -- target args`, with its report.
-fn probe_launch(tag: &str, options: &[&str], target: &Path, args: &[&str]) -> (Output, Value) {
-    let json = temp_json(tag);
-    let output = Command::new(probe_binary())
-        .arg("probe")
-        .args(options)
-        .arg("--json")
-        .arg(&json)
-        .arg("--")
-        .arg(target)
-        .args(args)
-        .output()
-        .expect("running async-inspect");
-    assert_nothing_left_attached();
-    let report = read_report(&json, &output);
-    (output, report)
-}
-
-fn read_report(json: &Path, output: &Output) -> Value {
-    let text = std::fs::read_to_string(json).unwrap_or_else(|error| {
-        panic!(
-            "no JSON report at {} ({error}); stderr:\n{}",
-            json.display(),
-            String::from_utf8_lossy(&output.stderr)
-        )
-    });
-    let _ = std::fs::remove_file(json);
-    serde_json::from_str(&text).expect("the report is JSON")
-}
-
-fn task<'a>(report: &'a Value, name: &str) -> &'a Value {
-    report["tasks"]
-        .as_array()
-        .expect("tasks array")
-        .iter()
-        .find(|task| task["name"] == name)
-        .unwrap_or_else(|| panic!("no task named {name} in {report:#}"))
-}
-
-fn number(task: &Value, field: &str) -> u64 {
-    task[field]
-        .as_u64()
-        .unwrap_or_else(|| panic!("{field} is not a number in {task:#}"))
-}
 
 /// The 1-based line of the first line of the demo's source containing `needle`: expected
 /// await lines are computed from the source, never written down.
