@@ -462,24 +462,35 @@ fn bench(args: Vec<String>) -> Result<()> {
 
     let demo_command = format!("inspect-demo bench {}", options.demo_args.join(" "));
     println!(
-        "{}, {} run(s), unprobed then probed",
+        "{}, {} run(s): unprobed, probed, then probed with --record",
         demo_command.trim_end(),
         options.runs
     );
     println!(
-        "{:>3}  {:>10}  {:>10}  {:>8}  {:>12}  {:>12}  {:>10}",
-        "run", "unprobed s", "probed s", "slowdown", "events", "events/s", "dropped"
+        "{:>3}  {:>10}  {:>10}  {:>8}  {:>12}  {:>12}  {:>10}  {:>10}  {:>8}  {:>8}",
+        "run",
+        "unprobed s",
+        "probed s",
+        "slowdown",
+        "events",
+        "events/s",
+        "dropped",
+        "recorded s",
+        "slowdown",
+        "B/event"
     );
     let mut ratios = Vec::new();
+    let mut recorded_ratios = Vec::new();
     let mut rates = Vec::new();
+    let mut sizes = Vec::new();
     let mut dropped_total = Some(0u64);
     let mut workload = None;
-    for run_number in 1..=options.runs {
-        let unprobed = measure(Command::new(&demo).arg("bench").args(&options.demo_args))?;
-
-        let report = reports.join(format!("run-{run_number}.json"));
+    let probed_run = |tag: &str, record: bool| -> Result<(BenchLine, Summary, Option<u64>)> {
+        let report = reports.join(format!("{tag}.json"));
+        let recording = reports.join(format!("{tag}.airec"));
         let _ = fs::remove_file(&report);
-        let mut probed_command = match sudo.split_first() {
+        let _ = fs::remove_file(&recording);
+        let mut command = match sudo.split_first() {
             Some((program, prefix)) => {
                 let mut command = Command::new(program);
                 command.args(prefix).arg(&probe);
@@ -487,15 +498,16 @@ fn bench(args: Vec<String>) -> Result<()> {
             }
             None => Command::new(&probe),
         };
-        probed_command
-            .arg("probe")
-            .arg("--json")
-            .arg(&report)
+        command.arg("probe").arg("--json").arg(&report);
+        if record {
+            command.arg("--record").arg(&recording);
+        }
+        command
             .arg("--")
             .arg(&demo)
             .arg("bench")
             .args(&options.demo_args);
-        let probed = measure(&mut probed_command)?;
+        let line = measure(&mut command)?;
         let summary = match fs::read_to_string(&report) {
             Ok(text) => Summary::from_report(&text),
             Err(error) => {
@@ -503,30 +515,51 @@ fn bench(args: Vec<String>) -> Result<()> {
                 Summary::default()
             }
         };
+        let size = fs::metadata(&recording).ok().map(|meta| meta.len());
         let _ = fs::remove_file(&report);
+        let _ = fs::remove_file(&recording);
+        Ok((line, summary, size))
+    };
+    for run_number in 1..=options.runs {
+        let unprobed = measure(Command::new(&demo).arg("bench").args(&options.demo_args))?;
+        let (probed, summary, _) = probed_run(&format!("run-{run_number}"), false)?;
+        let (recorded, recorded_summary, size) =
+            probed_run(&format!("run-{run_number}-recorded"), true)?;
 
-        if probed.polls != unprobed.polls {
-            eprintln!(
-                "xtask: run {run_number}: {} polls unprobed but {} probed",
-                unprobed.polls, probed.polls
-            );
+        for (what, line) in [("probed", &probed), ("recorded", &recorded)] {
+            if line.polls != unprobed.polls {
+                eprintln!(
+                    "xtask: run {run_number}: {} polls unprobed but {} {what}",
+                    unprobed.polls, line.polls
+                );
+            }
         }
         // The demo prints milliseconds: a workload that short has no ratio.
-        let ratio = (unprobed.secs > 0.0).then(|| probed.secs / unprobed.secs);
+        let ratio_of = |line: &BenchLine| (unprobed.secs > 0.0).then(|| line.secs / unprobed.secs);
+        let (ratio, recorded_ratio) = (ratio_of(&probed), ratio_of(&recorded));
         ratios.extend(ratio);
+        recorded_ratios.extend(recorded_ratio);
+        let per_event = size
+            .zip(recorded_summary.events)
+            .filter(|&(_, events)| events > 0)
+            .map(|(size, events)| size as f64 / events as f64);
+        sizes.extend(per_event);
         let rate = summary.events_per_second();
         rates.extend(rate);
         dropped_total = dropped_total
             .zip(summary.dropped)
             .map(|(total, dropped)| total + dropped);
         println!(
-            "{run_number:>3}  {:>10.3}  {:>10.3}  {:>8}  {:>12}  {:>12}  {:>10}",
+            "{run_number:>3}  {:>10.3}  {:>10.3}  {:>8}  {:>12}  {:>12}  {:>10}  {:>10.3}  {:>8}  {:>8}",
             unprobed.secs,
             probed.secs,
             or_na(ratio.map(|ratio| format!("{ratio:.2}x"))),
             or_na(summary.events),
             or_na(rate.map(|rate| rate.round() as u64)),
             or_na(summary.dropped),
+            recorded.secs,
+            or_na(recorded_ratio.map(|ratio| format!("{ratio:.2}x"))),
+            or_na(per_event.map(|bytes| format!("{bytes:.1}"))),
         );
         workload = Some((unprobed.tasks, unprobed.polls));
     }
@@ -534,12 +567,17 @@ fn bench(args: Vec<String>) -> Result<()> {
         println!("workload per run: {tasks} tasks, {polls} polls");
     }
     println!(
-        "median slowdown: {}",
-        or_na(median(&mut ratios).map(|ratio| format!("{ratio:.2}x")))
+        "median slowdown: {}; with --record: {}",
+        or_na(median(&mut ratios).map(|ratio| format!("{ratio:.2}x"))),
+        or_na(median(&mut recorded_ratios).map(|ratio| format!("{ratio:.2}x")))
     );
     println!(
         "median events/s absorbed: {}",
         or_na(median(&mut rates).map(|rate| rate.round() as u64))
+    );
+    println!(
+        "median recording size: {} bytes per event",
+        or_na(median(&mut sizes).map(|bytes| format!("{bytes:.1}")))
     );
     println!("events dropped, all runs: {}", or_na(dropped_total));
     Ok(())
