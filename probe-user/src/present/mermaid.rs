@@ -44,6 +44,13 @@ pub fn write(report: &Report, top: usize, out: &mut dyn Write) -> io::Result<()>
         .iter()
         .filter_map(|warning| warning.task)
         .chain(report.stuck.iter().filter_map(|stuck| stuck.id))
+        // A deadlocked task is stuck however short the run was.
+        .chain(
+            report
+                .deadlocks
+                .iter()
+                .flat_map(|deadlock| deadlock.tasks.iter().flatten().copied()),
+        )
         .collect();
 
     writeln!(out, "gantt")?;
@@ -51,19 +58,22 @@ pub fn write(report: &Report, top: usize, out: &mut dyn Write) -> io::Result<()>
         out,
         "    title {}",
         sanitise(&format!(
-            "async-inspect: {} (pid {})",
+            "async-inspect of {} (pid {})",
             report.summary.target, report.summary.pid
         ))
     )?;
-    // Times are milliseconds since the probe attached, drawn as dates from the epoch: the axis
-    // shows only the clock part that moves over a run this long.
+    // Times are milliseconds since the probe attached, drawn as dates from the epoch. The axis
+    // shows only the clock fields that move over a run this long; Mermaid prints them in the
+    // viewer's time zone, which shifts hours (and, in a few zones, minutes) but never seconds.
     writeln!(out, "    dateFormat x")?;
-    let axis = if duration_ns < 60_000 * NS_PER_MS {
-        "%S.%L"
-    } else {
-        "%H:%M:%S"
+    let axis = match duration_ns / NS_PER_MS {
+        0..60_000 => "%S.%L",
+        60_000..3_600_000 => "%M:%S",
+        _ => "%H:%M:%S",
     };
     writeln!(out, "    axisFormat {axis}")?;
+    // Today is decades after 1970: its marker would stretch the axis to now.
+    writeln!(out, "    todayMarker off")?;
     for (parent, mut bars) in sections {
         let title = match parent {
             None => "top-level".to_owned(),
@@ -172,8 +182,9 @@ mod tests {
             (&server.1[..], server.2, server.3),
             (&["active".to_owned()][..], 0, 2_000)
         );
-        // Stuck with a warning: critical.
+        // Stuck with a warning, or deadlocked: critical.
         assert_eq!(bar("4 inspect_demo.handler").1, ["crit", "active"]);
+        assert_eq!(bar("7 inspect_demo.transfer").1, ["crit", "active"]);
         let handler = bar("2 inspect_demo.handler");
         assert_eq!(
             (&handler.1[..], handler.2, handler.3),
@@ -187,15 +198,40 @@ mod tests {
     }
 
     #[test]
+    fn labels_lose_what_mermaid_would_misread() {
+        assert_eq!(
+            sanitise("<app::Pool as Run>::run::{closure#1}; x: y\nz"),
+            "<app.Pool as Run>.run.{closure 1}, x. y z"
+        );
+    }
+
+    #[test]
+    fn the_axis_shows_the_clock_fields_a_run_this_long_moves() {
+        let mut report = fixtures::report();
+        report.summary.duration_ns = 90 * 1_000 * NS_PER_MS;
+        assert!(chart(&report, 1).contains("\n    axisFormat %M:%S\n"));
+        report.summary.duration_ns = 2 * 3_600_000 * NS_PER_MS;
+        assert!(chart(&report, 1).contains("\n    axisFormat %H:%M:%S\n"));
+    }
+
+    #[test]
     fn top_keeps_the_longest_lived_tasks() {
-        let text = chart(&fixtures::report(), 4);
+        let text = chart(&fixtures::report(), 6);
+        println!("{text}");
         let labels: Vec<String> = bars(&text).into_iter().map(|bar| bar.0).collect();
-        // The server, the two deadlocked transfers... all three the whole run; then handler 4.
-        assert_eq!(labels.len(), 4);
-        for label in ["1 inspect_demo.server", "4 inspect_demo.handler"] {
+        // The server and the deadlocked transfers lived the whole run, handler 4 from 200ms,
+        // the flush from 300ms, then handlers 2 and 3 a second each (2 spawned first).
+        assert_eq!(labels.len(), 6);
+        for label in [
+            "1 inspect_demo.server",
+            "7 inspect_demo.transfer",
+            "4 inspect_demo.handler",
+            "2 inspect_demo.handler",
+        ] {
             assert!(labels.contains(&label.to_owned()), "{labels:?}");
         }
         assert!(!text.contains("worker"), "{text}");
-        assert_eq!(text, chart(&fixtures::report(), 4), "deterministic");
+        assert!(!labels.contains(&"3 inspect_demo.handler".to_owned()));
+        assert_eq!(text, chart(&fixtures::report(), 6), "deterministic");
     }
 }

@@ -5,7 +5,7 @@ use std::{
     io::{self, Write},
 };
 
-use crate::report::{self, Mode, Report, TaskRow};
+use crate::report::{self, Mode, Report};
 
 /// Leaf siblings of one name and state are drawn as one `N ×` line from this many on: a server's
 /// thousand finished connections say one thing, not a thousand.
@@ -32,11 +32,6 @@ pub(crate) fn draw(
         Some(forest) => forest.draw(limit, indent, out),
         None => Ok(()),
     }
-}
-
-/// A task as every view names it: its tokio id (`?` when it could not be read) and its name.
-pub(crate) fn label(task: &TaskRow) -> String {
-    format!("task {} {}", id(task.id), task.name)
 }
 
 /// A tokio task id, or `?` when it could not be read.
@@ -144,7 +139,12 @@ impl<'a> Forest<'a> {
         match item {
             Item::Task(index) => {
                 let task = &tasks[*index];
-                let mut line = format!("{} [{}]", label(task), task.state.as_str());
+                let mut line = format!(
+                    "task {} {} [{}]",
+                    id(task.id),
+                    task.name,
+                    task.state.as_str()
+                );
                 if timed {
                     line.push_str(&format!(" busy {}", report::duration(task.busy_ns)));
                 }
@@ -257,7 +257,7 @@ mod tests {
         assert!(lines[5].starts_with("    ├─ task 4 inspect_demo::handler [idle]"));
         assert!(lines[6].starts_with("    │  └─ task 10 inspect_demo::flush::{closure#0} [idle]"));
         assert!(lines[7].starts_with("    └─ task 3 inspect_demo::handler [completed]"));
-        // Roots without children still appear, after the tree they follow in spawn order.
+        // Top-level tasks without children appear too, in spawn order.
         assert!(lines[8].starts_with("    task 7 inspect_demo::transfer [idle]"));
         assert!(lines[9].starts_with("    task 8 inspect_demo::transfer [idle]"));
         assert_eq!(lines.len(), 10, "every task is drawn, none twice");
