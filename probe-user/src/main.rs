@@ -482,7 +482,7 @@ fn emit(
             .and_then(|()| report.write_stuck(&mut stdout, settings.stuck_after_ns))
             .and_then(|()| report.write_diagnosis(&mut stdout))
             .and_then(|()| present::tree::write(report, TREE_LINES, &mut stdout))
-            .and_then(|()| present::heatmap::write(report, HEATMAP_WIDTH, &mut stdout)),
+            .and_then(|()| present::heatmap::write(report, present::heatmap::WIDTH, &mut stdout)),
         Format::Json => report
             .write_json(&mut stdout)
             .and_then(|()| writeln!(stdout)),
@@ -508,8 +508,6 @@ fn emit(
 
 /// How many lines of the task tree the text report shows.
 const TREE_LINES: usize = 40;
-/// How many columns of time the text report's heatmap has.
-const HEATMAP_WIDTH: usize = 60;
 
 /// Writes every file `output` asks for; returns their paths.
 fn write_files(

@@ -159,6 +159,24 @@ pub struct WakerRow {
     pub wakes: u64,
 }
 
+impl TaskRow {
+    /// Where the task is parked, as `src/db.rs:88`: none for a task that ended, whose last await
+    /// point is history.
+    pub fn parked_at(&self) -> Option<String> {
+        self.await_point
+            .as_ref()
+            .filter(|_| !self.state.is_terminal())
+            .map(|point| location(point.file.as_deref(), point.line))
+    }
+}
+
+impl WorkerRow {
+    /// How much of a run of `probed_ns` this thread spent polling, in percent.
+    pub fn busy_percent(&self, probed_ns: u64) -> f64 {
+        self.busy_ns as f64 * 100.0 / probed_ns.max(1) as f64
+    }
+}
+
 /// What the run ended with, besides the model.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct RunFacts {
@@ -491,16 +509,12 @@ impl Report {
                 ""
             }
         )?;
-        let naming = match s.naming {
-            NamingSource::Dwarf => "DWARF",
-            NamingSource::V0Symbols => "v0 symbol names",
-            NamingSource::CallGraph => "the call graph (no DWARF)",
-            NamingSource::Labels => "labels (no DWARF, no v0 names)",
-        };
         writeln!(
             out,
-            "  probes: {} points in {} uprobe_multi links; task names from {naming}",
-            s.probe_points, s.links
+            "  probes: {} points in {} uprobe_multi links; task names from {}",
+            s.probe_points,
+            s.links,
+            s.naming.describe()
         )?;
         for note in &s.notes {
             writeln!(out, "  note: {note}")?;
@@ -528,14 +542,7 @@ impl Report {
             .max()
             .unwrap_or(4)
             .clamp(4, 60);
-        let await_point = |task: &TaskRow| {
-            task.await_point
-                .as_ref()
-                .filter(|_| !task.state.is_terminal())
-                .map_or_else(String::new, |point| {
-                    location(point.file.as_deref(), point.line)
-                })
-        };
+        let await_point = |task: &TaskRow| task.parked_at().unwrap_or_default();
         if self.summary.mode == Mode::Dump {
             // A snapshot has no history: only what each task is and where it waits.
             writeln!(
@@ -668,7 +675,7 @@ impl Report {
                 writeln!(out, "        {}", warning.detail)?;
             }
         }
-        let probed_ns = self.summary.duration_ns.max(1);
+        let probed_ns = self.summary.duration_ns;
         if !self.workers.is_empty() && self.summary.mode == Mode::Probe {
             writeln!(out, "\n  threads that polled tasks:")?;
             for worker in &self.workers {
@@ -677,7 +684,7 @@ impl Report {
                     "    tid {:>7}: {:>7} polls, polling {:>5.1}% of the time; longest poll {}{}",
                     worker.tid,
                     worker.polls,
-                    worker.busy_ns as f64 * 100.0 / probed_ns as f64,
+                    worker.busy_percent(probed_ns),
                     duration(worker.longest_poll_ns),
                     worker
                         .longest_poll_name

@@ -7,6 +7,8 @@ use std::{
 
 use crate::report::{self, Mode, Report, TaskRow};
 
+/// Columns of time: about what a terminal or a rendered code block shows without wrapping.
+pub const WIDTH: usize = 60;
 /// Type rows at most, `(other)` included: beyond a dozen the map stops fitting a screen.
 const ROWS: usize = 12;
 /// Shades from none to the row's peak.

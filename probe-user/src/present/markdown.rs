@@ -5,13 +5,10 @@ use std::io::{self, Write};
 use crate::{
     present::{heatmap, tree},
     report::{self, Mode, Report, WaiterRow},
-    resolve::NamingSource,
 };
 
 /// The task tree in a document gets more room than on a terminal; grouping keeps it short.
 const TREE_LINES: usize = 200;
-/// Columns of the heatmap: about what a rendered code block shows without scrolling.
-const HEATMAP_WIDTH: usize = 60;
 
 /// The whole report: summary, slowest tasks (`top` rows, 0 for all), deadlocks and wait chains,
 /// warnings, stuck tasks, threads, task tree, heatmap. Sections with nothing to say are left
@@ -46,7 +43,7 @@ pub fn write(
         fenced(out, &tree)?;
     }
     let mut map = Vec::new();
-    heatmap::draw(report, HEATMAP_WIDTH, "", &mut map)?;
+    heatmap::draw(report, heatmap::WIDTH, "", &mut map)?;
     if !map.is_empty() {
         writeln!(
             out,
@@ -95,14 +92,7 @@ fn summary(report: &Report, out: &mut dyn Write) -> io::Result<()> {
             ),
         },
     ));
-    // The same words as the text report's "task names from".
-    let naming = match s.naming {
-        NamingSource::Dwarf => "DWARF",
-        NamingSource::V0Symbols => "v0 symbol names",
-        NamingSource::CallGraph => "the call graph (no DWARF)",
-        NamingSource::Labels => "labels (no DWARF, no v0 names)",
-    };
-    rows.push(("task names from", naming.to_owned()));
+    rows.push(("task names from", s.naming.describe().to_owned()));
     rows.extend(s.notes.iter().map(|note| ("note", text(note))));
     writeln!(out, "\n## Summary\n")?;
     table(
@@ -136,15 +126,8 @@ fn tasks(report: &Report, top: usize, out: &mut dyn Write) -> io::Result<()> {
         )?;
     }
     let tasks = &report.tasks[..shown];
-    // Where a finished task last waited is history, not where it is.
-    let await_point = |task: &report::TaskRow| {
-        task.await_point
-            .as_ref()
-            .filter(|_| !task.state.is_terminal())
-            .map_or_else(String::new, |at| {
-                code(&report::location(at.file.as_deref(), at.line))
-            })
-    };
+    let await_point =
+        |task: &report::TaskRow| task.parked_at().map_or_else(String::new, |at| code(&at));
     if !timed {
         let rows = tasks.iter().map(|task| {
             vec![
@@ -284,12 +267,11 @@ fn threads(report: &Report, out: &mut dyn Write) -> io::Result<()> {
         return Ok(());
     }
     writeln!(out, "\n## Threads\n\nEvery thread that polled tasks.\n")?;
-    let probed_ns = report.summary.duration_ns.max(1);
     let rows = report.workers.iter().map(|worker| {
         vec![
             worker.tid.to_string(),
             worker.polls.to_string(),
-            format!("{:.1}%", worker.busy_ns as f64 * 100.0 / probed_ns as f64),
+            format!("{:.1}%", worker.busy_percent(report.summary.duration_ns)),
             report::duration(worker.longest_poll_ns),
             worker
                 .longest_poll_name

@@ -109,6 +109,18 @@ pub enum NamingSource {
     Labels,
 }
 
+impl NamingSource {
+    /// In words, for the reports: "task names from …".
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Dwarf => "DWARF",
+            Self::V0Symbols => "v0 symbol names",
+            Self::CallGraph => "the call graph (no DWARF)",
+            Self::Labels => "labels (no DWARF, no v0 names)",
+        }
+    }
+}
+
 /// Offsets into tokio's task structures, handed to the kernel side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Layout {
