@@ -57,7 +57,8 @@ pub(crate) struct ParkedAt {
     /// Outermost first: `function (crate/src/file.rs:line)`, or the bare function when the
     /// frame has no source.
     pub frames: Vec<String>,
-    /// The innermost frame in the program's own code, as `crate/src/file.rs:line`.
+    /// Where it waits, as `crate/src/file.rs:line`: the innermost frame in the program's own
+    /// code (see [`TaskStack::await_point`]).
     pub await_point: Option<String>,
     /// What the innermost future waits for, in words.
     pub leaf: Option<String>,
@@ -107,9 +108,6 @@ pub(crate) trait Follower {
     /// `task` was woken at `ts` from inside `by`, the poll running on the waking thread.
     fn woken(&mut self, _task: usize, _by: &Poll, _ts: u64) {}
 }
-
-/// Accepts everything and keeps nothing.
-impl Follower for () {}
 
 struct Open {
     poll: Poll,
@@ -283,6 +281,10 @@ impl History {
     /// A poll starts on `tid` inside `outer_header` (the probe's own record of the poll running
     /// there, 0 for none, kept even when events are lost): polls open above it are over. When
     /// the enclosing poll's start was never seen, nothing is known, and nothing is closed.
+    ///
+    /// The probe remembers one enclosing level: once a poll nested two deep (a runtime inside a
+    /// task on a worker) has returned, the next poll there reports none, and the outermost poll
+    /// is closed early. In practice that outermost poll is a worker loop, which no export draws.
     fn unwind(
         &mut self,
         tid: u32,

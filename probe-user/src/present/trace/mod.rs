@@ -62,17 +62,78 @@ impl Timeline {
             .max(self.started_ns + report.summary.duration_ns);
         let mut tail = Tail::default();
         self.history.finish(end, &mut tail);
-        let tasks = model.tasks();
-        // Worker loops span their thread's life and contain every poll on it: runtime plumbing,
-        // left out as the report leaves them out.
-        let shown: Vec<bool> = tasks
-            .iter()
-            .map(|task| !report::is_runtime_worker(catalogue, model, task))
-            .collect();
-        let name = |task: usize| report::task_name(catalogue, model, &tasks[task]);
-        let place = |parked: Option<StackId>| parked.map(|id| self.history.parked_at(id));
+        let drawing = Drawing {
+            timeline: self,
+            model,
+            catalogue,
+            // Worker loops span their thread's life and contain every poll on it: runtime
+            // plumbing, left out as the report leaves them out.
+            shown: model
+                .tasks()
+                .iter()
+                .map(|task| !report::is_runtime_worker(catalogue, model, task))
+                .collect(),
+            end,
+            tail,
+        };
         let mut json = Json::start(out, self.started_ns)?;
+        drawing.threads(&mut json)?;
+        drawing.tasks(&mut json, report)?;
+        json.finish()
+    }
+}
 
+/// What writing the trace needs at hand.
+struct Drawing<'a> {
+    timeline: &'a Timeline,
+    model: &'a TaskModel,
+    catalogue: &'a Catalogue,
+    /// By task: not a runtime worker.
+    shown: Vec<bool>,
+    end: u64,
+    tail: Tail,
+}
+
+impl Drawing<'_> {
+    fn name(&self, task: usize) -> &str {
+        report::task_name(self.catalogue, self.model, &self.model.tasks()[task])
+    }
+
+    fn place(&self, parked: Option<StackId>) -> Option<&history::ParkedAt> {
+        parked.map(|id| self.timeline.history.parked_at(id))
+    }
+
+    fn slice_args(
+        &self,
+        task: usize,
+        poll: Option<u32>,
+        start: u64,
+        end: u64,
+        parked: Option<StackId>,
+    ) -> SliceArgs<'_> {
+        let place = self.place(parked);
+        SliceArgs {
+            task: self.model.tasks()[task].id,
+            poll,
+            duration: report::duration(end - start),
+            parked_at: place.and_then(|place| place.await_point.as_deref()),
+            waiting_for: place.and_then(|place| place.leaf.as_deref()),
+        }
+    }
+
+    /// `name @ await point`, when the await point is known.
+    fn at(&self, name: &str, parked: Option<StackId>) -> String {
+        match self
+            .place(parked)
+            .and_then(|place| place.await_point.as_deref())
+        {
+            Some(point) => format!("{name} @ {point}"),
+            None => name.to_owned(),
+        }
+    }
+
+    /// The "threads" process: every poll on its thread's track, with the wake arrows.
+    fn threads(&self, json: &mut Json<'_>) -> io::Result<()> {
         json.event(&Event {
             args: Some(Name { name: "threads" }),
             ..Event::new("M", "process_name", THREADS, None)
@@ -81,18 +142,14 @@ impl Timeline {
             args: Some(SortIndex { sort_index: 0 }),
             ..Event::new("M", "process_sort_index", THREADS, None)
         })?;
-        let polls = &self.record.polls;
-        let visible = |id: u32| {
-            polls
-                .get(id as usize)
-                .is_some_and(|poll| shown[poll.task as usize])
-        };
+        let polls = &self.timeline.record.polls;
+        let shown = |poll: &PollSlice| self.shown[poll.task as usize];
         let threads: BTreeSet<u32> = polls
             .iter()
-            .filter(|poll| shown[poll.task as usize])
+            .filter(|poll| shown(poll))
             .map(|poll| poll.tid)
             .collect();
-        for &tid in &threads {
+        for tid in threads {
             json.event(&Event {
                 args: Some(Name {
                     name: &format!("worker tid {tid}"),
@@ -103,46 +160,41 @@ impl Timeline {
 
         // Flows are written next to the slices they bind to: Perfetto binds a flow event to the
         // slice open on its track when it reads it, and reads events of equal time in file order.
-        let flows = &self.record.flows;
-        let complete: Vec<usize> = (0..flows.len())
+        let flows = &self.timeline.record.flows;
+        let visible = |id: u32| polls.get(id as usize).is_some_and(shown);
+        let drawn: Vec<usize> = (0..flows.len())
             .filter(|&flow| visible(flows[flow].from) && visible(flows[flow].to))
             .collect();
-        let mut by_from = complete.clone();
+        let mut by_from = drawn.clone();
         by_from.sort_by_key(|&flow| (flows[flow].from, flow));
-        let mut by_to = complete;
+        let mut by_to = drawn;
         by_to.sort_by_key(|&flow| (flows[flow].to, flow));
         let (mut from_at, mut to_at) = (0, 0);
 
-        let mut numbers = vec![0u32; tasks.len()];
+        let mut numbers = vec![0u32; self.shown.len()];
         for (id, poll) in polls.iter().enumerate() {
             let task = poll.task as usize;
             numbers[task] += 1;
-            if !shown[task] {
+            if !shown(poll) {
                 continue;
             }
-            let poll_end = match poll.end {
-                OPEN => tail.ends.get(&id).copied().unwrap_or(end),
-                poll_end => poll_end,
-            };
-            let parked = place(poll.parked);
-            let await_point = parked.and_then(|place| place.await_point.as_deref());
-            let slice_name = match await_point {
-                Some(point) => format!("{} @ {point}", name(task)),
-                None => name(task).to_owned(),
+            let end = match poll.end {
+                OPEN => self.tail.ends.get(&id).copied().unwrap_or(self.end),
+                end => end,
             };
             let tid = Some(u64::from(poll.tid));
             json.event(&Event {
                 cat: Some("poll"),
                 ts: Some(json.us(poll.start)),
-                dur: Some(json.span(poll.start, poll_end)),
-                args: Some(SliceArgs {
-                    task: tasks[task].id,
-                    poll: Some(numbers[task]),
-                    duration: report::duration(poll_end - poll.start),
-                    parked_at: await_point,
-                    waiting_for: parked.and_then(|place| place.leaf.as_deref()),
-                }),
-                ..Event::new("X", &slice_name, THREADS, tid)
+                dur: Some(json.span(poll.start, end)),
+                args: Some(self.slice_args(
+                    task,
+                    Some(numbers[task]),
+                    poll.start,
+                    end,
+                    poll.parked,
+                )),
+                ..Event::new("X", &self.at(self.name(task), poll.parked), THREADS, tid)
             })?;
             while let Some(&flow) = by_to.get(to_at)
                 && flows[flow].to as usize == id
@@ -161,7 +213,7 @@ impl Timeline {
             {
                 from_at += 1;
                 // Inside the waker's slice even when its end was lost and guessed.
-                let ts = flows[flow].ts.clamp(poll.start, poll_end);
+                let ts = flows[flow].ts.clamp(poll.start, end);
                 json.event(&Event::<()> {
                     cat: Some(WAKE),
                     ts: Some(json.us(ts)),
@@ -170,7 +222,11 @@ impl Timeline {
                 })?;
             }
         }
+        Ok(())
+    }
 
+    /// The "tasks" process: each task's states back to back, and the report's warnings.
+    fn tasks(&self, json: &mut Json<'_>, report: &Report) -> io::Result<()> {
         json.event(&Event {
             args: Some(Name { name: "tasks" }),
             ..Event::new("M", "process_name", TASKS, None)
@@ -179,11 +235,16 @@ impl Timeline {
             args: Some(SortIndex { sort_index: 1 }),
             ..Event::new("M", "process_sort_index", TASKS, None)
         })?;
-        for (index, task) in tasks.iter().enumerate().filter(|(index, _)| shown[*index]) {
+        let tasks = self.model.tasks();
+        for (index, task) in tasks
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| self.shown[*index])
+        {
             let id = task.id.map_or_else(|| "?".to_owned(), |id| id.to_string());
             json.event(&Event {
                 args: Some(Name {
-                    name: &format!("task {id} {}", name(index)),
+                    name: &format!("task {id} {}", self.name(index)),
                 }),
                 ..Event::new("M", "thread_name", TASKS, Some(track(index)))
             })?;
@@ -193,30 +254,18 @@ impl Timeline {
                 ..Event::new("M", "thread_sort_index", TASKS, Some(track(index)))
             })?;
         }
-        for state in self.record.states.iter().chain(&tail.states) {
+        for state in self.timeline.record.states.iter().chain(&self.tail.states) {
             let task = state.task as usize;
-            if !shown[task] {
+            if !self.shown[task] {
                 continue;
             }
             let (what, parked) = state.label.read();
-            let parked = place(parked);
-            let await_point = parked.and_then(|place| place.await_point.as_deref());
-            let slice_name = match await_point {
-                Some(point) => format!("{what} @ {point}"),
-                None => what.to_owned(),
-            };
             json.event(&Event {
                 cat: Some("state"),
                 ts: Some(json.us(state.start)),
                 dur: Some(json.span(state.start, state.end)),
-                args: Some(SliceArgs {
-                    task: tasks[task].id,
-                    poll: None,
-                    duration: report::duration(state.end - state.start),
-                    parked_at: await_point,
-                    waiting_for: parked.and_then(|place| place.leaf.as_deref()),
-                }),
-                ..Event::new("X", &slice_name, TASKS, Some(track(task)))
+                args: Some(self.slice_args(task, None, state.start, state.end, parked)),
+                ..Event::new("X", &self.at(what, parked), TASKS, Some(track(task)))
             })?;
         }
         for warning in &report.warnings {
@@ -226,26 +275,26 @@ impl Timeline {
             });
             match warning
                 .task_index
-                .filter(|&task| shown.get(task) == Some(&true))
+                .filter(|&task| self.shown.get(task) == Some(&true))
             {
                 // Where the evidence is: the state it ended in, or its end.
                 Some(task) => json.event(&Event {
                     cat: Some("warning"),
-                    ts: Some(json.us(tasks[task].state_entered_ns().min(end))),
+                    ts: Some(json.us(tasks[task].state_entered_ns().min(self.end))),
                     s: Some("t"),
                     args,
                     ..Event::new("i", warning.kind, TASKS, Some(track(task)))
                 })?,
                 None => json.event(&Event {
                     cat: Some("warning"),
-                    ts: Some(json.us(end)),
+                    ts: Some(json.us(self.end)),
                     s: Some("p"),
                     args,
                     ..Event::new("i", warning.kind, TASKS, None)
                 })?,
             }
         }
-        json.finish()
+        Ok(())
     }
 }
 
