@@ -244,8 +244,13 @@ impl Default for Sort {
 }
 
 impl App {
+    /// The selected task stays selected, wherever the new figures move it; but a selection on
+    /// the first row stays on the first row: that is the table nobody has touched, whose user
+    /// watches the top of the list, not whichever task happened to be there a refresh ago.
     pub fn update(&mut self, report: Report) {
-        let kept = self.remember_selection();
+        let kept = self
+            .remember_selection()
+            .filter(|_| self.tasks.selected > 0);
         self.await_labels = report.tasks.iter().map(await_label).collect();
         self.marks = marks(&report);
         self.report = Some(report);
@@ -253,9 +258,12 @@ impl App {
         self.follow_lists();
     }
 
+    /// Called before every frame; only a real change of size costs anything.
     pub fn resize(&mut self, area: Rect) {
-        self.area = area;
-        self.follow_lists();
+        if area != self.area {
+            self.area = area;
+            self.follow_lists();
+        }
     }
 
     pub fn await_label(&self, task: usize) -> &str {
@@ -285,6 +293,13 @@ impl App {
         // Raw mode turns Ctrl-C into a key: it must still stop the probe, from anywhere.
         if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
             return Action::Quit;
+        }
+        // No other chord is bound: Ctrl-W must not open the warnings, nor Alt-x type an x.
+        if key
+            .modifiers
+            .intersects(KeyModifiers::CONTROL | KeyModifiers::ALT)
+        {
+            return Action::Continue;
         }
         if self.editing_filter {
             self.edit_filter(key);
@@ -344,12 +359,16 @@ impl App {
             KeyCode::Esc => return Action::Quit,
             _ => {
                 if let Some(motion) = Motion::of(key, self.tasks_page()) {
-                    self.tasks.step(motion, self.order.len());
-                    self.follow_lists();
+                    self.move_in_table(motion);
                 }
             }
         }
         Action::Continue
+    }
+
+    fn move_in_table(&mut self, motion: Motion) {
+        self.tasks.step(motion, self.order.len());
+        self.follow_lists();
     }
 
     fn on_detail_key(&mut self, key: KeyEvent) {
@@ -426,7 +445,12 @@ impl App {
                 filter.push(c);
                 self.set_filter(filter);
             }
-            _ => {}
+            // Arrows are not text: they pick among the rows the filter leaves, while typing.
+            _ => {
+                if let Some(motion) = Motion::of(key, self.tasks_page()) {
+                    self.move_in_table(motion);
+                }
+            }
         }
     }
 
@@ -527,7 +551,9 @@ impl App {
             warnings::visible_rows(body),
             |index| warnings::entry(report, index).map_or(1, |entry| entry.height()),
         );
-        self.detail_scroll = self.detail_scroll.min(self.detail_max_scroll());
+        if self.view == View::Detail {
+            self.detail_scroll = self.detail_scroll.min(self.detail_max_scroll());
+        }
     }
 }
 

@@ -757,6 +757,18 @@ fn filter_typing_keeping_and_clearing() {
     assert_eq!(names(&app), ["app::accept_loop"]);
     app.on_key(key(KeyCode::Enter));
 
+    // Arrows pick among the rows left while typing; chords are not text.
+    press(&mut app, "/");
+    for _ in 0.."demo::accept".len() {
+        app.on_key(key(KeyCode::Backspace));
+    }
+    press(&mut app, "idle");
+    app.on_key(key(KeyCode::Down));
+    assert_eq!(selected_name(&app), "app::audit");
+    app.on_key(KeyEvent::new(KeyCode::Char('w'), KeyModifiers::CONTROL));
+    assert_eq!(app.filter, "idle");
+    app.on_key(key(KeyCode::Enter));
+
     // Esc on the table clears a kept filter first, and only then quits.
     assert_eq!(app.on_key(key(KeyCode::Esc)), Action::Continue);
     assert_eq!(app.filter, "");
@@ -782,18 +794,30 @@ fn the_selection_follows_its_task_across_updates() {
     assert_eq!(selected_name(&app), "app::flush");
     assert_eq!(app.tasks.selected, 2);
 
+    // On the first row, the selection watches the top: the busiest task, whichever it is now.
+    app.on_key(key(KeyCode::Home));
+    assert_eq!(selected_name(&app), "app::accept_loop");
+    app.update(fixture());
+    assert_eq!(selected_name(&app), "app::handler");
+    assert_eq!(app.tasks.selected, 0);
+
     // A task seen only by its header (no tokio id) is still told apart from its neighbours.
     let mut anonymous = fixture();
     for task in &mut anonymous.tasks {
         task.id = None;
     }
     app.update(anonymous.clone());
-    app.on_key(key(KeyCode::Home));
     app.on_key(key(KeyCode::Down));
-    let chosen = selected_name(&app).to_owned();
-    anonymous.tasks.reverse();
+    assert_eq!(selected_name(&app), "app::flush");
+    let flush = anonymous
+        .tasks
+        .iter_mut()
+        .find(|t| t.name == "app::flush")
+        .expect("flush");
+    flush.busy_ns = 0;
     app.update(anonymous);
-    assert_eq!(selected_name(&app), chosen);
+    assert_eq!(selected_name(&app), "app::flush");
+    assert_eq!(app.tasks.selected, 4);
 }
 
 #[test]
