@@ -244,13 +244,8 @@ impl Default for Sort {
 }
 
 impl App {
-    /// The selected task stays selected, wherever the new figures move it; but a selection on
-    /// the first row stays on the first row: that is the table nobody has touched, whose user
-    /// watches the top of the list, not whichever task happened to be there a refresh ago.
     pub fn update(&mut self, report: Report) {
-        let kept = self
-            .remember_selection()
-            .filter(|_| self.tasks.selected > 0);
+        let kept = self.remember_selection();
         self.await_labels = report.tasks.iter().map(await_label).collect();
         self.marks = marks(&report);
         self.report = Some(report);
@@ -501,8 +496,14 @@ impl App {
         }
     }
 
-    /// The selected task and the screen row it is on, to find it again after the rows change.
+    /// The selected task and the screen row it is on, to find it again after the rows change
+    /// (new figures, another sort, a filter). None on the first row: that is the table nobody
+    /// has moved in, whose user watches the top of the list, not whichever task happened to be
+    /// there before.
     fn remember_selection(&self) -> Option<(TaskKey, usize)> {
+        if self.tasks.selected == 0 {
+            return None;
+        }
         let report = self.report.as_ref()?;
         let task = self.selected_task()?;
         Some((
@@ -517,8 +518,9 @@ impl App {
         self.follow_lists();
     }
 
-    /// Recomputes the rows; the selected task stays selected, on the same screen row where
-    /// possible, so that rows reshuffling under a refresh do not move what the user looks at.
+    /// Recomputes the rows. The selected task stays selected, on the same screen row where
+    /// possible, so that rows reshuffling under a refresh do not move what the user looks at;
+    /// when it is gone (filtered out), the selection goes back to the top.
     fn reorder_keeping(&mut self, kept: Option<(TaskKey, usize)>) {
         let Some(report) = &self.report else { return };
         self.order = sorted_rows(
@@ -528,15 +530,20 @@ impl App {
             self.sort,
             &self.filter,
         );
-        if let Some((key, row)) = kept
-            && let Some(at) = self
+        let found = kept.and_then(|(key, row)| {
+            let at = self
                 .order
                 .iter()
-                .position(|&task| key.matches(&report.tasks[task]))
-        {
-            self.tasks.selected = at;
-            self.tasks.offset = at.saturating_sub(row);
-        }
+                .position(|&task| key.matches(&report.tasks[task]))?;
+            Some((at, row))
+        });
+        self.tasks = match found {
+            Some((at, row)) => Cursor {
+                selected: at,
+                offset: at.saturating_sub(row),
+            },
+            None => Cursor::default(),
+        };
     }
 
     fn follow_lists(&mut self) {

@@ -85,9 +85,10 @@ pub(super) fn document(report: &Report, index: usize, width: u16) -> Vec<Line<'s
             .last()
             .and_then(|frame| frame.leaf.as_deref())
         {
+            // Worded to stand alone: "sleeping (1.2s left)", "waiting for a Notify".
             lines.push(indented(Span::styled(
-                format!("waiting: {leaf}"),
-                Style::new().fg(Color::Cyan),
+                leaf.to_owned(),
+                Style::new().fg(Color::Cyan).bold(),
             )));
         }
         for (depth, frame) in task.backtrace.iter().rev().enumerate() {

@@ -470,7 +470,7 @@ fn the_detail_view_shows_everything_about_a_task() {
         "wakes 40",
         "self-wakes 2",
         // The backtrace, innermost first, then the frame that awaits it.
-        "waiting: waiting for a tokio::sync::Mutex",
+        "  waiting for a tokio::sync::Mutex",
         "at tokio::sync::mutex::Mutex::lock (tokio-1.54.1/src/sync/mutex.rs:3)",
         "<- demo::handler::{async_fn_env#0} (demo/src/handler.rs:33) [request = 42]",
         // Who woke it.
@@ -487,9 +487,10 @@ fn the_detail_view_shows_everything_about_a_task() {
     ] {
         assert!(all.contains(expected), "`{expected}` not in\n{all}");
     }
+    let leaf = row_of(&screen, "  waiting for a tokio::sync::Mutex");
     let innermost = row_of(&screen, "at tokio::sync::mutex::Mutex::lock");
     let caller = row_of(&screen, "<- demo::handler");
-    assert!(innermost < caller);
+    assert!(leaf < innermost && innermost < caller);
     let poll = row_of(&screen, "Poll times");
     let latency = row_of(&screen, "Scheduling latency");
     assert!(poll < row_of(&screen, "< 16.4us") && row_of(&screen, "< 16.4us") < latency);
@@ -823,13 +824,26 @@ fn the_selection_follows_its_task_across_updates() {
 #[test]
 fn the_selection_survives_a_sort_and_a_filter() {
     let mut app = app_with(fixture());
-    press(&mut app, "jj");
-    assert_eq!(selected_name(&app), "app::accept_loop");
+    press(&mut app, "jjj");
+    assert_eq!(selected_name(&app), "app::audit");
     press(&mut app, "3");
+    assert_eq!(selected_name(&app), "app::audit");
+    assert_eq!(app.tasks.selected, 1);
+    press(&mut app, "/a");
+    assert_eq!(selected_name(&app), "app::audit");
+    // Filtered out: back to the top of what is left.
+    press(&mut app, "ccept");
     assert_eq!(selected_name(&app), "app::accept_loop");
     assert_eq!(app.tasks.selected, 0);
-    press(&mut app, "/loop");
+}
+
+#[test]
+fn an_untouched_table_shows_the_top_after_a_sort() {
+    let mut app = app_with(fixture());
+    assert_eq!(selected_name(&app), "app::handler");
+    press(&mut app, "3");
     assert_eq!(selected_name(&app), "app::accept_loop");
+    assert_eq!((app.tasks.selected, app.tasks.offset), (0, 0));
 }
 
 #[test]
