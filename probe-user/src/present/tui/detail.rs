@@ -34,32 +34,26 @@ pub(super) fn draw(frame: &mut Frame, area: Rect, app: &App, report: &Report) {
     };
     let task = &report.tasks[index];
     let document = document(report, index, area.width);
-    let scroll = app
-        .detail_scroll
-        .min(document.len().saturating_sub(visible_rows(area)));
+    let page = visible_rows(area);
+    let scroll = app.detail_scroll.min(document.len().saturating_sub(page));
     let title = Line::from(vec![
         " ".into(),
         ui::task_text(task.id, &task.name).bold(),
         " ".into(),
     ]);
     let mut block = ui::pane(title);
-    if document.len() > visible_rows(area) {
+    if document.len() > page {
         block = block.title_bottom(
             Line::from(format!(
                 " lines {}-{} of {} ",
                 scroll + 1,
-                (scroll + visible_rows(area)).min(document.len()),
+                (scroll + page).min(document.len()),
                 document.len()
             ))
             .right_aligned(),
         );
     }
-    // Only the visible slice is handed over, so a long backtrace costs nothing off screen.
-    let shown: Vec<Line> = document
-        .into_iter()
-        .skip(scroll)
-        .take(visible_rows(area))
-        .collect();
+    let shown: Vec<Line> = document.into_iter().skip(scroll).take(page).collect();
     frame.render_widget(Paragraph::new(shown).block(block), area);
 }
 
@@ -92,14 +86,18 @@ pub(super) fn document(report: &Report, index: usize, width: u16) -> Vec<Line<'s
             )));
         }
         for (depth, frame) in task.backtrace.iter().rev().enumerate() {
-            let mut spans = vec![Span::raw(format!("  {}", ui::frame_line(frame, depth)))];
-            for held in &frame.holds {
-                spans.push(Span::styled(
-                    format!(" holding {held}"),
-                    ui::mark_style(Mark::Warning),
-                ));
+            // Locals can make a frame long: wrapped, continued under the function name.
+            let wrapped = ui::wrap(&ui::frame_line(frame, depth), text_width.saturating_sub(3));
+            for (index, line) in wrapped.into_iter().enumerate() {
+                let indent = if index == 0 { "" } else { "   " };
+                lines.push(indented(Span::raw(format!("{indent}{line}"))));
             }
-            lines.push(Line::from(spans));
+            for held in &frame.holds {
+                lines.push(indented(Span::styled(
+                    format!("   holding {held} across this await"),
+                    ui::mark_style(Mark::Warning),
+                )));
+            }
         }
     }
 
@@ -192,10 +190,7 @@ fn diagnosis(lines: &mut Vec<Line<'static>>, report: &Report, task: &TaskRow, wi
         .iter()
         .filter(|d| d.tasks.contains(&Some(id)))
     {
-        let heading = format!(
-            "DEADLOCK: {} tasks wait for each other",
-            deadlock.tasks.len()
-        );
+        let heading = warnings::deadlock_heading(deadlock);
         let waiters = deadlock.details.iter().map(ui::waiter_line).collect();
         finding(lines, Mark::Deadlock, heading, waiters, width);
     }
@@ -247,7 +242,7 @@ fn finding(
     }
 }
 
-/// One line per non-empty bucket: `< 16.4us │████▌     │ 12`.
+/// One line per non-empty bucket, `< 16.4us ████▌      12`, bars scaled to the fullest.
 fn histogram(lines: &mut Vec<Line<'static>>, buckets: &[Bucket], width: usize) {
     if buckets.is_empty() {
         lines.push(indented("(nothing recorded)".dim()));

@@ -514,6 +514,50 @@ fn the_detail_view_of_a_deadlocked_task_shows_the_cycle() {
 }
 
 #[test]
+fn long_frames_wrap_and_held_locks_show_under_their_frame() {
+    let mut report = fixture();
+    let audit = report
+        .tasks
+        .iter_mut()
+        .find(|t| t.name == "app::audit")
+        .expect("audit");
+    audit.backtrace = vec![Frame {
+        holds: vec![MUTEX_A],
+        locals: (0..6)
+            .map(|n| Local {
+                name: format!("local_{n}"),
+                value: format!("value_{n}"),
+            })
+            .collect(),
+        ..frame(
+            "demo::audit::{async_fn_env#0}",
+            "/home/dev/demo/src/audit.rs",
+            14,
+        )
+    }];
+    let mut app = app_with(report);
+    press(&mut app, "3j");
+    app.on_key(key(KeyCode::Enter));
+    let screen = render(&mut app, 60, 40);
+    let first = row_of(&screen, "at demo::audit::{async_fn_env#0}");
+    assert!(
+        screen[first + 1].contains("│     (demo/src/audit.rs:14) [local_0 = value_0"),
+        "{}",
+        text(&screen)
+    );
+    assert!(
+        text(&screen).contains("local_5 = value_5]"),
+        "{}",
+        text(&screen)
+    );
+    let held = row_of(
+        &screen,
+        "holding tokio::sync::Mutex 0xa000 across this await",
+    );
+    assert!(held > first + 1);
+}
+
+#[test]
 fn the_warnings_view_lists_deadlocks_chains_then_warnings() {
     let mut app = app_with(fixture());
     press(&mut app, "w");

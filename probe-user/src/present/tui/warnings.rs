@@ -140,7 +140,7 @@ impl Entry<'_> {
     }
 }
 
-fn deadlock_heading(deadlock: &DeadlockRow) -> String {
+pub(super) fn deadlock_heading(deadlock: &DeadlockRow) -> String {
     format!(
         "DEADLOCK: {} tasks wait for each other",
         deadlock.tasks.len()
