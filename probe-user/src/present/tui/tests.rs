@@ -400,6 +400,8 @@ fn the_header_sums_up_the_run() {
     ] {
         assert!(header.contains(expected), "`{expected}` not in {header}");
     }
+    // Trouble comes first, so that a narrow terminal does not cut it off.
+    assert!(header.find("⚠ 2 warnings") < header.find("2.00s"));
     assert!(screen[1].contains("312 probe points attached to pid 4242"));
     assert!(text(&screen).contains("q quit"));
 }

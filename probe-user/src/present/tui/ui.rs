@@ -71,6 +71,23 @@ fn draw_header(frame: &mut Frame, area: Rect, app: &App, report: &Report) {
     let mut spans = vec![
         "async-inspect ".bold(),
         Span::raw(format!("{} (pid {})", summary.target, summary.pid)),
+    ];
+    // Trouble first: on a narrow terminal the end of the line is what gets cut.
+    let alarms = [
+        (report.deadlocks.len(), Some(Mark::Deadlock), "deadlock"),
+        (report.chains.len(), None, "blocked wait"),
+        (report.warnings.len(), Some(Mark::Warning), "warning"),
+    ];
+    for (count, mark, what) in alarms.into_iter().filter(|(count, ..)| *count > 0) {
+        let prefix = mark.map_or_else(String::new, |mark| format!("{} ", marker(mark)));
+        spans.push(separator());
+        spans.push(Span::styled(
+            format!("{prefix}{}", plural(count, what)),
+            mark_style(mark.unwrap_or(Mark::Warning)),
+        ));
+    }
+    let dropped = format!("dropped {}", summary.dropped);
+    spans.extend([
         separator(),
         Span::raw(duration(summary.duration_ns)),
         separator(),
@@ -84,37 +101,12 @@ fn draw_header(frame: &mut Frame, area: Rect, app: &App, report: &Report) {
             rate(summary.events as f64 / seconds)
         )),
         separator(),
-    ];
-    let dropped = format!("dropped {}", summary.dropped);
-    spans.push(if summary.dropped > 0 {
-        dropped.red().bold()
-    } else {
-        dropped.into()
-    });
-    let mut alarm = |count: usize, marker: &str, what: &str, style: Style| {
-        if count > 0 {
-            spans.push(separator());
-            spans.push(Span::styled(
-                format!("{marker}{}", plural(count, what)),
-                style,
-            ));
-        }
-    };
-    let deadlock = Mark::Deadlock;
-    let warning = Mark::Warning;
-    alarm(
-        report.deadlocks.len(),
-        &format!("{} ", marker(deadlock)),
-        "deadlock",
-        mark_style(deadlock),
-    );
-    alarm(report.chains.len(), "", "blocked wait", mark_style(warning));
-    alarm(
-        report.warnings.len(),
-        &format!("{} ", marker(warning)),
-        "warning",
-        mark_style(warning),
-    );
+        if summary.dropped > 0 {
+            dropped.red().bold()
+        } else {
+            dropped.into()
+        },
+    ]);
     let lines = vec![Line::from(spans), Line::from(app.status.as_str().dim())];
     frame.render_widget(Paragraph::new(lines), area);
 }
