@@ -603,6 +603,36 @@ fn the_warnings_view_lists_deadlocks_chains_then_warnings() {
 }
 
 #[test]
+fn the_warnings_list_scrolls_to_its_end() {
+    let mut report = fixture();
+    let template = report.warnings[0].clone();
+    report.warnings = (0..200)
+        .map(|n| Warning {
+            summary: format!("warning number {n}"),
+            ..template.clone()
+        })
+        .collect();
+    let mut app = app_with(report);
+    press(&mut app, "wG");
+    // The deadlock (3 lines) and the chain come first: 202 entries, 204 lines.
+    assert_eq!(app.warnings.selected, 201);
+    let screen = render(&mut app, 120, 30);
+    let last = row_of(&screen, "warning number 199");
+    assert!(!text(&screen).contains("DEADLOCK"));
+    // The list pane ends on the last warning.
+    assert!(screen[last + 1].starts_with('└'), "{}", text(&screen));
+    press(&mut app, "g");
+    let screen = render(&mut app, 120, 30);
+    assert!(text(&screen).contains("✖ DEADLOCK"));
+    // A page down from the top passes the tall deadlock entry and still shows the selection.
+    app.on_key(key(KeyCode::PageDown));
+    let selected = app.warnings.selected;
+    let screen = render(&mut app, 120, 30);
+    let number = selected - 2;
+    row_of(&screen, &format!("warning number {number} "));
+}
+
+#[test]
 fn the_warnings_view_says_when_all_is_well() {
     let mut app = app_with(plain(vec![task(1, "app::main", TaskState::Idle, 10)]));
     press(&mut app, "w");
