@@ -254,7 +254,7 @@ fn warnings(report: &Report, out: &mut dyn Write) -> io::Result<()> {
         writeln!(
             out,
             "- **{}**{task}: {}\\\n  {}",
-            text(warning.kind),
+            code(warning.kind),
             text(&warning.summary),
             text(&warning.detail)
         )?;
@@ -708,7 +708,7 @@ mod tests {
             "| 7 `inspect_demo::transfer` | `tokio::sync::Mutex 0xa0` | `inspect_demo/src/main.rs:71` | `tokio::sync::Mutex 0xb0` across"
         ), "{}", deadlock[0]);
         assert!(md.contains(
-            "- **lost\\_waker**, task 4 `inspect_demo::handler`: task is idle and no waker for it exists: nothing can ever wake it\\\n  idle 1.50s"
+            "- **`lost_waker`**, task 4 `inspect_demo::handler`: task is idle and no waker for it exists: nothing can ever wake it\\\n  idle 1.50s"
         ));
         assert!(
             md.contains("\n```text\nstuck: 1 task(s) idle for more than 10.00s"),
