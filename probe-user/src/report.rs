@@ -625,26 +625,8 @@ impl Report {
 
     /// Deadlocks, wait chains, warnings and worker health.
     pub fn write_diagnosis(&self, mut out: impl Write) -> io::Result<()> {
-        let id = |id: Option<u64>| id.map_or_else(|| "?".to_owned(), |id| id.to_string());
-        let waiter_line = |waiter: &WaiterRow| {
-            let mut line = format!(
-                "task {} {} waits for {}",
-                id(waiter.task),
-                waiter.name,
-                waiter.waits_on
-            );
-            if let Some(at) = &waiter.at {
-                line.push_str(&format!(" at {}", location(at.file.as_deref(), at.line)));
-            }
-            for held in &waiter.holds {
-                line.push_str(&format!(
-                    ", holding {} (across the await at {})",
-                    held.resource,
-                    location(held.file.as_deref(), held.line)
-                ));
-            }
-            line
-        };
+        let id = id_text;
+        let waiter_line = WaiterRow::describe;
         for deadlock in &self.deadlocks {
             writeln!(
                 out,
@@ -729,10 +711,10 @@ fn write_parked(
     leaf: Option<&str>,
     backtrace: &[Frame],
 ) -> io::Result<()> {
-    let id = id.map_or_else(|| "?".to_owned(), |id| id.to_string());
+    let task = task_text(id, name);
     match leaf {
-        Some(leaf) => writeln!(out, "\n  task {id} {name} — {what} — {leaf}")?,
-        None => writeln!(out, "\n  task {id} {name} — {what}")?,
+        Some(leaf) => writeln!(out, "\n  {task} — {what} — {leaf}")?,
+        None => writeln!(out, "\n  {task} — {what}")?,
     }
     if backtrace.is_empty() {
         writeln!(
@@ -741,25 +723,66 @@ fn write_parked(
         )?;
     }
     for (depth, frame) in backtrace.iter().rev().enumerate() {
-        let arrow = if depth == 0 { "at" } else { "<-" };
-        let mut line = format!("      {arrow} {}", frame.function);
-        if frame.file.is_some() {
-            line.push_str(&format!(
-                " ({})",
-                location(frame.file.as_deref(), frame.line)
-            ));
-        }
-        if !frame.locals.is_empty() {
-            let locals: Vec<String> = frame
-                .locals
-                .iter()
-                .map(|local| format!("{} = {}", local.name, local.value))
-                .collect();
-            line.push_str(&format!(" [{}]", locals.join(", ")));
-        }
-        writeln!(out, "{line}")?;
+        writeln!(out, "      {}", frame_line(frame, depth))?;
     }
     Ok(())
+}
+
+/// A tokio task id, or `?` when it could not be read.
+pub fn id_text(id: Option<u64>) -> String {
+    id.map_or_else(|| "?".to_owned(), |id| id.to_string())
+}
+
+/// `task 12 app::worker`, the way every report names a task.
+pub fn task_text(id: Option<u64>, name: &str) -> String {
+    format!("task {} {name}", id_text(id))
+}
+
+/// One frame of an async backtrace: `at app::handler (demo/src/main.rs:12) [n = 3]` for the
+/// innermost (`depth` 0), `<- …` for its callers.
+pub fn frame_line(frame: &Frame, depth: usize) -> String {
+    let mut line = format!(
+        "{} {}",
+        if depth == 0 { "at" } else { "<-" },
+        frame.function
+    );
+    if frame.file.is_some() {
+        line.push_str(&format!(
+            " ({})",
+            location(frame.file.as_deref(), frame.line)
+        ));
+    }
+    if !frame.locals.is_empty() {
+        let locals: Vec<String> = frame
+            .locals
+            .iter()
+            .map(|local| format!("{} = {}", local.name, local.value))
+            .collect();
+        line.push_str(&format!(" [{}]", locals.join(", ")));
+    }
+    line
+}
+
+impl WaiterRow {
+    /// `task 4 app::a waits for tokio::sync::Mutex 0x… at src/main.rs:12, holding …`.
+    pub fn describe(&self) -> String {
+        let mut line = format!(
+            "{} waits for {}",
+            task_text(self.task, &self.name),
+            self.waits_on
+        );
+        if let Some(at) = &self.at {
+            line.push_str(&format!(" at {}", location(at.file.as_deref(), at.line)));
+        }
+        for held in &self.holds {
+            line.push_str(&format!(
+                ", holding {} (across the await at {})",
+                held.resource,
+                location(held.file.as_deref(), held.line)
+            ));
+        }
+        line
+    }
 }
 
 /// A task's type in the catalogue, once the model knows it.

@@ -131,7 +131,7 @@ fn tasks(report: &Report, top: usize, out: &mut dyn Write) -> io::Result<()> {
     if !timed {
         let rows = tasks.iter().map(|task| {
             vec![
-                tree::id(task.id),
+                report::id_text(task.id),
                 code(&task.name),
                 task.state.as_str().to_owned(),
                 await_point(task),
@@ -141,7 +141,7 @@ fn tasks(report: &Report, top: usize, out: &mut dyn Write) -> io::Result<()> {
     }
     let rows = tasks.iter().map(|task| {
         vec![
-            tree::id(task.id),
+            report::id_text(task.id),
             code(&task.name),
             task.state.as_str().to_owned(),
             task.polls.to_string(),
@@ -202,7 +202,7 @@ fn chains(report: &Report, out: &mut dyn Write) -> io::Result<()> {
         let mut row = waiter(&chain.waiter);
         row.push(format!(
             "{} {}",
-            tree::id(chain.holder),
+            report::id_text(chain.holder),
             code(&chain.holder_name)
         ));
         row.push(chain.holder_leaf.as_deref().map(text).unwrap_or_default());
@@ -229,7 +229,7 @@ fn waiter(waiter: &WaiterRow) -> Vec<String> {
         })
         .collect();
     vec![
-        format!("{} {}", tree::id(waiter.task), code(&waiter.name)),
+        format!("{} {}", report::id_text(waiter.task), code(&waiter.name)),
         code(&waiter.waits_on.to_string()),
         waiter.at.as_ref().map_or_else(String::new, |at| {
             code(&report::location(at.file.as_deref(), at.line))
@@ -277,7 +277,7 @@ fn threads(report: &Report, out: &mut dyn Write) -> io::Result<()> {
                 .longest_poll_name
                 .as_ref()
                 .map_or_else(String::new, |name| {
-                    format!("{} {}", tree::id(worker.longest_poll_task), code(name))
+                    format!("{} {}", report::id_text(worker.longest_poll_task), code(name))
                 }),
         ]
     });

@@ -7,7 +7,7 @@ use std::{
 
 use crate::{
     model::TaskState,
-    present::{heatmap::lifetime, tree},
+    present::heatmap::lifetime,
     report::{Report, TaskRow},
 };
 
@@ -100,7 +100,7 @@ pub fn write(report: &Report, top: usize, out: &mut dyn Write) -> io::Result<()>
             writeln!(
                 out,
                 "    {} :{tags}{}, {}",
-                sanitise(&format!("{} {}", tree::id(task.id), task.name)),
+                sanitise(&format!("{} {}", crate::report::id_text(task.id), task.name)),
                 start / NS_PER_MS,
                 end.div_ceil(NS_PER_MS)
             )?;

@@ -34,11 +34,6 @@ pub(crate) fn draw(
     }
 }
 
-/// A tokio task id, or `?` when it could not be read.
-pub(crate) fn id(id: Option<u64>) -> String {
-    id.map_or_else(|| "?".to_owned(), |id| id.to_string())
-}
-
 /// One line of the tree: a task, or identical leaf siblings drawn once.
 enum Item {
     Task(usize),
@@ -141,7 +136,7 @@ impl<'a> Forest<'a> {
                 let task = &tasks[*index];
                 let mut line = format!(
                     "task {} {} [{}]",
-                    id(task.id),
+                    report::id_text(task.id),
                     task.name,
                     task.state.as_str()
                 );

@@ -38,7 +38,7 @@ pub(super) fn draw(frame: &mut Frame, area: Rect, app: &App, report: &Report) {
     let scroll = app.detail_scroll.min(document.len().saturating_sub(page));
     let title = Line::from(vec![
         " ".into(),
-        ui::task_text(task.id, &task.name).bold(),
+        crate::report::task_text(task.id, &task.name).bold(),
         " ".into(),
     ]);
     let mut block = ui::pane(title);
@@ -87,7 +87,7 @@ pub(super) fn document(report: &Report, index: usize, width: u16) -> Vec<Line<'s
         }
         for (depth, frame) in task.backtrace.iter().rev().enumerate() {
             // Locals can make a frame long: wrapped, continued under the function name.
-            let wrapped = ui::wrap(&ui::frame_line(frame, depth), text_width.saturating_sub(3));
+            let wrapped = ui::wrap(&crate::report::frame_line(frame, depth), text_width.saturating_sub(3));
             for (index, line) in wrapped.into_iter().enumerate() {
                 let indent = if index == 0 { "" } else { "   " };
                 lines.push(indented(Span::raw(format!("{indent}{line}"))));
@@ -113,7 +113,7 @@ pub(super) fn document(report: &Report, index: usize, width: u16) -> Vec<Line<'s
         .unwrap_or(0);
     for waker in &task.woken_by {
         let who = match waker.task {
-            Some(_) => ui::task_text(waker.task, &waker.name),
+            Some(_) => crate::report::task_text(waker.task, &waker.name),
             None => waker.name.clone(),
         };
         lines.push(indented(Span::raw(format!(
@@ -139,8 +139,8 @@ fn figures(report: &Report, task: &TaskRow) -> Vec<Line<'static>> {
     let parent = task.parent.map_or_else(
         || "—".to_owned(),
         |id| match report.tasks.iter().find(|t| t.id == Some(id)) {
-            Some(parent) => ui::task_text(parent.id, &parent.name),
-            None => ui::task_text(Some(id), ""),
+            Some(parent) => crate::report::task_text(parent.id, &parent.name),
+            None => crate::report::task_text(Some(id), ""),
         },
     );
     let live_wakers = task
@@ -152,7 +152,7 @@ fn figures(report: &Report, task: &TaskRow) -> Vec<Line<'static>> {
                 "state",
                 Span::styled(task.state.as_str(), ui::state_style(task.state)),
             ),
-            ("id", ui::id_text(task.id).into()),
+            ("id", crate::report::id_text(task.id).into()),
             ("parent", parent.into()),
             ("header", task.header.clone().into()),
         ]),
@@ -191,7 +191,7 @@ fn diagnosis(lines: &mut Vec<Line<'static>>, report: &Report, task: &TaskRow, wi
         .filter(|d| d.tasks.contains(&Some(id)))
     {
         let heading = warnings::deadlock_heading(deadlock);
-        let waiters = deadlock.details.iter().map(ui::waiter_line).collect();
+        let waiters = deadlock.details.iter().map(crate::report::WaiterRow::describe).collect();
         finding(lines, Mark::Deadlock, heading, waiters, width);
     }
     for chain in report

@@ -126,7 +126,7 @@ fn row(app: &App, task: &TaskRow, index: usize) -> Row<'static> {
 
 fn text(app: &App, task: &TaskRow, index: usize, column: Column) -> String {
     match column {
-        Column::Id => ui::id_text(task.id),
+        Column::Id => crate::report::id_text(task.id),
         Column::Name => task.name.clone(),
         Column::State => task.state.as_str().to_owned(),
         Column::Polls => task.polls.to_string(),

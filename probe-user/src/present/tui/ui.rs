@@ -14,9 +14,8 @@ use super::{
     detail, tasks, warnings, workers,
 };
 use crate::{
-    analyze::backtrace::Frame as StackFrame,
     model::TaskState,
-    report::{Report, WaiterRow, duration, location},
+    report::{Report, duration},
 };
 
 /// Header (summary, status), body, key hints.
@@ -252,15 +251,6 @@ pub(super) fn selected() -> Style {
     Style::new().add_modifier(Modifier::REVERSED)
 }
 
-pub(super) fn id_text(id: Option<u64>) -> String {
-    id.map_or_else(|| "?".to_owned(), |id| id.to_string())
-}
-
-/// `task 12 app::worker`, the way every view names a task.
-pub(super) fn task_text(id: Option<u64>, name: &str) -> String {
-    format!("task {} {name}", id_text(id))
-}
-
 pub(super) fn marker(mark: Mark) -> &'static str {
     match mark {
         Mark::Deadlock => "✖",
@@ -283,52 +273,6 @@ pub(super) fn state_style(state: TaskState) -> Style {
         TaskState::Completed | TaskState::Cancelled => Style::new().fg(Color::DarkGray),
         TaskState::Panicked => Style::new().fg(Color::Red),
     }
-}
-
-/// `task 4 app::a waits for tokio::sync::Mutex 0x… at src/main.rs:12, holding …`, as the
-/// text report words it.
-pub(super) fn waiter_line(waiter: &WaiterRow) -> String {
-    let mut line = format!(
-        "{} waits for {}",
-        task_text(waiter.task, &waiter.name),
-        waiter.waits_on
-    );
-    if let Some(at) = &waiter.at {
-        line.push_str(&format!(" at {}", location(at.file.as_deref(), at.line)));
-    }
-    for held in &waiter.holds {
-        line.push_str(&format!(
-            ", holding {} (across the await at {})",
-            held.resource,
-            location(held.file.as_deref(), held.line)
-        ));
-    }
-    line
-}
-
-/// One frame of an async backtrace: `at app::handler (demo/src/main.rs:12) [n = 3]` for the
-/// innermost (`depth` 0), `<- …` for its callers.
-pub(super) fn frame_line(frame: &StackFrame, depth: usize) -> String {
-    let mut line = format!(
-        "{} {}",
-        if depth == 0 { "at" } else { "<-" },
-        frame.function
-    );
-    if frame.file.is_some() {
-        line.push_str(&format!(
-            " ({})",
-            location(frame.file.as_deref(), frame.line)
-        ));
-    }
-    if !frame.locals.is_empty() {
-        let locals: Vec<String> = frame
-            .locals
-            .iter()
-            .map(|local| format!("{} = {}", local.name, local.value))
-            .collect();
-        line.push_str(&format!(" [{}]", locals.join(", ")));
-    }
-    line
 }
 
 /// A horizontal bar `width` cells wide, filled to `fraction` in eighths of a cell.

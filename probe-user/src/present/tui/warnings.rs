@@ -82,7 +82,7 @@ impl Entry<'_> {
                     deadlock
                         .details
                         .iter()
-                        .map(|waiter| Line::from(format!("    {}", ui::waiter_line(waiter)))),
+                        .map(|waiter| Line::from(format!("    {}", waiter.describe()))),
                 );
                 lines
             }
@@ -112,7 +112,7 @@ impl Entry<'_> {
                     deadlock
                         .details
                         .iter()
-                        .map(|waiter| Line::from(format!("• {}", ui::waiter_line(waiter)))),
+                        .map(|waiter| Line::from(format!("• {}", waiter.describe()))),
                 );
                 lines
             }
@@ -151,8 +151,8 @@ pub(super) fn deadlock_heading(deadlock: &DeadlockRow) -> String {
 pub(super) fn chain_text(chain: &ChainRow) -> String {
     let mut text = format!(
         "{}, held by {}",
-        ui::waiter_line(&chain.waiter),
-        ui::task_text(chain.holder, &chain.holder_name)
+        chain.waiter.describe(),
+        crate::report::task_text(chain.holder, &chain.holder_name)
     );
     if let Some(leaf) = &chain.holder_leaf {
         text.push_str(&format!(", which is itself {leaf}"));

@@ -93,7 +93,7 @@ fn row(worker: &WorkerRow, probed_ns: u64) -> Row<'static> {
         ])),
         right(duration(worker.longest_poll_ns)),
         Cell::from(match &worker.longest_poll_name {
-            Some(name) => ui::task_text(worker.longest_poll_task, name),
+            Some(name) => crate::report::task_text(worker.longest_poll_task, name),
             None => String::new(),
         }),
     ])
