@@ -113,7 +113,9 @@ impl Progress {
             .set(model.active().saturating_sub(self.live_workers.get()));
         if watch.fail_on_deadlock
             && went_idle
-            && !WaitGraph::build(model, &session.stacks).deadlocks().is_empty()
+            && !WaitGraph::build(model, &session.stacks)
+                .deadlocks()
+                .is_empty()
         {
             self.deadlocked.set(true);
         }
@@ -143,10 +145,8 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
     // The live view owns the terminal: a launched program's output goes to a file meanwhile.
     let target_log = match (config.tui, launched) {
         (true, Some(_)) => {
-            let path = std::env::temp_dir().join(format!(
-                "async-inspect-output-{}.log",
-                std::process::id()
-            ));
+            let path = std::env::temp_dir()
+                .join(format!("async-inspect-output-{}.log", std::process::id()));
             let file = std::fs::File::create(&path)
                 .map_err(|error| anyhow::anyhow!("cannot create {}: {error}", path.display()))?;
             Some((path, file))
@@ -156,7 +156,10 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
     let (pid, binary, gate) = match (pid, launched) {
         (Some(pid), _) => (pid, runtime_binary, None),
         (None, Some(command)) => {
-            let output = target_log.as_ref().map(|(_, file)| file.try_clone()).transpose()?;
+            let output = target_log
+                .as_ref()
+                .map(|(_, file)| file.try_clone())
+                .transpose()?;
             let gate = target::launch(command, output)?;
             (gate.pid, gate.binary.clone(), Some(gate))
         }
@@ -219,14 +222,20 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
             }
         );
     }
-    let mut tui = if config.tui { Some(Tui::start()?) } else { None };
+    let mut tui = if config.tui {
+        Some(Tui::start()?)
+    } else {
+        None
+    };
     if let Some(tui) = &mut tui {
         tui.set_status(format!(
             "{attached_line}{}; q to stop",
-            target_log.as_ref().map_or_else(String::new, |(path, _)| format!(
-                "; the program's output goes to {}",
-                path.display()
-            ))
+            target_log
+                .as_ref()
+                .map_or_else(String::new, |(path, _)| format!(
+                    "; the program's output goes to {}",
+                    path.display()
+                ))
         ));
     }
 
@@ -396,8 +405,10 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
         tui.set_status(format!(
             "{}; q to leave and print the report",
             match (ended, status) {
-                (Ended::TargetExited(_), Some(status)) =>
-                    format!("the program exited with status {}", target::exit_code(status)),
+                (Ended::TargetExited(_), Some(status)) => format!(
+                    "the program exited with status {}",
+                    target::exit_code(status)
+                ),
                 (Ended::TargetExited(_), None) => "the program exited".to_owned(),
                 (Ended::Duration, _) => "probed for the --duration given".to_owned(),
                 _ => "stopped".to_owned(),
@@ -406,7 +417,10 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
         tui.wait_for_quit()?;
     }
     if let Some((path, _)) = &target_log {
-        eprintln!("async-inspect: the program's output is in {}", path.display());
+        eprintln!(
+            "async-inspect: the program's output is in {}",
+            path.display()
+        );
     }
     if let Some(path) = recorded {
         eprintln!(
@@ -436,7 +450,14 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
         }
         _ => String::new(),
     };
-    emit(&report, &session, &catalogue, &config.output, settings, &verdict)?;
+    emit(
+        &report,
+        &session,
+        &catalogue,
+        &config.output,
+        settings,
+        &verdict,
+    )?;
     if failed {
         return Ok(HANG_EXIT);
     }
@@ -534,7 +555,9 @@ fn write_files(
     let exports = &session.observer;
     write(&output.json, &|out| report.write_json(out))?;
     if let Some(timeline) = &exports.timeline {
-        write(&output.trace, &|out| timeline.write(report, model, catalogue, out))?;
+        write(&output.trace, &|out| {
+            timeline.write(report, model, catalogue, out)
+        })?;
     }
     if let Some(flame) = &exports.flame {
         write(&output.flamegraph, &|out| {
@@ -543,15 +566,22 @@ fn write_files(
         write(&output.idle_flamegraph, &|out| {
             flame.write_svg(View::Idle, report, model, catalogue, out)
         })?;
-        write(&output.folded, &|out| flame.write_folded(report, model, catalogue, out))?;
+        write(&output.folded, &|out| {
+            flame.write_folded(report, model, catalogue, out)
+        })?;
     }
-    write(&output.mermaid, &|out| present::mermaid::write(report, output.top, out))?;
+    write(&output.mermaid, &|out| {
+        present::mermaid::write(report, output.top, out)
+    })?;
     Ok(written)
 }
 
 /// `async-inspect report FILE`: replay a recording into the same reports and exports.
 fn replay(args: &ReportArgs) -> anyhow::Result<i32> {
-    let started_ns = record::Reader::open(&args.recording)?.header.facts.started_ns;
+    let started_ns = record::Reader::open(&args.recording)?
+        .header
+        .facts
+        .started_ns;
     let replayed = record::replay(&args.recording, Exports::new(&args.output, started_ns))?;
     if replayed.cut_short {
         eprintln!(
@@ -570,7 +600,14 @@ fn replay(args: &ReportArgs) -> anyhow::Result<i32> {
     };
     let catalogue = &replayed.header.catalogue;
     let report = make_report(catalogue, &replayed.session, replayed.facts, settings);
-    emit(&report, &replayed.session, catalogue, &args.output, settings, "")?;
+    emit(
+        &report,
+        &replayed.session,
+        catalogue,
+        &args.output,
+        settings,
+        "",
+    )?;
     Ok(0)
 }
 
@@ -595,10 +632,7 @@ impl LiveView<'_> {
         settings: record::Settings,
     ) -> std::io::Result<Action> {
         let action = self.tui.handle_input()?;
-        if self
-            .refreshed
-            .is_none_or(|at| at.elapsed() >= LIVE_REFRESH)
-        {
+        if self.refreshed.is_none_or(|at| at.elapsed() >= LIVE_REFRESH) {
             self.refreshed = Some(std::time::Instant::now());
             let now = RunFacts {
                 ended_ns: collect::monotonic_ns(),

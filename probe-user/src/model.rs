@@ -164,6 +164,21 @@ impl Task {
         self.entered_ns
     }
 
+    /// Time spent in `state` (running, scheduled or idle) up to `now`, including the current
+    /// stretch when the task is in it. Once the model is closed at `now`, the plain counters.
+    pub fn time_at(&self, state: TaskState, now: u64) -> u64 {
+        let counted = match state {
+            TaskState::Running => self.busy_ns,
+            TaskState::Scheduled => self.scheduled_ns,
+            TaskState::Idle => self.idle_ns,
+            _ => return 0,
+        };
+        match self.state == state {
+            true => counted + now.saturating_sub(self.since_ns),
+            false => counted,
+        }
+    }
+
     /// Wakers alive now, when every clone since spawn was seen.
     pub fn live_wakers(&self) -> Option<u64> {
         self.spawned_ns?;
@@ -963,8 +978,12 @@ mod tests {
         let mut m = model();
         m.apply(&event(10, EventKind::PollStart, HDR, 1));
         m.apply(&poll_end(20, HDR, 1, 0));
+        // Before closing, a live view counts the stretch so far.
+        assert_eq!(m.tasks()[0].time_at(TaskState::Idle, 520), 500);
+        assert_eq!(m.tasks()[0].time_at(TaskState::Running, 520), 10);
         m.close(1020);
         assert_eq!(m.tasks()[0].idle_ns, 1000);
+        assert_eq!(m.tasks()[0].time_at(TaskState::Idle, 1020), 1000);
         assert_eq!(m.tasks()[0].state, TaskState::Idle);
     }
 }

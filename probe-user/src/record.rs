@@ -279,7 +279,7 @@ impl Reader {
             buf: Vec::new(),
         };
         let header = match reader.read_item() {
-            Ok(Some(Item::Header(json))) => reader.from_json::<Header>(&json)?,
+            Ok(Some(Item::Header(json))) => reader.parse_json::<Header>(&json)?,
             Ok(_) | Err(_) => {
                 return Err(reader.corrupt("it does not start with a header".into()));
             }
@@ -318,8 +318,8 @@ impl Reader {
                     flags: recorded.flags,
                 })
             }
-            Item::Stack { task, stack } => Entry::Stack(task as usize, self.from_json(&stack)?),
-            Item::End(json) => Entry::End(self.from_json(&json)?),
+            Item::Stack { task, stack } => Entry::Stack(task as usize, self.parse_json(&stack)?),
+            Item::End(json) => Entry::End(self.parse_json(&json)?),
         }))
     }
 
@@ -345,7 +345,7 @@ impl Reader {
             .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))
     }
 
-    fn from_json<T: for<'de> Deserialize<'de>>(&self, json: &str) -> Result<T, RecordError> {
+    fn parse_json<T: for<'de> Deserialize<'de>>(&self, json: &str) -> Result<T, RecordError> {
         serde_json::from_str(json).map_err(|error| self.corrupt(error.to_string()))
     }
 
@@ -465,7 +465,12 @@ mod tests {
             event(1_200, EventKind::PollStart, HDR, 0),
             event(1_300, EventKind::PollEnd, HDR, 0),
             event(1_400, EventKind::PollStart, second, 0),
-            event(1_450, EventKind::PollEnd, second, probe_common::state::COMPLETE),
+            event(
+                1_450,
+                EventKind::PollEnd,
+                second,
+                probe_common::state::COMPLETE,
+            ),
         ] {
             session.event(&event);
         }
@@ -557,7 +562,10 @@ mod tests {
         assert!(replayed.cut_short);
         assert!(replayed.session.model.events >= 9);
         assert!(replayed.session.model.events < 1_009);
-        assert_eq!(replayed.session.stacks.get(0).map(|s| s.read_ns), Some(1_310));
+        assert_eq!(
+            replayed.session.stacks.get(0).map(|s| s.read_ns),
+            Some(1_310)
+        );
         assert_eq!(replayed.facts.ended_ns, replayed.session.model.last_ns);
     }
 

@@ -257,6 +257,12 @@ impl Report {
         analysis: Analysis<'_>,
     ) -> Self {
         let since = |ts: u64| ts.saturating_sub(facts.started_ns);
+        // A report made during the run (the live view) counts the current state's time so far;
+        // a snapshot has no history to count.
+        let now_ns = match facts.mode {
+            Mode::Probe => facts.ended_ns,
+            Mode::Dump => 0,
+        };
         let task_type = |task: &Task| task_type(plan, model, task);
         let is_worker = |task: &Task| is_runtime_worker(plan, model, task);
         let runtime_workers = model.tasks().iter().filter(|task| is_worker(task)).count();
@@ -271,9 +277,9 @@ impl Report {
                 name: name(task),
                 state: task.state,
                 polls: task.polls,
-                busy_ns: task.busy_ns,
-                scheduled_ns: task.scheduled_ns,
-                idle_ns: task.idle_ns,
+                busy_ns: task.time_at(TaskState::Running, now_ns),
+                scheduled_ns: task.time_at(TaskState::Scheduled, now_ns),
+                idle_ns: task.time_at(TaskState::Idle, now_ns),
                 wakes: task.wakes,
                 self_wakes: task.self_wakes,
                 spawned_ns: task.spawned_ns.map(since),
@@ -786,7 +792,11 @@ impl WaiterRow {
 }
 
 /// A task's type in the catalogue, once the model knows it.
-pub fn task_type<'a>(catalogue: &'a Catalogue, model: &TaskModel, task: &Task) -> Option<&'a TypeName> {
+pub fn task_type<'a>(
+    catalogue: &'a Catalogue,
+    model: &TaskModel,
+    task: &Task,
+) -> Option<&'a TypeName> {
     model
         .task_type(task)
         .and_then(|index| catalogue.task_types.get(index))

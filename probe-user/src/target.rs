@@ -96,12 +96,10 @@ pub fn launch(
             .stdout(output.try_clone()?)
             .stderr(output);
     }
-    let child = gate
-        .spawn()
-        .map_err(|source| TargetError::Spawn {
-            program: command[0].to_string_lossy().into_owned(),
-            source,
-        })?;
+    let child = gate.spawn().map_err(|source| TargetError::Spawn {
+        program: command[0].to_string_lossy().into_owned(),
+        source,
+    })?;
     drop(read_end);
     let pid = child
         .id()

@@ -7,9 +7,7 @@
 
 mod common;
 
-use common::{
-    assert_nothing_left_attached, fixture, number, privileged, probe_binary, task,
-};
+use common::{assert_nothing_left_attached, fixture, number, privileged, probe_binary, task};
 
 use std::{
     collections::BTreeMap,
@@ -163,7 +161,10 @@ fn reports_print_as_json_and_markdown() {
         "| `inspect_demo::lock_waiter` | idle |",
         "**`long_poll`**",
     ] {
-        assert!(md.contains(needle), "{needle} missing from the Markdown:\n{md}");
+        assert!(
+            md.contains(needle),
+            "{needle} missing from the Markdown:\n{md}"
+        );
     }
     // Tables are tables: every row of the tasks table has the header's number of cells.
     let cells = |line: &str| line.replace("\\|", "").matches('|').count();
@@ -172,8 +173,15 @@ fn reports_print_as_json_and_markdown() {
         .skip_while(|line| !line.starts_with("| ID |"))
         .take_while(|line| line.starts_with('|'))
         .collect();
-    assert_eq!(table.len(), 2 + written["tasks"].as_array().unwrap().len(), "{md}");
-    assert!(table.iter().all(|row| cells(row) == cells(table[0])), "{md}");
+    assert_eq!(
+        table.len(),
+        2 + written["tasks"].as_array().unwrap().len(),
+        "{md}"
+    );
+    assert!(
+        table.iter().all(|row| cells(row) == cells(table[0])),
+        "{md}"
+    );
 
     // Replaying with other settings changes the analysis, not the facts.
     let strict = replay(&recording, &["--format", "json", "--long-poll", "1s"]);
@@ -232,7 +240,10 @@ fn the_timeline_opens_cleanly_and_agrees_with_the_report() {
             assert!(event["ts"].as_f64().is_some_and(|ts| ts >= 0.0), "{event}");
         }
         if event["ph"] == "X" {
-            assert!(event["dur"].as_f64().is_some_and(|dur| dur >= 0.0), "{event}");
+            assert!(
+                event["dur"].as_f64().is_some_and(|dur| dur >= 0.0),
+                "{event}"
+            );
         }
     }
 
@@ -242,7 +253,10 @@ fn the_timeline_opens_cleanly_and_agrees_with_the_report() {
         let ts = slice["ts"].as_f64().unwrap();
         let end = ts + slice["dur"].as_f64().unwrap();
         tracks
-            .entry((slice["pid"].as_u64().unwrap(), slice["tid"].as_u64().unwrap()))
+            .entry((
+                slice["pid"].as_u64().unwrap(),
+                slice["tid"].as_u64().unwrap(),
+            ))
             .or_default()
             .push((ts, end));
     }
@@ -252,7 +266,10 @@ fn the_timeline_opens_cleanly_and_agrees_with_the_report() {
         let mut open: Vec<f64> = Vec::new();
         for &(start, end) in slices.iter() {
             // Microsecond floats: ends and starts within a nanosecond touch, not overlap.
-            while open.last().is_some_and(|&outer_end| outer_end <= start + 1e-3) {
+            while open
+                .last()
+                .is_some_and(|&outer_end| outer_end <= start + 1e-3)
+            {
                 open.pop();
             }
             if let Some(&outer_end) = open.last() {
@@ -319,10 +336,7 @@ fn wakes_from_task_to_task_are_arrows_between_their_polls() {
         .args(["ordered", "--exit-after-ms", "1000"]));
     assert_nothing_left_attached();
     let trace = Trace::parse(&live.read("trace.json"));
-    let polls: Vec<&Value> = trace
-        .phase("X")
-        .filter(|slice| slice["pid"] == 1)
-        .collect();
+    let polls: Vec<&Value> = trace.phase("X").filter(|slice| slice["pid"] == 1).collect();
     // A flow event binds to the slice around it on its own thread's track.
     let inside_a_poll = |event: &Value| {
         let ts = event["ts"].as_f64().unwrap();
@@ -336,13 +350,19 @@ fn wakes_from_task_to_task_are_arrows_between_their_polls() {
     let starts: Vec<&Value> = trace.phase("s").collect();
     assert!(!starts.is_empty(), "no wake arrows in the lock hand-over");
     for start in &starts {
-        assert!(inside_a_poll(start), "an arrow starts outside any poll: {start}");
+        assert!(
+            inside_a_poll(start),
+            "an arrow starts outside any poll: {start}"
+        );
         let finish = trace
             .phase("f")
             .find(|finish| finish["id"] == start["id"])
             .unwrap_or_else(|| panic!("a wake arrow has no end: {start}"));
         assert_eq!(finish["bp"], "e");
-        assert!(inside_a_poll(finish), "an arrow ends outside any poll: {finish}");
+        assert!(
+            inside_a_poll(finish),
+            "an arrow ends outside any poll: {finish}"
+        );
         assert!(finish["ts"].as_f64() >= start["ts"].as_f64());
     }
 }
@@ -427,7 +447,15 @@ fn the_live_view_runs_in_a_real_terminal() {
         demo().display()
     );
     let started = tmux(&[
-        "new-session", "-d", "-s", &session, "-x", "180", "-y", "45", &command,
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "180",
+        "-y",
+        "45",
+        &command,
     ]);
     assert!(started.status.success(), "{started:?}");
     let _cleanup = KillSession(session.clone());

@@ -277,7 +277,11 @@ fn threads(report: &Report, out: &mut dyn Write) -> io::Result<()> {
                 .longest_poll_name
                 .as_ref()
                 .map_or_else(String::new, |name| {
-                    format!("{} {}", report::id_text(worker.longest_poll_task), code(name))
+                    format!(
+                        "{} {}",
+                        report::id_text(worker.longest_poll_task),
+                        code(name)
+                    )
                 }),
         ]
     });

@@ -100,7 +100,11 @@ pub fn write(report: &Report, top: usize, out: &mut dyn Write) -> io::Result<()>
             writeln!(
                 out,
                 "    {} :{tags}{}, {}",
-                sanitise(&format!("{} {}", crate::report::id_text(task.id), task.name)),
+                sanitise(&format!(
+                    "{} {}",
+                    crate::report::id_text(task.id),
+                    task.name
+                )),
                 start / NS_PER_MS,
                 end.div_ceil(NS_PER_MS)
             )?;

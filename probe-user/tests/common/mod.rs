@@ -131,7 +131,6 @@ pub fn read_report(json: &Path, output: &Output) -> Value {
     serde_json::from_str(&text).expect("the report is JSON")
 }
 
-
 pub fn task<'a>(report: &'a Value, name: &str) -> &'a Value {
     report["tasks"]
         .as_array()
@@ -146,4 +145,3 @@ pub fn number(task: &Value, field: &str) -> u64 {
         .as_u64()
         .unwrap_or_else(|| panic!("{field} is not a number in {task:#}"))
 }
-

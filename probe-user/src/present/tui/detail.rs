@@ -87,7 +87,10 @@ pub(super) fn document(report: &Report, index: usize, width: u16) -> Vec<Line<'s
         }
         for (depth, frame) in task.backtrace.iter().rev().enumerate() {
             // Locals can make a frame long: wrapped, continued under the function name.
-            let wrapped = ui::wrap(&crate::report::frame_line(frame, depth), text_width.saturating_sub(3));
+            let wrapped = ui::wrap(
+                &crate::report::frame_line(frame, depth),
+                text_width.saturating_sub(3),
+            );
             for (index, line) in wrapped.into_iter().enumerate() {
                 let indent = if index == 0 { "" } else { "   " };
                 lines.push(indented(Span::raw(format!("{indent}{line}"))));
@@ -191,7 +194,11 @@ fn diagnosis(lines: &mut Vec<Line<'static>>, report: &Report, task: &TaskRow, wi
         .filter(|d| d.tasks.contains(&Some(id)))
     {
         let heading = warnings::deadlock_heading(deadlock);
-        let waiters = deadlock.details.iter().map(crate::report::WaiterRow::describe).collect();
+        let waiters = deadlock
+            .details
+            .iter()
+            .map(crate::report::WaiterRow::describe)
+            .collect();
         finding(lines, Mark::Deadlock, heading, waiters, width);
     }
     for chain in report
