@@ -414,7 +414,11 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
                 _ => "stopped".to_owned(),
             }
         ));
-        tui.wait_for_quit()?;
+        // A terminal that went away (SIGHUP) must not cost the report and the files.
+        if let Err(error) = tui.wait_for_quit() {
+            drop(tui);
+            eprintln!("async-inspect: the live view ended: {error}");
+        }
     }
     if let Some((path, _)) = &target_log {
         eprintln!(
@@ -731,16 +735,19 @@ fn dump(args: &DumpArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// Ctrl-C or SIGTERM.
+/// Ctrl-C, SIGTERM, or SIGHUP (the terminal closed): stop and detach cleanly.
 async fn interrupted() {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = match signal(SignalKind::terminate()) {
-        Ok(terminate) => terminate,
-        Err(_) => return std::future::pending().await,
+    let (Ok(mut terminate), Ok(mut hangup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        return std::future::pending().await;
     };
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}
+        _ = hangup.recv() => {}
     }
 }
 
