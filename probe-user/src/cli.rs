@@ -215,6 +215,10 @@ pub struct DumpArgs {
     /// How many tasks the table shows (0: all).
     #[arg(long, value_name = "N", default_value_t = 25)]
     pub top: usize,
+
+    /// How the snapshot is printed on stdout.
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = Format::Text)]
+    pub format: Format,
 }
 
 #[derive(Args)]

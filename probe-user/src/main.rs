@@ -711,23 +711,29 @@ fn dump(args: &DumpArgs) -> anyhow::Result<i32> {
         report.write_json(std::io::BufWriter::new(file))?;
     }
     let mut stdout = std::io::stdout().lock();
-    let written = writeln!(
-        stdout,
-        "async-inspect: dump of {} (pid {}): {} tasks in {} MiB of memory, read in {}{}",
-        report.summary.target,
-        report.summary.pid,
-        report.summary.tasks,
-        snapshot.scan.bytes_scanned / (1024 * 1024),
-        probe_user::report::duration(ended_ns - started_ns),
-        if args.freeze {
-            " (frozen meanwhile)"
-        } else {
-            ""
-        },
-    )
-    .and_then(|()| report.write_table(&mut stdout, args.top))
-    .and_then(|()| report.write_backtraces(&mut stdout))
-    .and_then(|()| report.write_diagnosis(&mut stdout));
+    let written = match args.format {
+        Format::Text => writeln!(
+            stdout,
+            "async-inspect: dump of {} (pid {}): {} tasks in {} MiB of memory, read in {}{}",
+            report.summary.target,
+            report.summary.pid,
+            report.summary.tasks,
+            snapshot.scan.bytes_scanned / (1024 * 1024),
+            probe_user::report::duration(ended_ns - started_ns),
+            if args.freeze {
+                " (frozen meanwhile)"
+            } else {
+                ""
+            },
+        )
+        .and_then(|()| report.write_table(&mut stdout, args.top))
+        .and_then(|()| report.write_backtraces(&mut stdout))
+        .and_then(|()| report.write_diagnosis(&mut stdout)),
+        Format::Json => report
+            .write_json(&mut stdout)
+            .and_then(|()| writeln!(stdout)),
+        Format::Md => present::markdown::write(&report, args.top, u64::MAX, &mut stdout),
+    };
     match written {
         Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {}
         other => other?,

@@ -590,6 +590,22 @@ fn dump_finds_tasks_idle_since_before_it_looked_release_with_debuginfo() {
 }
 
 #[test]
+fn dump_prints_as_markdown() {
+    let Some(_guard) = privileged() else { return };
+    let (output, report) = dump_parked_demo("release-debuginfo/inspect-demo", &["--format", "md"]);
+    let md = String::from_utf8_lossy(&output.stdout);
+    assert!(md.starts_with("# async-inspect report: "), "{md}");
+    assert!(md.contains("## Where each task waits"), "{md}");
+    let waiter = task(&report, "inspect_demo::lock_waiter");
+    let at = format!(
+        "| `inspect_demo::lock_waiter` | idle | `demo/src/main.rs:{}` |",
+        waiter["await_point"]["line"]
+    );
+    assert!(md.contains(&at), "{at} missing:\n{md}");
+    assert!(md.contains("waiting for a tokio::sync::Mutex"), "{md}");
+}
+
+#[test]
 fn dump_without_dwarf_still_lists_the_tasks() {
     let Some(_serial) = privileged() else { return };
     let (output, report) = dump_parked_demo("release/inspect-demo", &[]);

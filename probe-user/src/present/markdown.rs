@@ -35,6 +35,15 @@ pub fn write(
         writeln!(out, "\n## Stuck tasks")?;
         fenced(out, &stuck)?;
     }
+    // A snapshot is read for where every live task waits.
+    if report.summary.mode == Mode::Dump {
+        let mut parked = Vec::new();
+        report.write_backtraces(&mut parked)?;
+        if !parked.is_empty() {
+            writeln!(out, "\n## Where each task waits")?;
+            fenced(out, &parked)?;
+        }
+    }
     threads(report, out)?;
     let mut tree = Vec::new();
     tree::draw(report, TREE_LINES, "", &mut tree)?;
