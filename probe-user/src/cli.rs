@@ -1,6 +1,10 @@
 //! Command-line flags, parsed once into a validated [`ProbeConfig`].
 
-use std::{ffi::OsString, path::PathBuf, time::Duration};
+use std::{
+    ffi::OsString,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use clap::{Args, Parser, Subcommand};
 
@@ -38,8 +42,9 @@ program: Ctrl-C or --duration ends the probe, and nothing stays attached afterwa
         after_help = "Exits with the command's own status, unless no task makes progress for --hang-timeout \
 (or, with --fail-on-deadlock, tasks deadlock): then it prints the stuck tasks with their async \
 backtraces, deadlocks and warnings, writes --json, kills the command and exits with status 3.\n\n\
-For every test binary of `cargo test`, make it cargo's runner:\n  \
-cargo test --config 'target.x86_64-unknown-linux-gnu.runner = [\"async-inspect\", \"test\", \"--\"]'"
+Under `cargo test`, every test binary cargo runs is probed (async-inspect makes itself cargo's \
+runner); test binaries without tokio run as they are:\n  \
+async-inspect test --hang-timeout 30s -- cargo test --workspace"
     )]
     Test(TestArgs),
     /// Snapshot every live task of a running process, with where each one waits.
@@ -139,7 +144,8 @@ pub struct TestArgs {
     #[arg(long)]
     pub fail_on_deadlock: bool,
 
-    /// Write the report as JSON to FILE.
+    /// Write the report as JSON to FILE (under `cargo test`: FILE is a directory, with a report
+    /// per test binary).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
 
@@ -147,18 +153,37 @@ pub struct TestArgs {
     #[arg(long)]
     pub no_values: bool,
 
+    /// As cargo's runner: write the report to DIR/<test binary>.json.
+    #[arg(long, value_name = "DIR", hide = true, conflicts_with = "json")]
+    pub json_dir: Option<PathBuf>,
+
     /// The command and its arguments.
     #[arg(last = true, value_name = "CMD", required = true)]
     pub command: Vec<OsString>,
 }
 
+impl TestArgs {
+    /// `cargo test` (or any cargo command): cargo is no tokio program, the test binaries it
+    /// runs are.
+    pub fn runs_cargo(&self) -> bool {
+        Path::new(&self.command[0])
+            .file_name()
+            .is_some_and(|name| name == "cargo")
+    }
+}
+
 impl From<TestArgs> for ProbeConfig {
     fn from(args: TestArgs) -> Self {
+        let json = args.json.or_else(|| {
+            let mut name = Path::new(&args.command[0]).file_name()?.to_owned();
+            name.push(".json");
+            Some(args.json_dir?.join(name))
+        });
         Self {
             target: Target::Launch(args.command),
             duration: None,
             output: OutputArgs {
-                json: args.json,
+                json,
                 top: 25,
                 ..OutputArgs::default()
             },

@@ -8,7 +8,10 @@ use probe_user::{
         stacks::{StackReader, Stacks},
     },
     attach::{self, Attachment},
-    cli::{Cli, Command, DumpArgs, Format, HangWatch, OutputArgs, ProbeConfig, ReportArgs, Target},
+    cli::{
+        Cli, Command, DumpArgs, Format, HangWatch, OutputArgs, ProbeConfig, ReportArgs, Target,
+        TestArgs,
+    },
     collect::{self, Collector},
     memory::ProcessMemory,
     model::TaskModel,
@@ -39,6 +42,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Probe(args) => runtime.block_on(probe(ProbeConfig::from(args))),
+        Command::Test(args) if args.runs_cargo() => runtime.block_on(test_through_cargo(&args)),
         Command::Test(args) => runtime.block_on(probe(ProbeConfig::from(args))),
         Command::Dump(args) => dump(&args),
         Command::Report(args) => replay(&args),
@@ -138,7 +142,24 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
         .binary
         .clone()
         .unwrap_or_else(|| runtime_binary.clone());
-    let plan = resolve::resolve_with(&symbols_from, config.debuginfo.as_deref())?;
+    let plan = match resolve::resolve_with(&symbols_from, config.debuginfo.as_deref()) {
+        // `test` as cargo's runner meets test binaries without tokio: they run as they are.
+        Err(resolve::ResolveError::NoTokio { path })
+            if config.watch.is_some()
+                && let Some(command) = launched =>
+        {
+            eprintln!(
+                "async-inspect test: {} has no tokio tasks: running it unprobed",
+                path.display()
+            );
+            let status = tokio::process::Command::new(&command[0])
+                .args(&command[1..])
+                .status()
+                .await?;
+            return Ok(target::exit_code(status));
+        }
+        plan => plan?,
+    };
     let catalogue = plan.catalogue();
     attach::preflight()?;
 
@@ -466,6 +487,50 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
         return Ok(HANG_EXIT);
     }
     Ok(status.map_or(0, target::exit_code))
+}
+
+/// The variable through which cargo takes a runner for the host's binaries.
+const CARGO_RUNNER_VAR: &str = "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER";
+
+/// `async-inspect test -- cargo test …`: runs cargo with this program as its runner, so that
+/// every test binary cargo starts is launched under `async-inspect test` with the same options,
+/// probes in place before its `main`. Exits with cargo's status.
+async fn test_through_cargo(args: &TestArgs) -> anyhow::Result<i32> {
+    let mut runner = vec![
+        std::env::current_exe()?.display().to_string(),
+        "test".to_owned(),
+        "--hang-timeout".to_owned(),
+        format!("{}ms", args.hang_timeout.as_millis()),
+    ];
+    if args.fail_on_deadlock {
+        runner.push("--fail-on-deadlock".to_owned());
+    }
+    if args.no_values {
+        runner.push("--no-values".to_owned());
+    }
+    if let Some(dir) = &args.json {
+        std::fs::create_dir_all(dir)
+            .map_err(|error| anyhow::anyhow!("cannot create {}: {error}", dir.display()))?;
+        runner.push("--json-dir".to_owned());
+        runner.push(std::path::absolute(dir)?.display().to_string());
+    }
+    runner.push("--".to_owned());
+    if let Some(word) = runner
+        .iter()
+        .find(|word| word.contains(char::is_whitespace))
+    {
+        anyhow::bail!(
+            "cargo splits its runner at spaces, and '{word}' has one: move it, or set the runner \
+             yourself with cargo's --config target.<triple>.runner = [...]"
+        );
+    }
+    let status = tokio::process::Command::new(&args.command[0])
+        .args(&args.command[1..])
+        .env(CARGO_RUNNER_VAR, runner.join(" "))
+        .status()
+        .await
+        .map_err(|error| anyhow::anyhow!("cannot run {}: {error}", args.command[0].display()))?;
+    Ok(target::exit_code(status))
 }
 
 /// The report of a session, with the settings the run was made with.

@@ -14,6 +14,7 @@ use common::{
 
 use std::{
     io::{BufRead as _, BufReader},
+    path::Path,
     process::{Child, Command, Output, Stdio},
     time::Duration,
 };
@@ -887,6 +888,62 @@ fn test_mode_fails_a_hanging_command_and_passes_a_healthy_one() {
         Some(2),
         "the command's own status passes through"
     );
+}
+
+/// `async-inspect test -- cargo test …` on the demo's test `stuck`, which hangs when asked to.
+fn cargo_test_under_probe(json_dir: &Path, hang: bool) -> Output {
+    let mut command = Command::new(probe_binary());
+    command
+        .args(["test", "--hang-timeout", "2s", "--json"])
+        .arg(json_dir)
+        .arg("--")
+        .arg(env!("CARGO"))
+        .args(["test", "--offline", "-p", "inspect-demo", "--test", "stuck"])
+        .current_dir(workspace())
+        .env_remove("INSPECT_DEMO_STUCK_TEST");
+    if hang {
+        command.env("INSPECT_DEMO_STUCK_TEST", "1");
+    }
+    let output = command.output().expect("running async-inspect test");
+    assert_nothing_left_attached();
+    output
+}
+
+#[test]
+fn test_mode_follows_cargo_test_into_each_test_binary() {
+    let Some(_guard) = privileged() else { return };
+    let json_dir = std::env::temp_dir().join(format!("async-inspect-cargo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&json_dir);
+
+    let healthy = cargo_test_under_probe(&json_dir, false);
+    let stderr = String::from_utf8_lossy(&healthy.stderr);
+    assert!(healthy.status.success(), "{stderr}");
+    assert!(stderr.contains("async-inspect test: no hang"), "{stderr}");
+
+    let hung = cargo_test_under_probe(&json_dir, true);
+    let stdout = String::from_utf8_lossy(&hung.stdout);
+    assert!(!hung.status.success(), "a hanging test passed:\n{stdout}");
+    assert!(stdout.contains("HANG"), "{stdout}");
+    assert!(
+        stdout.contains("waiting for a tokio::sync::Mutex"),
+        "{stdout}"
+    );
+    let report = std::fs::read_dir(&json_dir)
+        .expect("the JSON directory")
+        .filter_map(Result::ok)
+        .find(|entry| entry.file_name().to_string_lossy().starts_with("stuck-"))
+        .map(|entry| std::fs::read_to_string(entry.path()).expect("reading the report"))
+        .expect("a report named after the test binary");
+    let _ = std::fs::remove_dir_all(&json_dir);
+    let report: Value = serde_json::from_str(&report).expect("JSON");
+    let line = include_str!("../../demo/tests/stuck.rs")
+        .lines()
+        .position(|line| line.contains("contended.lock()"))
+        .expect("the contended lock in the test's source") as u64
+        + 1;
+    let waiter = &report["tasks"][0];
+    assert_eq!(waiter["state"], "idle", "{report:#}");
+    assert_eq!(waiter["await_point"]["line"], line, "{report:#}");
 }
 
 #[test]
