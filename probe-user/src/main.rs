@@ -1,4 +1,4 @@
-use std::{cell::Cell, ffi::OsString, io::Write as _, path::PathBuf, process::ExitCode};
+use std::{cell::Cell, ffi::OsString, io::Write as _, process::ExitCode};
 
 use clap::Parser as _;
 use probe_user::{
@@ -8,16 +8,12 @@ use probe_user::{
         stacks::{StackReader, Stacks},
     },
     attach::{self, Attachment},
-    cli::{
-        Cli, Command, DumpArgs, Format, HangWatch, OutputArgs, ProbeConfig, ReportArgs, Target,
-        TestArgs,
-    },
+    cli::{Cli, Command, DumpArgs, Format, HangWatch, ProbeConfig, ReportArgs, Target, TestArgs},
     collect::{self, Collector},
     memory::ProcessMemory,
     model::TaskModel,
     present::{
         self, Exports,
-        flamegraph::View,
         tui::{Action, Tui},
     },
     record::{self, Recorder},
@@ -455,7 +451,7 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
         );
     }
     if config.watch.is_some() && !failed {
-        write_files(&report, &session, &catalogue, &config.output)?;
+        present::write_files(&report, &session, &catalogue, &config.output)?;
         // A passing test: one line, so CI logs stay short.
         eprintln!(
             "async-inspect test: no hang ({} tasks seen); exit status {}",
@@ -475,12 +471,12 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
         }
         _ => String::new(),
     };
-    emit(
+    present::emit(
         &report,
         &session,
         &catalogue,
         &config.output,
-        settings,
+        settings.stuck_after_ns,
         &verdict,
     )?;
     if failed {
@@ -555,96 +551,6 @@ fn make_report<O>(
     )
 }
 
-/// Writes the requested files, then prints the report on stdout in the requested format.
-fn emit(
-    report: &Report,
-    session: &Session<Exports>,
-    catalogue: &Catalogue,
-    output: &OutputArgs,
-    settings: record::Settings,
-    verdict: &str,
-) -> anyhow::Result<()> {
-    let written = write_files(report, session, catalogue, output)?;
-    let mut stdout = std::io::stdout().lock();
-    let printed = match output.format {
-        Format::Text => report
-            .write_text(&mut stdout, output.top)
-            .and_then(|()| report.write_stuck(&mut stdout, settings.stuck_after_ns))
-            .and_then(|()| report.write_diagnosis(&mut stdout))
-            .and_then(|()| present::tree::write(report, TREE_LINES, &mut stdout))
-            .and_then(|()| present::heatmap::write(report, present::heatmap::WIDTH, &mut stdout)),
-        Format::Json => report
-            .write_json(&mut stdout)
-            .and_then(|()| writeln!(stdout)),
-        Format::Md => {
-            present::markdown::write(report, output.top, settings.stuck_after_ns, &mut stdout)
-        }
-    }
-    .and_then(|()| match verdict.is_empty() {
-        true => Ok(()),
-        false => writeln!(stdout, "{verdict}"),
-    })
-    .and_then(|()| stdout.flush());
-    match printed {
-        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {}
-        other => other?,
-    }
-    for path in written {
-        eprintln!("async-inspect: wrote {}", path.display());
-    }
-    let _ = std::io::stderr().flush();
-    Ok(())
-}
-
-/// How many lines of the task tree the text report shows.
-const TREE_LINES: usize = 40;
-
-/// Writes every file `output` asks for; returns their paths.
-fn write_files(
-    report: &Report,
-    session: &Session<Exports>,
-    catalogue: &Catalogue,
-    output: &OutputArgs,
-) -> anyhow::Result<Vec<PathBuf>> {
-    let mut written = Vec::new();
-    let mut write = |path: &Option<PathBuf>,
-                     what: &dyn Fn(&mut dyn std::io::Write) -> std::io::Result<()>|
-     -> anyhow::Result<()> {
-        let Some(path) = path else { return Ok(()) };
-        let file = std::fs::File::create(path)
-            .map_err(|error| anyhow::anyhow!("cannot write {}: {error}", path.display()))?;
-        let mut out = std::io::BufWriter::new(file);
-        what(&mut out)
-            .and_then(|()| out.flush())
-            .map_err(|error| anyhow::anyhow!("cannot write {}: {error}", path.display()))?;
-        written.push(path.clone());
-        Ok(())
-    };
-    let model = &session.model;
-    let exports = &session.observer;
-    write(&output.json, &|out| report.write_json(out))?;
-    if let Some(timeline) = &exports.timeline {
-        write(&output.trace, &|out| {
-            timeline.write(report, model, catalogue, out)
-        })?;
-    }
-    if let Some(flame) = &exports.flame {
-        write(&output.flamegraph, &|out| {
-            flame.write_svg(View::Busy, report, model, catalogue, out)
-        })?;
-        write(&output.idle_flamegraph, &|out| {
-            flame.write_svg(View::Idle, report, model, catalogue, out)
-        })?;
-        write(&output.folded, &|out| {
-            flame.write_folded(report, model, catalogue, out)
-        })?;
-    }
-    write(&output.mermaid, &|out| {
-        present::mermaid::write(report, output.top, out)
-    })?;
-    Ok(written)
-}
-
 /// `async-inspect report FILE`: replay a recording into the same reports and exports.
 fn replay(args: &ReportArgs) -> anyhow::Result<i32> {
     let started_ns = record::Reader::open(&args.recording)?
@@ -669,12 +575,12 @@ fn replay(args: &ReportArgs) -> anyhow::Result<i32> {
     };
     let catalogue = &replayed.header.catalogue;
     let report = make_report(catalogue, &replayed.session, replayed.facts, settings);
-    emit(
+    present::emit(
         &report,
         &replayed.session,
         catalogue,
         &args.output,
-        settings,
+        settings.stuck_after_ns,
         "",
     )?;
     Ok(0)
