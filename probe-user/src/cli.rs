@@ -16,12 +16,17 @@ use clap::{Args, Parser, Subcommand};
     long_about = "X-ray vision for async Rust: see every tokio task of a running program, without \
 changing it.\n\nasync-inspect attaches eBPF uprobes to tokio's task and waker functions in an \
 unmodified binary (no console-subscriber, no tokio_unstable, no rebuild) and reports every task: \
-its name, state, polls, and how its time split between running, waiting for a worker and idling.\n\n\
+its name, state, polls, how its time split between running, waiting for a worker and idling, the \
+.await it is parked on, and what is wrong (deadlocks, lost wakers, blocking polls). On a terminal \
+it shows a live view; it also writes Perfetto timelines, flamegraphs and recordings to replay.\n\n\
 Needs root (or CAP_BPF + CAP_PERFMON) and Linux >= 6.6.",
     after_help = "Examples:\n  \
 sudo async-inspect probe -- ./target/debug/myapp --port 8080\n  \
-sudo async-inspect probe --pid 4242 --duration 30s --json report.json\n  \
-sudo async-inspect probe -- ./target/debug/deps/mytest-0123abcd --nocapture"
+sudo async-inspect probe --pid 4242 --duration 30s --json report.json --trace timeline.json\n  \
+sudo async-inspect dump --pid 4242\n  \
+sudo async-inspect test --hang-timeout 30s -- cargo test\n  \
+sudo async-inspect probe --pid 4242 --record incident.airec\n  \
+async-inspect report incident.airec --format md"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -32,9 +37,12 @@ pub struct Cli {
 pub enum Command {
     /// Trace every task of a tokio program: launch it, or attach to a running one.
     #[command(
-        after_help = "Launching (`-- CMD`) places the probes before the program's main runs, passes its stdio \
-through and ends when it exits, with its exit status.\nAttaching (`--pid`) never stops or changes the \
-program: Ctrl-C or --duration ends the probe, and nothing stays attached afterwards."
+        after_help = "Launching (`-- CMD`) places the probes before the program's main runs and ends when it \
+exits, with its exit status; its stdio passes through (into a log file while the live view is \
+up).\nAttaching (`--pid`) never stops or changes the program: Ctrl-C, q in the live view or \
+--duration ends the probe, and nothing stays attached afterwards.\n\nLive view keys: arrows or j/k \
+select, ←/→ pick the sort column, i inverts it, / filters, Enter opens a task, w warnings and \
+deadlocks, t threads, ? all keys, q stops."
     )]
     Probe(ProbeArgs),
     /// Run a command (a test binary) under the probe; fail with a hang report if it hangs.
@@ -111,7 +119,8 @@ pub struct OutputArgs {
     #[arg(long, value_name = "FILE")]
     pub mermaid: Option<PathBuf>,
 
-    /// How many tasks the tables (and the Gantt chart) show, busiest first (0: all).
+    /// How many tasks the tables show, busiest first, and the Gantt chart, longest-lived first
+    /// (0: all).
     #[arg(long, value_name = "N", default_value_t = 25)]
     pub top: usize,
 }
