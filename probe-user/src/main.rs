@@ -388,10 +388,14 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
             session.stack(task, stack);
         }
     }
-    let recorded = session
-        .take_recorder()
-        .map(|recorder| recorder.finish(&facts))
-        .transpose()?;
+    // A recording that failed (a full disk) must not cost the report.
+    let recorded = match session.take_recorder().map(|recorder| recorder.finish(&facts)) {
+        Some(Err(error)) => {
+            eprintln!("async-inspect: {error}");
+            None
+        }
+        other => other.and_then(Result::ok),
+    };
 
     if let (Ended::Quit, Some(child)) = (ended, child.as_ref())
         && let Some(child_pid) = child.id()
