@@ -50,7 +50,14 @@ fn main() -> ExitCode {
 }
 
 fn fail(error: &anyhow::Error) -> ExitCode {
-    eprintln!("async-inspect: error: {error:#}");
+    // Errors that name their cause in their own words keep it as their source too: say it once.
+    let mut message = error.to_string();
+    for cause in error.chain().skip(1).map(ToString::to_string) {
+        if !message.contains(&cause) {
+            message = format!("{message}: {cause}");
+        }
+    }
+    eprintln!("async-inspect: error: {message}");
     ExitCode::from(2)
 }
 
