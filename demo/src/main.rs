@@ -11,8 +11,6 @@
 //! - `inspect_demo::supervisor`: awaits the JoinHandle of `inspect_demo::long_sleeper`, which
 //!   sleeps for an hour.
 //! - with `--panic`, `inspect_demo::panicker`: panics in its first poll.
-//! - with `--idle-tasks N`, `inspect_demo::spawner` spawns N `inspect_demo::idle_worker`s that
-//!   sleep for an hour: a crowd for the live view and the task tree.
 //!
 //! `inspect-demo bench` is a poll-heavy workload for the overhead benchmark instead.
 
@@ -30,7 +28,6 @@ struct Options {
     linger_ms: Option<u64>,
     current_thread: bool,
     panic: bool,
-    idle_tasks: u32,
     bench: Option<Bench>,
 }
 
@@ -39,7 +36,7 @@ struct Bench {
     yields: u32,
 }
 
-const USAGE: &str = "usage: inspect-demo [--ticks N] [--tick-ms MS] [--block-ms MS] [--linger-ms MS] [--current-thread] [--panic] [--idle-tasks N]
+const USAGE: &str = "usage: inspect-demo [--ticks N] [--tick-ms MS] [--block-ms MS] [--linger-ms MS] [--current-thread] [--panic]
        inspect-demo bench [--tasks N] [--yields N] [--current-thread]";
 
 fn parse_args() -> Result<Options, String> {
@@ -50,7 +47,6 @@ fn parse_args() -> Result<Options, String> {
         linger_ms: None,
         current_thread: false,
         panic: false,
-        idle_tasks: 0,
         bench: None,
     };
     let mut args = std::env::args().skip(1).peekable();
@@ -75,7 +71,6 @@ fn parse_args() -> Result<Options, String> {
             ("--linger-ms", _) => options.linger_ms = Some(number("--linger-ms")?),
             ("--current-thread", _) => options.current_thread = true,
             ("--panic", None) => options.panic = true,
-            ("--idle-tasks", None) => options.idle_tasks = number("--idle-tasks")? as u32,
             ("--tasks", Some(bench)) => bench.tasks = number("--tasks")? as u32,
             ("--yields", Some(bench)) => bench.yields = number("--yields")? as u32,
             ("-h" | "--help", _) => {
@@ -128,11 +123,6 @@ async fn run_demo(options: &Options) {
     let (_never_sent, receiver) = tokio::sync::oneshot::channel::<u64>();
     let oneshot = tokio::spawn(oneshot_waiter(receiver));
     let supervisor = tokio::spawn(supervisor(tokio::spawn(long_sleeper())));
-    if options.idle_tasks > 0 {
-        tokio::spawn(spawner(options.idle_tasks))
-            .await
-            .expect("spawner panicked");
-    }
     if options.panic {
         let panicked = tokio::spawn(panicker()).await;
         assert!(panicked.is_err_and(|error| error.is_panic()));
@@ -152,16 +142,6 @@ async fn run_demo(options: &Options) {
     let _ = std::io::stdout().flush();
     let _still_held = (guard, waiter, oneshot, supervisor, _never_sent);
     std::process::exit(0);
-}
-
-async fn spawner(count: u32) {
-    for _ in 0..count {
-        tokio::spawn(idle_worker());
-    }
-}
-
-async fn idle_worker() {
-    tokio::time::sleep(Duration::from_secs(3600)).await;
 }
 
 async fn tick_loop(ticks: u32, tick_ms: u64) -> u32 {

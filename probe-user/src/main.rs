@@ -396,7 +396,10 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
         }
     }
     // A recording that failed (a full disk) must not cost the report.
-    let recorded = match session.take_recorder().map(|recorder| recorder.finish(&facts)) {
+    let recorded = match session
+        .take_recorder()
+        .map(|recorder| recorder.finish(&facts))
+    {
         Some(Err(error)) => {
             eprintln!("async-inspect: {error}");
             None
