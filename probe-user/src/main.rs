@@ -232,6 +232,11 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
             },
         )?);
     }
+    let reader = memory.as_ref().map(|memory| StackReader {
+        plan: &plan,
+        memory,
+        values: config.values,
+    });
     let attached_line = format!(
         "{} probe points attached to pid {pid} ({} task types)",
         attachment.points,
@@ -245,6 +250,51 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
                 None => "Ctrl-C to stop",
             }
         );
+    }
+    if gate.is_none() {
+        // A running program's tasks that are idle now send no event until woken, which a hung
+        // program never does: find them in its memory. The probes are in place, so nothing
+        // that starts meanwhile is missed, and a task seen both ways is kept once.
+        let scanned = std::time::Instant::now();
+        let opened;
+        let scanner = match &memory {
+            Some(memory) => Ok(memory),
+            None => {
+                opened = ProcessMemory::open(pid.get());
+                opened.as_ref()
+            }
+        };
+        match scanner
+            .map_err(|error| anyhow::anyhow!("{error}"))
+            .and_then(|scanner| Ok(snapshot::find(&plan, scanner, collect::monotonic_ns())?))
+        {
+            Ok(found) => {
+                let count = found.tasks.len();
+                let tasks: Vec<usize> = found
+                    .tasks
+                    .into_iter()
+                    .map(|task| session.observe(task))
+                    .collect();
+                if let Some(reader) = &reader {
+                    for (task, stack) in
+                        reader.read_idle(&session.model, &tasks, collect::monotonic_ns())
+                    {
+                        session.stack(task, stack);
+                    }
+                }
+                if !config.quiet && !config.tui {
+                    eprintln!(
+                        "async-inspect: {count} tasks found in the program's memory ({} MiB read in {})",
+                        found.scan.bytes_scanned / (1024 * 1024),
+                        probe_user::report::duration(scanned.elapsed().as_nanos() as u64)
+                    );
+                }
+            }
+            Err(error) if !config.quiet => eprintln!(
+                "async-inspect: note: tasks idle since before the probe attached were not looked for: {error}"
+            ),
+            Err(_) => {}
+        }
     }
     let mut tui = if config.tui {
         Some(Tui::start()?)
@@ -328,14 +378,9 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
         collector
             .run(&mut session, stop, |session| {
                 let idle = session.model.take_newly_idle();
-                if let Some(memory) = &memory
+                if let Some(reader) = &reader
                     && !idle.is_empty()
                 {
-                    let reader = StackReader {
-                        plan: &plan,
-                        memory,
-                        values: config.values,
-                    };
                     for (task, stack) in
                         reader.read_idle(&session.model, &idle, collect::monotonic_ns())
                     {
@@ -382,14 +427,9 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
     session.model.close(ended_ns);
     // Still alive (attached by pid, or stopped early): read where every idle task waits now,
     // including tasks idle since before the probe attached.
-    if let Some(memory) = &memory
+    if let Some(reader) = &reader
         && target::is_alive(pid)
     {
-        let reader = StackReader {
-            plan: &plan,
-            memory,
-            values: config.values,
-        };
         let all: Vec<usize> = (0..session.model.tasks().len()).collect();
         for (task, stack) in reader.read_idle(&session.model, &all, collect::monotonic_ns()) {
             session.stack(task, stack);

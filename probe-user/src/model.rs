@@ -231,7 +231,7 @@ impl Task {
 }
 
 /// A task found in the target's memory, for [`TaskModel::observe`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Observed {
     pub header: u64,
     pub task_id: Option<u64>,
@@ -629,8 +629,21 @@ impl TaskModel {
         self.last_ns = self.last_ns.max(now);
     }
 
-    /// Records a task found in memory by a snapshot (no history: counts stay zero).
+    /// Records a task found in memory by a snapshot (no history: counts stay zero). A task the
+    /// model already follows at that address (the probe saw it first) is left as it is.
     pub fn observe(&mut self, found: Observed) -> usize {
+        if let Some(&index) = self.live.get(&found.header) {
+            if self.tasks[index]
+                .id
+                .is_none_or(|id| Some(id) == found.task_id)
+            {
+                return index;
+            }
+            // Another task lives there now: the first one's free was not seen.
+            if !self.tasks[index].state.is_terminal() {
+                self.anomalies.lost_frees += 1;
+            }
+        }
         let event = TaskEvent {
             ts_ns: found.now_ns,
             kind: EventKind::PollEnd,
@@ -971,6 +984,30 @@ mod tests {
         assert_eq!(m.tasks()[0].max_scheduled_ns, 30);
         m.apply(&event(60, EventKind::Shutdown, HDR, 1));
         assert!(m.tasks()[0].cancelled_at_await);
+    }
+
+    #[test]
+    fn a_task_found_in_memory_that_the_probe_already_follows_is_kept_once() {
+        let mut m = model();
+        m.apply(&event(1, EventKind::PollStart, HDR, 1));
+        let found = Observed {
+            header: HDR,
+            task_id: Some(1),
+            vtable: 0x5000,
+            task_type: 0,
+            state_word: state::RUNNING,
+            now_ns: 2,
+        };
+        assert_eq!(m.observe(found), 0);
+        assert_eq!(m.tasks().len(), 1);
+        assert_eq!(m.tasks()[0].polls, 1);
+        // Another task at an address the model has: the memory was reused.
+        let other = m.observe(Observed {
+            task_id: Some(7),
+            ..found
+        });
+        assert_eq!((other, m.tasks().len()), (1, 2));
+        assert_eq!(m.anomalies.lost_frees, 1);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     analyze::stacks::TaskStack,
-    model::TaskEvent,
+    model::{Observed, TaskEvent},
     report::RunFacts,
     resolve::Catalogue,
     session::{Observer, Session},
@@ -84,6 +84,7 @@ enum Item {
     Event(Recorded),
     Stack { task: u32, stack: String },
     End(String),
+    Observed(Observed),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -153,6 +154,10 @@ impl Recorder {
         }));
     }
 
+    pub fn observed(&mut self, found: &Observed) {
+        self.item(&Item::Observed(*found));
+    }
+
     pub fn stack(&mut self, task: usize, stack: &TaskStack) {
         self.item(&Item::Stack {
             task: task as u32,
@@ -213,6 +218,7 @@ fn to_json(value: &impl Serialize) -> String {
 #[derive(Debug)]
 pub enum Entry {
     Event(TaskEvent),
+    Observed(Observed),
     Stack(usize, TaskStack),
     End(RunFacts),
 }
@@ -318,6 +324,7 @@ impl Reader {
                     flags: recorded.flags,
                 })
             }
+            Item::Observed(found) => Entry::Observed(found),
             Item::Stack { task, stack } => Entry::Stack(task as usize, self.parse_json(&stack)?),
             Item::End(json) => Entry::End(self.parse_json(&json)?),
         }))
@@ -377,6 +384,9 @@ pub fn replay<O: Observer>(path: &Path, observer: O) -> Result<Replayed<O>, Reco
     while let Some(entry) = reader.next_entry()? {
         match entry {
             Entry::Event(event) => session.event(&event),
+            Entry::Observed(found) => {
+                session.observe(found);
+            }
             Entry::Stack(task, stack) => session.stack(task, stack),
             Entry::End(end) => facts = Some(end),
         }
@@ -456,6 +466,15 @@ mod tests {
     /// back (a late CPU's batch).
     fn run(session: &mut Session) {
         let second = HDR + 0x100;
+        // Idle since before the probe: found in memory, then never heard from.
+        session.observe(Observed {
+            header: HDR + 0x200,
+            task_id: Some(99),
+            vtable: 0x5000,
+            task_type: 0,
+            state_word: 3 << probe_common::state::REF_COUNT_SHIFT,
+            now_ns: 990,
+        });
         for event in [
             event(1_000, EventKind::Spawn, HDR, 0),
             event(1_010, EventKind::PollStart, HDR, 0),
@@ -531,6 +550,7 @@ mod tests {
         assert_eq!(replayed.facts, facts);
         assert_eq!(replayed.header.catalogue, catalogue());
         assert_eq!(replayed.session.model.events, 9);
+        assert_eq!(replayed.session.model.tasks().len(), 3);
         assert_eq!(
             json(&replayed.session, replayed.facts),
             json(&live, facts),

@@ -5,7 +5,7 @@
 
 use crate::{
     analyze::stacks::{Stacks, TaskStack},
-    model::{TaskEvent, TaskModel},
+    model::{Observed, TaskEvent, TaskModel},
     record::Recorder,
     resolve::Catalogue,
 };
@@ -71,6 +71,15 @@ impl<O: Observer> Session<O> {
             recorder.event(event);
         }
         self.observer.event(event, task, &self.model);
+    }
+
+    /// A task found in the target's memory: one that existed before the probe attached, even if
+    /// it is never polled while the probe watches. Returns its index.
+    pub fn observe(&mut self, found: Observed) -> usize {
+        if let Some(recorder) = &mut self.recorder {
+            recorder.observed(&found);
+        }
+        self.model.observe(found)
     }
 
     pub fn stack(&mut self, task: usize, stack: TaskStack) {

@@ -33,12 +33,35 @@ pub struct Snapshot {
     pub rejected: usize,
 }
 
-/// Finds every task of `plan`'s binary in the memory of the running process.
+/// The tasks found in memory, in address order.
+pub struct Found {
+    pub tasks: Vec<Observed>,
+    pub scan: ScanStats,
+    /// Candidates that pointed at a task vtable but failed the checks.
+    pub rejected: usize,
+}
+
+/// Finds every task of `plan`'s binary in the memory of the running process, as a model of its
+/// own (`dump`).
 pub fn take(
     plan: &ProbePlan,
     memory: &ProcessMemory,
     now_ns: u64,
 ) -> Result<Snapshot, SnapshotError> {
+    let found = find(plan, memory, now_ns)?;
+    let mut model = TaskModel::new(Vec::new());
+    for task in found.tasks {
+        model.observe(task);
+    }
+    Ok(Snapshot {
+        model,
+        scan: found.scan,
+        rejected: found.rejected,
+    })
+}
+
+/// Finds every task of `plan`'s binary in the memory of the running process.
+pub fn find(plan: &ProbePlan, memory: &ProcessMemory, now_ns: u64) -> Result<Found, SnapshotError> {
     let bias = memory.executable_load_bias(&plan.segments)?;
     let by_vtable: HashMap<u64, usize> = plan
         .task_types
@@ -61,7 +84,7 @@ pub fn take(
         plan.layout.header_vtable,
         |header, vtable| candidates.push((header, vtable)),
     )?;
-    let mut model = TaskModel::new(Vec::new());
+    let mut tasks = Vec::new();
     let mut rejected = 0;
     for (header, vtable) in candidates {
         let task_type = by_vtable[&vtable];
@@ -78,7 +101,7 @@ pub fn take(
             rejected += 1;
             continue;
         }
-        model.observe(Observed {
+        tasks.push(Observed {
             header,
             task_id,
             vtable,
@@ -87,8 +110,8 @@ pub fn take(
             now_ns,
         });
     }
-    Ok(Snapshot {
-        model,
+    Ok(Found {
+        tasks,
         scan,
         rejected,
     })

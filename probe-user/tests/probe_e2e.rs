@@ -309,6 +309,66 @@ fn attach_by_pid_leaves_the_target_running() {
 }
 
 #[test]
+fn attaching_finds_the_tasks_idle_since_before_it() {
+    let Some(_serial) = privileged() else { return };
+    // Every task polls once and parks; none is woken while the probe watches.
+    let mut target = Command::new(fixture("release-debuginfo/inspect-demo"))
+        .args(["--ticks", "3", "--tick-ms", "4000", "--block-ms", "10"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("starting the demo");
+    let mut line = String::new();
+    BufReader::new(target.stdout.as_mut().expect("stdout"))
+        .read_line(&mut line)
+        .expect("the demo's ready line");
+    std::thread::sleep(Duration::from_millis(800));
+    let json = temp_json("seeded");
+    let output = Command::new(probe_binary())
+        .args([
+            "probe",
+            "--duration",
+            "500ms",
+            "--stuck-after",
+            "200ms",
+            "--json",
+        ])
+        .arg(&json)
+        .args(["--pid", &target.id().to_string()])
+        .output()
+        .expect("running async-inspect");
+    let _ = target.kill();
+    let _ = target.wait();
+    assert_nothing_left_attached();
+    let report = read_report(&json, &output);
+    let waiter = task(&report, "inspect_demo::lock_waiter");
+    assert_eq!(waiter["state"], "idle", "{waiter:#}");
+    assert_eq!(
+        number(waiter, "polls"),
+        0,
+        "never polled while watched: {waiter:#}"
+    );
+    assert_eq!(
+        waiter["await_point"]["line"],
+        demo_line("let mut value = lock.lock().await;")
+    );
+    let stuck = report["stuck"].as_array().expect("stuck");
+    assert!(
+        stuck
+            .iter()
+            .any(|row| row["name"] == "inspect_demo::lock_waiter"
+                && row["leaf"]
+                    .as_str()
+                    .is_some_and(|leaf| leaf.contains("tokio::sync::Mutex"))),
+        "{stuck:#?}"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("tasks found in the program's memory"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn ctrl_c_detaches_and_reports() {
     let Some(_serial) = privileged() else { return };
     let mut target = Running::start("release/inspect-demo", 1000);
