@@ -207,7 +207,11 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
     let started_ns = collect::monotonic_ns();
     let mut facts = RunFacts {
         mode: Mode::Probe,
-        target: binary.display().to_string(),
+        // By pid the binary is /proc/PID/exe: name what it points at.
+        target: std::fs::read_link(&binary)
+            .unwrap_or_else(|_| binary.clone())
+            .display()
+            .to_string(),
         pid: pid.get(),
         started_ns,
         ended_ns: started_ns,
@@ -237,7 +241,7 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
         memory,
         values: config.values,
     });
-    let attached_line = format!(
+    let mut attached_line = format!(
         "{} probe points attached to pid {pid} ({} task types)",
         attachment.points,
         plan.task_types.len(),
@@ -251,6 +255,7 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
             }
         );
     }
+    let mut found_line = String::new();
     if gate.is_none() {
         // A running program's tasks that are idle now send no event until woken, which a hung
         // program never does: find them in its memory. The probes are in place, so nothing
@@ -264,10 +269,18 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
                 opened.as_ref()
             }
         };
-        match scanner
+        // A large heap takes a while to read: say what is going on.
+        let looking = !config.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
+        if looking {
+            eprint!("async-inspect: looking for tasks in the program's memory…");
+        }
+        let found = scanner
             .map_err(|error| anyhow::anyhow!("{error}"))
-            .and_then(|scanner| Ok(snapshot::find(&plan, scanner, collect::monotonic_ns())?))
-        {
+            .and_then(|scanner| Ok(snapshot::find(&plan, scanner, collect::monotonic_ns())?));
+        if looking {
+            eprint!("\r\x1b[K");
+        }
+        match found {
             Ok(found) => {
                 let count = found.tasks.len();
                 let tasks: Vec<usize> = found
@@ -282,12 +295,13 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
                         session.stack(task, stack);
                     }
                 }
+                found_line = format!(
+                    "{count} tasks found in the program's memory ({} MiB read in {})",
+                    found.scan.bytes_scanned / (1024 * 1024),
+                    probe_user::report::duration(scanned.elapsed().as_nanos() as u64)
+                );
                 if !config.quiet && !config.tui {
-                    eprintln!(
-                        "async-inspect: {count} tasks found in the program's memory ({} MiB read in {})",
-                        found.scan.bytes_scanned / (1024 * 1024),
-                        probe_user::report::duration(scanned.elapsed().as_nanos() as u64)
-                    );
+                    eprintln!("async-inspect: {found_line}");
                 }
             }
             Err(error) if !config.quiet => eprintln!(
@@ -302,6 +316,9 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
         None
     };
     if let Some(tui) = &mut tui {
+        if !found_line.is_empty() {
+            attached_line = format!("{attached_line}; {found_line}");
+        }
         tui.set_status(format!(
             "{attached_line}{}; q to stop",
             target_log
