@@ -311,17 +311,7 @@ fn attach_by_pid_leaves_the_target_running() {
 #[test]
 fn attaching_finds_the_tasks_idle_since_before_it() {
     let Some(_serial) = privileged() else { return };
-    // Every task polls once and parks; none is woken while the probe watches.
-    let mut target = Command::new(fixture("release-debuginfo/inspect-demo"))
-        .args(["--ticks", "3", "--tick-ms", "4000", "--block-ms", "10"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("starting the demo");
-    let mut line = String::new();
-    BufReader::new(target.stdout.as_mut().expect("stdout"))
-        .read_line(&mut line)
-        .expect("the demo's ready line");
-    std::thread::sleep(Duration::from_millis(800));
+    let mut target = start_parked_demo("release-debuginfo/inspect-demo");
     let json = temp_json("seeded");
     let output = Command::new(probe_binary())
         .args([
@@ -518,7 +508,8 @@ fn a_poll_heavy_workload_is_counted_exactly() {
 }
 
 /// `async-inspect dump --pid` on a demo whose tasks have all been parked for a while.
-fn dump_parked_demo(build: &str, extra: &[&str]) -> (Output, Value) {
+/// The demo with every task polled once and parked, none to be woken for seconds.
+fn start_parked_demo(build: &str) -> Child {
     let mut target = Command::new(fixture(build))
         .args(["--ticks", "3", "--tick-ms", "4000", "--block-ms", "10"])
         .stdout(Stdio::piped())
@@ -528,8 +519,12 @@ fn dump_parked_demo(build: &str, extra: &[&str]) -> (Output, Value) {
     BufReader::new(target.stdout.as_mut().expect("stdout"))
         .read_line(&mut line)
         .expect("the demo's ready line");
-    // Every task polls once and parks; none is woken for seconds after this.
     std::thread::sleep(Duration::from_millis(800));
+    target
+}
+
+fn dump_parked_demo(build: &str, extra: &[&str]) -> (Output, Value) {
+    let mut target = start_parked_demo(build);
     let json = temp_json("dump");
     let output = Command::new(probe_binary())
         .args(["dump", "--json"])

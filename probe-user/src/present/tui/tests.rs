@@ -13,6 +13,7 @@ use super::{
     app::{App, Column, View},
     ui,
 };
+use crate::present::markdown::fixtures;
 use crate::{
     analyze::{
         backtrace::{Frame, Local, Resource},
@@ -20,10 +21,9 @@ use crate::{
     },
     model::TaskState,
     report::{
-        AwaitPoint, Bucket, ChainRow, DeadlockRow, HeldRow, Mode, Report, Summary, TaskRow,
-        WaiterRow, WakerRow, WorkerRow,
+        AwaitPoint, Bucket, ChainRow, DeadlockRow, HeldRow, Report, Summary, TaskRow, WaiterRow,
+        WakerRow, WorkerRow,
     },
-    resolve::NamingSource,
 };
 
 const MUTEX_A: Resource = Resource::Mutex { address: 0xa000 };
@@ -31,26 +31,10 @@ const MUTEX_B: Resource = Resource::Mutex { address: 0xb000 };
 
 fn task(id: u64, name: &str, state: TaskState, busy_ns: u64) -> TaskRow {
     TaskRow {
-        id: Some(id),
-        name: name.to_owned(),
-        state,
         polls: busy_ns / 1000,
         busy_ns,
-        scheduled_ns: 0,
-        idle_ns: 0,
-        wakes: 0,
-        self_wakes: 0,
-        spawned_ns: None,
-        ended_ns: None,
-        max_poll_ns: 0,
-        live_wakers: None,
-        parent: None,
         header: format!("{:#x}", 0x7f00_0000 + id * 0x100),
-        await_point: None,
-        backtrace: Vec::new(),
-        poll_histogram: Vec::new(),
-        scheduled_histogram: Vec::new(),
-        woken_by: Vec::new(),
+        ..fixtures::task(id, name, state, None, None, None)
     }
 }
 
@@ -77,28 +61,13 @@ fn frame(function: &str, file: &str, line: u64) -> Frame {
 
 fn summary(tasks: &[TaskRow]) -> Summary {
     Summary {
-        mode: Mode::Probe,
         target: "demo".to_owned(),
-        pid: 4242,
-        duration_ns: 2_000_000_000,
         tasks: tasks.len(),
         peak_concurrency: tasks.len(),
-        completed: 0,
-        cancelled: 0,
-        panicked: 0,
         live_at_end: tasks.iter().filter(|t| !t.state.is_terminal()).count(),
-        runtime_workers: 0,
         events: 10_000,
-        dropped: 0,
-        dropped_per_cpu: Vec::new(),
-        undecodable: 0,
-        unmatched_poll_ends: 0,
-        lost_frees: 0,
-        naming: NamingSource::Dwarf,
-        debuginfo: true,
         probe_points: 312,
-        links: 3,
-        notes: Vec::new(),
+        ..fixtures::empty(2_000_000_000).summary
     }
 }
 
