@@ -114,6 +114,18 @@ struct Open {
     container: bool,
 }
 
+impl Open {
+    /// Closed at `end`, or at its start if that is later: a poll never ends before it began,
+    /// and an outer one no earlier than what it contains (callers carry the returned end out).
+    fn close(&self, end: u64) -> Closed {
+        Closed {
+            poll: self.poll,
+            end: end.max(self.poll.start),
+            container: self.container,
+        }
+    }
+}
+
 #[derive(Default)]
 struct Thread {
     /// Outermost first.
@@ -233,12 +245,8 @@ impl History {
         for thread in self.threads.values() {
             let mut end = end;
             for open in thread.open.iter().rev() {
-                end = end.max(open.poll.start);
-                let closed = Closed {
-                    poll: open.poll,
-                    end,
-                    container: open.container,
-                };
+                let closed = open.close(end);
+                end = closed.end;
                 to.poll_ended(&closed);
                 to.poll_settled(&closed, None);
             }
@@ -323,12 +331,8 @@ impl History {
         while thread.open.len() > at {
             let Some(open) = thread.open.pop() else { break };
             self.running_on.remove(&open.poll.task);
-            end = end.max(open.poll.start);
-            let closed = Closed {
-                poll: open.poll,
-                end,
-                container: open.container,
-            };
+            let closed = open.close(end);
+            end = closed.end;
             to.poll_ended(&closed);
             if let Some(inner) = last.replace(closed) {
                 to.poll_settled(&inner, None);
