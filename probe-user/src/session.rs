@@ -17,6 +17,9 @@ pub trait Observer {
     fn event(&mut self, _event: &TaskEvent, _task: Option<usize>, _model: &TaskModel) {}
     /// A backtrace was read for `task`: where it waits as of `stack.read_ns`.
     fn stack(&mut self, _task: usize, _stack: &TaskStack, _model: &TaskModel) {}
+    /// `task` was found in the target's memory, in the state the model now gives it, with no
+    /// history before.
+    fn observed(&mut self, _task: usize, _model: &TaskModel) {}
 }
 
 /// Nobody follows.
@@ -31,6 +34,11 @@ impl<O: Observer> Observer for Option<O> {
     fn stack(&mut self, task: usize, stack: &TaskStack, model: &TaskModel) {
         if let Some(observer) = self {
             observer.stack(task, stack, model);
+        }
+    }
+    fn observed(&mut self, task: usize, model: &TaskModel) {
+        if let Some(observer) = self {
+            observer.observed(task, model);
         }
     }
 }
@@ -79,7 +87,9 @@ impl<O: Observer> Session<O> {
         if let Some(recorder) = &mut self.recorder {
             recorder.observed(&found);
         }
-        self.model.observe(found)
+        let task = self.model.observe(found);
+        self.observer.observed(task, &self.model);
+        task
     }
 
     pub fn stack(&mut self, task: usize, stack: TaskStack) {

@@ -154,6 +154,9 @@ impl Observer for Flame {
     fn stack(&mut self, task: usize, stack: &TaskStack, _model: &TaskModel) {
         self.history.stack(task, stack, &mut self.totals);
     }
+    fn observed(&mut self, task: usize, model: &TaskModel) {
+        self.history.observed(task, model, &mut self.totals);
+    }
 }
 
 /// Nanoseconds by task (index into the model) and where it parked.
@@ -281,6 +284,24 @@ mod tests {
             }
         }
         totals
+    }
+
+    #[test]
+    fn a_task_idle_since_before_the_probe_waits_from_when_it_was_found() {
+        let mut run = script::Script::new(Flame::new());
+        run.found(1_500, script::HANDLER);
+        run.parked(1_600, script::HANDLER, script::handler_parked());
+        let (session, report) = run.end(Vec::new());
+        let folded = folded(&session, &report);
+        assert_eq!(
+            by_task(&lines(&folded), "idle"),
+            BTreeMap::from([(HANDLER_NAME, script::ENDED - 1_500)])
+        );
+        assert!(
+            folded.contains("app::handler::{async_fn#0} (app/src/handler.rs:20)"),
+            "{folded}"
+        );
+        assert!(by_task(&lines(&folded), "busy").is_empty());
     }
 
     #[test]

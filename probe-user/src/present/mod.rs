@@ -57,6 +57,10 @@ impl Observer for Exports {
         self.timeline.stack(task, stack, model);
         self.flame.stack(task, stack, model);
     }
+    fn observed(&mut self, task: usize, model: &TaskModel) {
+        self.timeline.observed(task, model);
+        self.flame.observed(task, model);
+    }
 }
 
 /// Writes the requested files, then prints the report on stdout in the requested format.

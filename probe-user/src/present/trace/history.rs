@@ -217,6 +217,12 @@ impl History {
         self.follow_state(task, model, ended, to);
     }
 
+    /// `task` was found in memory: its state is known from then on (an idle one is parked, so
+    /// the backtrace read next says where).
+    pub fn observed(&mut self, task: usize, model: &TaskModel, to: &mut impl Follower) {
+        self.follow_state(task, model, None, to);
+    }
+
     /// A backtrace was read for `task`: where it parked, if it is still parked since the poll
     /// this history holds for it. A second read of the same parking changes nothing.
     pub fn stack(&mut self, task: usize, stack: &TaskStack, to: &mut impl Follower) {

@@ -305,6 +305,9 @@ impl Observer for Timeline {
     fn stack(&mut self, task: usize, stack: &TaskStack, _model: &TaskModel) {
         self.history.stack(task, stack, &mut self.record);
     }
+    fn observed(&mut self, task: usize, model: &TaskModel) {
+        self.history.observed(task, model, &mut self.record);
+    }
 }
 
 /// A task track's thread id: stable across runs of the same recording, and in spawn order.

@@ -5,7 +5,7 @@ use probe_common::{EventKind, state};
 
 use crate::{
     analyze::{backtrace::Frame, lints::Thresholds, stacks::TaskStack},
-    model::TaskEvent,
+    model::{Observed, TaskEvent},
     report::{Analysis, Report, RunFacts},
     resolve::{Catalogue, NamingSource, TypeName},
     session::{Observer, Session},
@@ -209,6 +209,18 @@ impl<O: Observer> Script<O> {
     /// `by`: the task polled on `tid` that wakes it (none: a timer, the I/O driver).
     pub fn wake(&mut self, ts: u64, task: Task, tid: u32, by: Option<Task>) {
         self.send(ts, EventKind::WakeByRef, task, tid, by);
+    }
+
+    /// The task found in memory by the scan `probe --pid` makes as it attaches: idle.
+    pub fn found(&mut self, ts: u64, task: Task) {
+        self.session.observe(Observed {
+            header: task.header,
+            task_id: Some(task.id),
+            vtable: 0x5000 + task.header,
+            task_type: task.site as usize,
+            state_word: 2 << state::REF_COUNT_SHIFT,
+            now_ns: ts,
+        });
     }
 
     /// A backtrace read of an idle task, as the session delivers it after a batch.
