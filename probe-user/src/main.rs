@@ -19,7 +19,7 @@ use probe_user::{
     record::{self, Recorder},
     report::{Analysis, Mode, Report, RunFacts},
     resolve::{self, Catalogue},
-    session::Session,
+    session::{Observer, Session},
     snapshot, target,
 };
 
@@ -207,11 +207,7 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
     let started_ns = collect::monotonic_ns();
     let mut facts = RunFacts {
         mode: Mode::Probe,
-        // By pid the binary is /proc/PID/exe: name what it points at.
-        target: std::fs::read_link(&binary)
-            .unwrap_or_else(|_| binary.clone())
-            .display()
-            .to_string(),
+        target: target::display_name(&binary),
         pid: pid.get(),
         started_ns,
         ended_ns: started_ns,
@@ -289,11 +285,7 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
                     .map(|task| session.observe(task))
                     .collect();
                 if let Some(reader) = &reader {
-                    for (task, stack) in
-                        reader.read_idle(&session.model, &tasks, collect::monotonic_ns())
-                    {
-                        session.stack(task, stack);
-                    }
+                    read_stacks(reader, &mut session, &tasks);
                 }
                 found_line = format!(
                     "{count} tasks found in the program's memory ({} MiB read in {})",
@@ -398,11 +390,7 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
                 if let Some(reader) = &reader
                     && !idle.is_empty()
                 {
-                    for (task, stack) in
-                        reader.read_idle(&session.model, &idle, collect::monotonic_ns())
-                    {
-                        session.stack(task, stack);
-                    }
+                    read_stacks(reader, session, &idle);
                 }
                 if let Some(watch) = config.watch {
                     progress.watch(session, &catalogue, watch, !idle.is_empty());
@@ -448,9 +436,7 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
         && target::is_alive(pid)
     {
         let all: Vec<usize> = (0..session.model.tasks().len()).collect();
-        for (task, stack) in reader.read_idle(&session.model, &all, collect::monotonic_ns()) {
-            session.stack(task, stack);
-        }
+        read_stacks(reader, &mut session, &all);
     }
     // A recording that failed (a full disk) must not cost the report.
     let recorded = match session
@@ -600,6 +586,13 @@ async fn test_through_cargo(args: &TestArgs) -> anyhow::Result<i32> {
     Ok(target::exit_code(status))
 }
 
+/// Reads where each of `tasks` that is idle now waits, into the session (and its recording).
+fn read_stacks<O: Observer>(reader: &StackReader<'_>, session: &mut Session<O>, tasks: &[usize]) {
+    for (task, stack) in reader.read_idle(&session.model, tasks, collect::monotonic_ns()) {
+        session.stack(task, stack);
+    }
+}
+
 /// The report of a session, with the settings the run was made with.
 fn make_report<O>(
     catalogue: &Catalogue,
@@ -729,10 +722,7 @@ fn dump(args: &DumpArgs) -> anyhow::Result<i32> {
         &snapshot.model,
         RunFacts {
             mode: Mode::Dump,
-            target: std::fs::read_link(&exe)
-                .unwrap_or(exe)
-                .display()
-                .to_string(),
+            target: target::display_name(&exe),
             pid: pid.get(),
             started_ns,
             ended_ns,

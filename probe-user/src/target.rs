@@ -6,7 +6,7 @@ use std::{
     io::Write as _,
     num::NonZeroU32,
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::ExitStatus,
 };
 
@@ -157,6 +157,14 @@ pub fn run_gate(args: &[OsString]) -> i32 {
         binary.to_string_lossy()
     );
     127
+}
+
+/// How reports name an executable: by pid it is `/proc/PID/exe`, so name what that points at.
+pub fn display_name(binary: &Path) -> String {
+    std::fs::read_link(binary)
+        .unwrap_or_else(|_| binary.to_owned())
+        .display()
+        .to_string()
 }
 
 /// Checks that `pid` exists and that we can read its executable.
