@@ -6,6 +6,7 @@
 mod calls;
 mod debuglink;
 mod dwarf;
+pub mod entry;
 pub mod futures;
 mod names;
 mod symbols;
