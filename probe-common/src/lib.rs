@@ -21,10 +21,9 @@ pub enum EventKind {
     WakeByVal = 4,
     /// `waker::wake_by_ref`: the task was woken, the waker kept. `other_*` = the waking task.
     WakeByRef = 5,
-    /// `waker::clone_waker`: one more waker for the task exists.
-    WakerClone = 6,
-    /// `waker::drop_waker`: one waker for the task was dropped.
-    WakerDrop = 7,
+    // 6 and 7 were waker clones and drops, probed at every clone and drop until the wakers
+    // came to be counted from the state word's reference count (single-stepped probes cost
+    // 20x CPU on a busy server).
     /// `raw::shutdown`: the runtime (shutdown) or an abort asked the task to cancel.
     Shutdown = 8,
     /// `raw::dealloc`: the task's memory is freed; its header address may be reused from now on.
@@ -45,8 +44,6 @@ impl EventKind {
             3 => Self::PollEnd,
             4 => Self::WakeByVal,
             5 => Self::WakeByRef,
-            6 => Self::WakerClone,
-            7 => Self::WakerDrop,
             8 => Self::Shutdown,
             9 => Self::Dealloc,
             10 => Self::Complete,
@@ -113,7 +110,15 @@ pub struct Config {
     pub vtable_id_offset: u64,
     /// Non-zero once the user side has filled this in; the programs emit nothing before that.
     pub ready: u64,
+    /// [`MODE_EVENTS`] or [`MODE_COUNT_ONLY`].
+    pub mode: u64,
 }
+
+/// The programs do their work: read the task, emit events.
+pub const MODE_EVENTS: u64 = 0;
+/// The programs only count their hits and return: what the bare probe mechanism costs on the
+/// same sites (the benchmark's floor), with nothing read or emitted.
+pub const MODE_COUNT_ONLY: u64 = 1;
 
 /// Bits of tokio's task state word (`tokio::runtime::task::state`), stable since tokio 1.0.
 pub mod state {
@@ -126,8 +131,66 @@ pub mod state {
     pub const REF_COUNT_SHIFT: u32 = 6;
 }
 
-/// The site-table index in a cookie occupies the low 32 bits; the high bits are reserved.
-pub const COOKIE_SITE_MASK: u64 = 0xffff_ffff;
+/// An attach cookie: what a probe site is, packed into the 64 bits the kernel hands back.
+///
+/// | bits  | what |
+/// |-------|------|
+/// | 0-31  | the site's index in the probe plan's site table |
+/// | 32-39 | the [`EventKind`] a `task_op` site reports |
+/// | 40-47 | the [`register`] holding the task argument at the probed instruction |
+/// | 48-55 | the [`HIT_SLOTS`] counter this site's hits go to |
+pub mod cookie {
+    pub const SITE_MASK: u64 = 0xffff_ffff;
+    pub const KIND_SHIFT: u32 = 32;
+    pub const REGISTER_SHIFT: u32 = 40;
+    pub const SLOT_SHIFT: u32 = 48;
+
+    pub const fn pack(site: u32, kind: u8, register: u8, slot: u8) -> u64 {
+        site as u64
+            | (kind as u64) << KIND_SHIFT
+            | (register as u64) << REGISTER_SHIFT
+            | (slot as u64) << SLOT_SHIFT
+    }
+
+    pub const fn site(cookie: u64) -> u32 {
+        (cookie & SITE_MASK) as u32
+    }
+
+    pub const fn kind(cookie: u64) -> u8 {
+        (cookie >> KIND_SHIFT) as u8
+    }
+
+    pub const fn register(cookie: u64) -> u8 {
+        (cookie >> REGISTER_SHIFT) as u8
+    }
+
+    pub const fn slot(cookie: u64) -> u8 {
+        (cookie >> SLOT_SHIFT) as u8
+    }
+}
+
+/// How many hit counters the kernel side keeps (one per kind of site, per CPU).
+pub const HIT_SLOTS: u32 = 16;
+
+/// Registers a probe can take the task argument from, numbered as in the cookie. A probe placed
+/// past a function's first instruction finds its first argument where the code moved it.
+pub mod register {
+    pub const RDI: u8 = 0;
+    pub const RSI: u8 = 1;
+    pub const RDX: u8 = 2;
+    pub const RCX: u8 = 3;
+    pub const R8: u8 = 4;
+    pub const R9: u8 = 5;
+    pub const RAX: u8 = 6;
+    pub const RBX: u8 = 7;
+    pub const RBP: u8 = 8;
+    pub const R12: u8 = 9;
+    pub const R13: u8 = 10;
+    pub const R14: u8 = 11;
+    pub const R15: u8 = 12;
+    pub const R10: u8 = 13;
+    pub const R11: u8 = 14;
+}
 
 #[cfg(feature = "user")]
 mod user {

@@ -17,7 +17,9 @@ use aya_ebpf::{
     maps::{LruHashMap, PerCpuArray, RingBuf},
     programs::{ProbeContext, RetProbeContext},
 };
-use probe_common::{COOKIE_SITE_MASK, Config, Event, EventKind, flags};
+use probe_common::{
+    Config, Event, EventKind, HIT_SLOTS, MODE_COUNT_ONLY, cookie, flags, register,
+};
 
 /// Written by the user side at load time (`EbpfLoader::set_global`).
 #[unsafe(no_mangle)]
@@ -26,6 +28,7 @@ static CONFIG: Config = Config {
     header_vtable: 0,
     vtable_id_offset: 0,
     ready: 0,
+    mode: 0,
 };
 
 /// The event stream. The user side may resize it at load time.
@@ -35,6 +38,11 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
 /// Events that found the ring buffer full, per CPU.
 #[map]
 static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Hits per kind of site (the cookie's slot), per CPU: what the probe costs is mostly how often
+/// its sites are hit, so the user side prices each kind by these counts.
+#[map]
+static HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(HIT_SLOTS, 0);
 
 /// The task being polled on each thread (key: thread id; header 0 when none), so that wakes,
 /// spawns and panics can be attributed to the task that caused them, and poll ends to the task
@@ -59,6 +67,46 @@ fn config() -> Config {
     // SAFETY: CONFIG is a plain static; the volatile read keeps the compiler from folding the
     // zero initialiser that the loader overwrites.
     unsafe { core::ptr::read_volatile(&CONFIG) }
+}
+
+/// Counts this hit and says whether to go on: not before the user side is ready, nor in
+/// count-only mode.
+#[inline(always)]
+fn counted(ctx: &impl EbpfContext, config: &Config) -> bool {
+    let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
+    if let Some(count) = HITS.get_ptr_mut(u32::from(cookie::slot(cookie))) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        unsafe { *count += 1 };
+    }
+    config.ready != 0 && config.mode != MODE_COUNT_ONLY
+}
+
+/// The task argument, from the register the cookie names: a probe placed past the function's
+/// first instruction (to avoid single-stepping it) finds the argument where the code moved it.
+#[inline(always)]
+fn task_argument(ctx: &ProbeContext) -> u64 {
+    let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
+    let regs = ctx.regs;
+    // SAFETY: a uprobe's context is the trapped thread's pt_regs.
+    unsafe {
+        match cookie::register(cookie) {
+            register::RSI => (*regs).rsi,
+            register::RDX => (*regs).rdx,
+            register::RCX => (*regs).rcx,
+            register::R8 => (*regs).r8,
+            register::R9 => (*regs).r9,
+            register::RAX => (*regs).rax,
+            register::RBX => (*regs).rbx,
+            register::RBP => (*regs).rbp,
+            register::R12 => (*regs).r12,
+            register::R13 => (*regs).r13,
+            register::R14 => (*regs).r14,
+            register::R15 => (*regs).r15,
+            register::R10 => (*regs).r10,
+            register::R11 => (*regs).r11,
+            _ => (*regs).rdi,
+        }
+    }
 }
 
 #[inline(always)]
@@ -114,7 +162,7 @@ fn emit(
         other_header: other.header,
         other_task_id: other.task_id,
         value,
-        site: (cookie & COOKIE_SITE_MASK) as u32,
+        site: cookie::site(cookie),
         tid: pid_tgid as u32,
         pid: (pid_tgid >> 32) as u32,
         kind: kind as u8,
@@ -184,12 +232,13 @@ fn slot(tid: u32) -> Option<*mut Current> {
 #[uprobe(multi)]
 pub fn poll_start(ctx: ProbeContext) -> u32 {
     let config = config();
-    if config.ready == 0 {
+    if !counted(&ctx, &config) {
         return 0;
     }
-    let Some(header) = ctx.arg::<u64>(0) else {
+    let header = task_argument(&ctx);
+    if header == 0 {
         return 0;
-    };
+    }
     let tid = current_tid();
     let (_, task_id) = task_identity(&config, header);
     let outer = running(tid);
@@ -215,7 +264,7 @@ pub fn poll_start(ctx: ProbeContext) -> u32 {
 #[uretprobe(multi)]
 pub fn poll_end(ctx: RetProbeContext) -> u32 {
     let config = config();
-    if config.ready == 0 {
+    if !counted(&ctx, &config) {
         return 0;
     }
     let tid = current_tid();
@@ -264,7 +313,7 @@ pub fn poll_end(ctx: RetProbeContext) -> u32 {
 #[uretprobe(multi)]
 pub fn spawn_return(ctx: RetProbeContext) -> u32 {
     let config = config();
-    if config.ready == 0 {
+    if !counted(&ctx, &config) {
         return 0;
     }
     let header: u64 = ctx.ret();
@@ -276,21 +325,21 @@ pub fn spawn_return(ctx: RetProbeContext) -> u32 {
     0
 }
 
-/// Functions whose first argument is a task header: the four waker functions, `raw::shutdown`
-/// and `raw::dealloc`; and `State::transition_to_complete`, whose `&State` points
-/// `header_state` bytes into the header. The cookie's high half says which [`EventKind`] this
-/// site reports.
+/// Functions whose first argument is a task header: the wake functions, `raw::shutdown` and
+/// `raw::dealloc`; and `State::transition_to_complete`, whose `&State` points `header_state`
+/// bytes into the header. The cookie says which [`EventKind`] this site reports.
 #[uprobe(multi)]
 pub fn task_op(ctx: ProbeContext) -> u32 {
     let config = config();
-    if config.ready == 0 {
+    if !counted(&ctx, &config) {
         return 0;
     }
-    let Some(argument) = ctx.arg::<u64>(0) else {
+    let argument = task_argument(&ctx);
+    if argument == 0 {
         return 0;
-    };
+    }
     let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
-    let Some(kind) = EventKind::from_u8((cookie >> 32) as u8) else {
+    let Some(kind) = EventKind::from_u8(cookie::kind(cookie)) else {
         return 0;
     };
     let tid = current_tid();
@@ -321,7 +370,10 @@ pub fn task_op(ctx: ProbeContext) -> u32 {
 /// `rust_panic`: a panic is unwinding on this thread; if a task is being polled, its poll end
 /// carries [`flags::PANICKED`].
 #[uprobe(multi)]
-pub fn panic_start(_ctx: ProbeContext) -> u32 {
+pub fn panic_start(ctx: ProbeContext) -> u32 {
+    if !counted(&ctx, &config()) {
+        return 0;
+    }
     let tid = current_tid();
     if running(tid).header != 0
         && let Some(entry) = CURRENT.get_ptr_mut(&tid)

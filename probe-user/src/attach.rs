@@ -11,14 +11,14 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, PerCpuArray, RingBuf},
     programs::{
-        UProbe,
-        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
+        ProgramError, UProbe,
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
     },
     sys::UProbeMultiFeature,
 };
-use probe_common::Config;
+use probe_common::{Config, MODE_COUNT_ONLY, MODE_EVENTS, cookie};
 
-use crate::resolve::{ProbePlan, SiteKind};
+use crate::resolve::{ProbePlan, SiteKind, entry::Stepping};
 
 static PROGRAMS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probe-ebpf"));
 
@@ -49,12 +49,63 @@ pub enum AttachError {
     Map(Box<aya::maps::MapError>),
 }
 
+/// One kind of probe: a program attached over every site of some kinds. Its hits are counted
+/// in the slot of its index in [`PROBES`], and priced by how the kernel runs its instruction.
+#[derive(Debug)]
+pub struct ProbeKind {
+    /// In words, for `--explain`.
+    pub name: &'static str,
+    program: &'static str,
+    sites: &'static [SiteKind],
+    /// A uretprobe: it must sit on the function's first instruction (it reads the return
+    /// address at the top of the stack), and returning through its trampoline costs a trap too.
+    pub returns: bool,
+    /// Hit at every poll or wake: what a budget duty-cycles.
+    pub hot: bool,
+}
+
+const SPAWNS: &[SiteKind] = &[
+    SiteKind::SpawnMultiThread,
+    SiteKind::SpawnCurrentThread,
+    SiteKind::CellNew,
+];
+
+pub const PROBES: [ProbeKind; 9] = [
+    ProbeKind { name: "poll (raw::poll entry)", program: "poll_start", sites: &[SiteKind::Poll], returns: false, hot: true },
+    ProbeKind { name: "poll end (raw::poll return)", program: "poll_end", sites: &[SiteKind::Poll], returns: true, hot: true },
+    ProbeKind { name: "spawn (scheduler spawn return)", program: "spawn_return", sites: SPAWNS, returns: true, hot: true },
+    ProbeKind { name: "wake (waker::wake_by_val)", program: "task_op", sites: &[SiteKind::WakeByVal], returns: false, hot: true },
+    ProbeKind { name: "wake (waker::wake_by_ref)", program: "task_op", sites: &[SiteKind::WakeByRef], returns: false, hot: true },
+    ProbeKind { name: "completion (State::transition_to_complete)", program: "task_op", sites: &[SiteKind::Complete], returns: false, hot: true },
+    ProbeKind { name: "free (raw::dealloc)", program: "task_op", sites: &[SiteKind::Dealloc], returns: false, hot: true },
+    ProbeKind { name: "cancel (raw::shutdown)", program: "task_op", sites: &[SiteKind::Shutdown], returns: false, hot: false },
+    ProbeKind { name: "panic (rust_panic)", program: "panic_start", sites: &[SiteKind::Panic], returns: false, hot: false },
+];
+
+/// How one kind of probe was placed: how many points, and how the kernel runs them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Placed {
+    pub points: usize,
+    /// Points whose probed instruction the kernel single-steps (two traps a hit).
+    pub single_stepped: usize,
+    /// Points moved past their function's first instruction to one the kernel emulates.
+    pub moved: usize,
+    /// The probed instruction of the first point, e.g. `jmp …` or `push rbx`.
+    pub instruction: String,
+}
+
 /// The loaded programs and their links. Dropping it detaches everything.
 pub struct Attachment {
     ebpf: Ebpf,
-    /// Number of attach points over all links.
-    pub points: usize,
-    pub links: usize,
+    /// The points of each of [`PROBES`] (empty when the target has no such site).
+    points: Vec<Vec<UProbeAttachPoint<'static>>>,
+    /// The live link of each of [`PROBES`], while attached.
+    links: Vec<Option<UProbeLinkId>>,
+    pub placed: Vec<Placed>,
+    binary: std::path::PathBuf,
+    pid: NonZeroU32,
+    /// Keeps the kernel's BPF run-time statistics on while it lives.
+    _stats: Option<std::os::fd::OwnedFd>,
 }
 
 /// Checks privileges and kernel support before anything is loaded, for a clear error.
@@ -100,92 +151,115 @@ fn kernel_release() -> String {
 
 impl Attachment {
     /// Loads the programs and attaches them to `binary` (the file the target process runs,
-    /// e.g. `/proc/PID/exe`) for process `pid` only.
+    /// e.g. `/proc/PID/exe`) for process `pid` only. `count_only` loads them in the mode that
+    /// only counts hits (the benchmark's floor).
     pub fn attach(
         plan: &ProbePlan,
         binary: &Path,
         pid: NonZeroU32,
         ring_bytes: u32,
+        count_only: bool,
     ) -> Result<Self, AttachError> {
         let config = Config {
             header_state: plan.layout.header_state,
             header_vtable: plan.layout.header_vtable,
             vtable_id_offset: plan.layout.vtable_id_offset,
             ready: 1,
+            mode: if count_only { MODE_COUNT_ONLY } else { MODE_EVENTS },
         };
         let mut ebpf = EbpfLoader::new()
             .override_global("CONFIG", &config, true)
             .map_max_entries("EVENTS", ring_bytes)
             .load(PROGRAMS)
             .map_err(|error| AttachError::Load(Box::new(error)))?;
-        let (mut points_attached, mut links) = (0, 0);
-        // Each program and the sites it covers; the cookie is the site index, plus the event
-        // kind in the high half for task_op.
-        let groups: [(&'static str, &[SiteKind]); 5] = [
-            ("poll_start", &[SiteKind::Poll]),
-            ("poll_end", &[SiteKind::Poll]),
-            (
-                "spawn_return",
-                &[
-                    SiteKind::SpawnMultiThread,
-                    SiteKind::SpawnCurrentThread,
-                    SiteKind::CellNew,
-                ],
-            ),
-            (
-                "task_op",
-                &[
-                    SiteKind::Dealloc,
-                    SiteKind::Shutdown,
-                    SiteKind::WakeByVal,
-                    SiteKind::WakeByRef,
-                    SiteKind::CloneWaker,
-                    SiteKind::DropWaker,
-                    SiteKind::Complete,
-                ],
-            ),
-            ("panic_start", &[SiteKind::Panic]),
-        ];
-        for (program, kinds) in groups {
-            let points: Vec<UProbeAttachPoint<'static>> = plan
-                .sites
-                .iter()
-                .enumerate()
-                .filter(|(_, site)| kinds.contains(&site.kind))
-                .map(|(index, site)| {
-                    let kind = site.kind.task_op_event().map_or(0, |kind| kind as u64);
-                    UProbeAttachPoint {
-                        location: UProbeAttachLocation::AbsoluteOffset(site.file_offset),
-                        cookie: Some(index as u64 | kind << 32),
-                    }
-                })
-                .collect();
-            if points.is_empty() {
+        let mut loaded = std::collections::HashSet::new();
+        for probe in &PROBES {
+            if loaded.insert(probe.program) {
+                program(&mut ebpf, probe.program)?
+                    .load()
+                    .map_err(|source| attach_error(probe, 0, binary, source))?;
+            }
+        }
+        let (points, placed) = PROBES.iter().enumerate().map(|(slot, probe)| place(plan, slot, probe)).unzip();
+        let mut attachment = Self {
+            ebpf,
+            points,
+            links: PROBES.iter().map(|_| None).collect(),
+            placed,
+            binary: binary.to_owned(),
+            pid,
+            // Without it the kernel keeps no run time per program; the probe then prices its
+            // programs by their hits alone.
+            _stats: aya::sys::enable_stats(aya::sys::Stats::RunTime).ok(),
+        };
+        attachment.attach_where(|_| true)?;
+        Ok(attachment)
+    }
+
+    /// Attaches every kind of probe that `which` selects and is not attached yet.
+    fn attach_where(&mut self, which: impl Fn(&ProbeKind) -> bool) -> Result<(), AttachError> {
+        for (slot, probe) in PROBES.iter().enumerate() {
+            if !which(probe) || self.links[slot].is_some() || self.points[slot].is_empty() {
                 continue;
             }
-            let probe: &mut UProbe = ebpf
-                .program_mut(program)
-                .ok_or(AttachError::Missing(program))?
-                .try_into()
-                .map_err(|_| AttachError::Missing(program))?;
-            let attach_error = |source| AttachError::Attach {
-                program,
-                sites: points.len(),
-                binary: binary.display().to_string(),
-                source: Box::new(source),
-            };
-            probe.load().map_err(attach_error)?;
-            probe
-                .attach(points.iter().copied(), binary, UProbeScope::OneProcess(pid))
-                .map_err(attach_error)?;
-            points_attached += points.len();
-            links += 1;
+            let points = &self.points[slot];
+            let uprobe = program(&mut self.ebpf, probe.program)?;
+            let link = uprobe
+                .attach(points.iter().copied(), &self.binary, UProbeScope::OneProcess(self.pid))
+                .map_err(|source| attach_error(probe, points.len(), &self.binary, source))?;
+            self.links[slot] = Some(link);
         }
-        Ok(Self {
-            ebpf,
-            points: points_attached,
-            links,
-        })
+        Ok(())
+    }
+
+    /// Attaches the per-poll and per-wake probes again after [`Attachment::detach_hot`].
+    pub fn attach_hot(&mut self) -> Result<(), AttachError> {
+        self.attach_where(|probe| probe.hot)
+    }
+
+    /// Detaches the probes hit at every poll or wake: the target then runs at full speed, and
+    /// the probe sees spawns, polls, wakes and completions only once they are attached again.
+    pub fn detach_hot(&mut self) -> Result<(), AttachError> {
+        for (slot, probe) in PROBES.iter().enumerate() {
+            if !probe.hot {
+                continue;
+            }
+            if let Some(link) = self.links[slot].take() {
+                program(&mut self.ebpf, probe.program)?
+                    .detach(link)
+                    .map_err(|source| attach_error(probe, 0, &self.binary, source))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Number of attach points over all kinds of probe.
+    pub fn points(&self) -> usize {
+        self.placed.iter().map(|placed| placed.points).sum()
+    }
+
+    /// Number of links (one per kind of probe that has sites).
+    pub fn links(&self) -> usize {
+        self.points.iter().filter(|points| !points.is_empty()).count()
+    }
+
+    /// Hits of each of [`PROBES`] so far, over all CPUs.
+    pub fn hits(&self) -> Result<Vec<u64>, AttachError> {
+        let map_error = |error| AttachError::Map(Box::new(error));
+        let map = self.ebpf.map("HITS").ok_or(AttachError::Missing("HITS map"))?;
+        let hits: PerCpuArray<_, u64> = PerCpuArray::try_from(map).map_err(map_error)?;
+        (0..PROBES.len() as u32)
+            .map(|slot| Ok(hits.get(&slot, 0).map_err(map_error)?.iter().sum()))
+            .collect()
+    }
+
+    /// Nanoseconds the kernel spent running the programs, when it keeps that statistic.
+    pub fn programs_run_ns(&self) -> Option<u64> {
+        let mut total = 0;
+        for (_, program) in self.ebpf.programs() {
+            total += program.info().ok()?.run_time().as_nanos() as u64;
+        }
+        Some(total)
     }
 
     /// The event ring buffer; can be taken once.
@@ -212,4 +286,159 @@ impl Attachment {
             .copied()
             .collect())
     }
+}
+
+fn program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut UProbe, AttachError> {
+    ebpf.program_mut(name)
+        .ok_or(AttachError::Missing(name))?
+        .try_into()
+        .map_err(|_| AttachError::Missing(name))
+}
+
+fn attach_error(probe: &ProbeKind, sites: usize, binary: &Path, source: ProgramError) -> AttachError {
+    AttachError::Attach {
+        program: probe.program,
+        sites,
+        binary: binary.display().to_string(),
+        source: Box::new(source),
+    }
+}
+
+/// The points of one kind of probe, each at the cheapest instruction it may sit on, with the
+/// cookie that tells the programs what the site is, where its argument is and where to count.
+fn place(
+    plan: &ProbePlan,
+    slot: usize,
+    probe: &ProbeKind,
+) -> (Vec<UProbeAttachPoint<'static>>, Placed) {
+    let mut placed = Placed::default();
+    let points = plan
+        .sites
+        .iter()
+        .enumerate()
+        .filter(|(_, site)| probe.sites.contains(&site.kind))
+        .map(|(index, site)| {
+            // A return probe hijacks the return address at entry; others may move inside.
+            let entry = if probe.returns { &site.at_start } else { &site.cheapest };
+            placed.points += 1;
+            placed.single_stepped += usize::from(entry.stepping == Stepping::SingleStepped);
+            placed.moved += usize::from(entry.offset != 0);
+            if placed.instruction.is_empty() {
+                placed.instruction = entry.instruction.clone();
+            }
+            let kind = site.kind.task_op_event().map_or(0, |kind| kind as u8);
+            UProbeAttachPoint {
+                location: UProbeAttachLocation::AbsoluteOffset(site.file_offset + entry.offset),
+                cookie: Some(cookie::pack(index as u32, kind, entry.argument as u8, slot as u8)),
+            }
+        })
+        .collect();
+    (points, placed)
+}
+
+// Two functions to calibrate the price of a hit on: one whose first instruction the kernel
+// emulates (push), one it single-steps (mov). Both return 0, so the return probe attached to the
+// first (a spawn probe) sees no task.
+std::arch::global_asm!(
+    ".pushsection .text.async_inspect_calibrate,\"ax\",@progbits",
+    ".globl async_inspect_calibrate_emulated",
+    ".type async_inspect_calibrate_emulated,@function",
+    "async_inspect_calibrate_emulated:",
+    "push rbx",
+    "pop rbx",
+    "xor eax, eax",
+    "ret",
+    ".globl async_inspect_calibrate_stepped",
+    ".type async_inspect_calibrate_stepped,@function",
+    "async_inspect_calibrate_stepped:",
+    "mov rax, 0",
+    "ret",
+    ".popsection",
+);
+
+unsafe extern "C" {
+    fn async_inspect_calibrate_emulated() -> u64;
+    fn async_inspect_calibrate_stepped() -> u64;
+}
+
+/// The hit counter calibration uses: no kind of probe counts there.
+const CALIBRATION_SLOT: u8 = probe_common::HIT_SLOTS as u8 - 1;
+
+impl Attachment {
+    /// Measures what a hit costs on this machine: this thread's CPU time over calls of the two
+    /// calibration functions, probed as the target is and not. Takes a few tens of ms; None when
+    /// the probes cannot be placed on this process.
+    pub fn calibrate(&mut self) -> Option<crate::overhead::Prices> {
+        let emulated = async_inspect_calibrate_emulated as *const () as u64;
+        let stepped = async_inspect_calibrate_stepped as *const () as u64;
+        let bare = time_calls(emulated);
+        let emulated_ns = self.time_probed("panic_start", emulated)?.saturating_sub(bare);
+        let stepped_ns = self.time_probed("panic_start", stepped)?.saturating_sub(bare);
+        let returned_ns = self.time_probed("spawn_return", emulated)?.saturating_sub(bare);
+        Some(crate::overhead::Prices {
+            emulated_ns,
+            single_stepped_ns: stepped_ns.max(emulated_ns),
+            // The return probe's entry is an emulated hit; the rest is its trampoline.
+            return_ns: returned_ns.saturating_sub(emulated_ns),
+            calibrated: true,
+        })
+    }
+
+    /// Nanoseconds of this thread's CPU per call of `function`, with `program` attached to it.
+    fn time_probed(&mut self, program_name: &'static str, function: u64) -> Option<u64> {
+        let (path, offset) = own_file_offset(function)?;
+        let pid = NonZeroU32::new(std::process::id())?;
+        let point = UProbeAttachPoint {
+            location: UProbeAttachLocation::AbsoluteOffset(offset),
+            cookie: Some(cookie::pack(0, 0, 0, CALIBRATION_SLOT)),
+        };
+        let uprobe = program(&mut self.ebpf, program_name).ok()?;
+        let link = uprobe.attach([point], &path, UProbeScope::OneProcess(pid)).ok()?;
+        let took = time_calls(function);
+        uprobe.detach(link).ok()?;
+        Some(took)
+    }
+}
+
+/// The median, over a few rounds, of this thread's CPU nanoseconds per call of `function`.
+fn time_calls(function: u64) -> u64 {
+    const CALLS: u64 = 2_000;
+    // SAFETY: both calibration functions take nothing, touch nothing and return 0.
+    let call: unsafe extern "C" fn() -> u64 = unsafe { std::mem::transmute(function as *const ()) };
+    let mut rounds: Vec<u64> = (0..3)
+        .map(|_| {
+            let start = thread_cpu_ns();
+            for _ in 0..CALLS {
+                // SAFETY: see above.
+                std::hint::black_box(unsafe { call() });
+            }
+            thread_cpu_ns().saturating_sub(start) / CALLS
+        })
+        .collect();
+    rounds.sort_unstable();
+    rounds[1]
+}
+
+fn thread_cpu_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+}
+
+/// The file and file offset that hold this process's code at `address` (from /proc/self/maps).
+fn own_file_offset(address: u64) -> Option<(std::path::PathBuf, u64)> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    maps.lines().find_map(|line| {
+        let mut fields = line.split_whitespace();
+        let (start, end) = fields.next()?.split_once('-')?;
+        let (start, end) = (u64::from_str_radix(start, 16).ok()?, u64::from_str_radix(end, 16).ok()?);
+        let offset = u64::from_str_radix(fields.nth(1)?, 16).ok()?;
+        let path = fields.nth(2)?;
+        (start <= address && address < end && path.starts_with('/'))
+            .then(|| (path.into(), address - start + offset))
+    })
 }

@@ -209,6 +209,10 @@ impl From<TestArgs> for ProbeConfig {
                 timeout: args.hang_timeout,
                 fail_on_deadlock: args.fail_on_deadlock,
             }),
+            // A hang is "no poll for so long": every poll must be seen.
+            max_overhead: None,
+            explain: false,
+            count_only: false,
         }
     }
 }
@@ -311,6 +315,27 @@ pub struct ProbeArgs {
     #[arg(short, long)]
     pub quiet: bool,
 
+    /// Keep the probe's cost under PERCENT of the target's own CPU: when following every poll
+    /// would cost more, the per-poll probes are attached in windows (counts and times are then
+    /// estimates, and the report says so); hangs, deadlocks and lost wakers are still found.
+    /// Default with --pid: 5. A launched program is followed exactly unless this is given.
+    #[arg(long, value_name = "PERCENT", value_parser = parse_percent, conflicts_with = "exact")]
+    pub max_overhead: Option<f64>,
+
+    /// Follow every poll and wake, whatever it costs (no overhead budget).
+    #[arg(long)]
+    pub exact: bool,
+
+    /// Print what each kind of probe costs: points, hits per second, whether the kernel
+    /// emulates or single-steps its instruction, and the estimated nanoseconds per hit.
+    #[arg(long)]
+    pub explain: bool,
+
+    /// Benchmarking: the same probe points with programs that only count their hits (what the
+    /// bare uprobe mechanism costs); no events, no report figures.
+    #[arg(long, hide = true)]
+    pub floor: bool,
+
     /// The program to launch under the probe, and its arguments.
     #[arg(last = true, value_name = "CMD", required_unless_present = "pid")]
     pub command: Vec<OsString>,
@@ -339,7 +364,15 @@ pub struct ProbeConfig {
     pub quiet: bool,
     /// `test` mode.
     pub watch: Option<HangWatch>,
+    /// The share of the target's CPU the probe may take, in percent (None: every poll).
+    pub max_overhead: Option<f64>,
+    pub explain: bool,
+    /// Load the programs in count-only mode (the benchmark's floor).
+    pub count_only: bool,
 }
+
+/// The overhead budget when attaching to a running program and none is given, in percent.
+pub const DEFAULT_MAX_OVERHEAD: f64 = 5.0;
 
 impl From<ProbeArgs> for ProbeConfig {
     fn from(args: ProbeArgs) -> Self {
@@ -348,7 +381,15 @@ impl From<ProbeArgs> for ProbeConfig {
             None => Target::Launch(args.command),
         };
         use std::io::IsTerminal as _;
+        let max_overhead = match (&target, args.exact || args.floor) {
+            (_, true) => None,
+            (Target::Pid(_), false) => Some(args.max_overhead.unwrap_or(DEFAULT_MAX_OVERHEAD)),
+            (Target::Launch(_), false) => args.max_overhead,
+        };
         Self {
+            max_overhead,
+            explain: args.explain,
+            count_only: args.floor,
             target,
             duration: args.duration,
             output: args.output,
@@ -392,6 +433,17 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
+fn parse_percent(text: &str) -> Result<f64, String> {
+    let percent: f64 = text
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|_| format!("'{text}' is not a percentage like 5 or 2.5"))?;
+    if !(percent > 0.0 && percent <= 100.0) {
+        return Err(format!("{percent} must be above 0 and at most 100"));
+    }
+    Ok(percent)
+}
+
 fn parse_ring_mib(text: &str) -> Result<u32, String> {
     let mib: u32 = text
         .parse()
@@ -421,6 +473,22 @@ mod tests {
         assert!(Cli::try_parse_from(["async-inspect", "probe", "--pid", "1", "--", "ls"]).is_err());
         assert!(Cli::try_parse_from(["async-inspect", "probe"]).is_err());
         assert!(Cli::try_parse_from(["async-inspect", "probe", "--", "./app", "--flag"]).is_ok());
+    }
+
+    #[test]
+    fn a_budget_applies_to_attaching_unless_exact() {
+        let config = |args: &[&str]| {
+            let Command::Probe(args) = Cli::try_parse_from(args).expect("parses").command else {
+                panic!("not probe");
+            };
+            ProbeConfig::from(args).max_overhead
+        };
+        assert_eq!(config(&["ai", "probe", "--pid", "1"]), Some(DEFAULT_MAX_OVERHEAD));
+        assert_eq!(config(&["ai", "probe", "--pid", "1", "--max-overhead", "2%"]), Some(2.0));
+        assert_eq!(config(&["ai", "probe", "--pid", "1", "--exact"]), None);
+        assert_eq!(config(&["ai", "probe", "--", "./app"]), None);
+        assert!(parse_percent("0").is_err());
+        assert!(Cli::try_parse_from(["ai", "probe", "--pid", "1", "--exact", "--max-overhead", "3"]).is_err());
     }
 
     #[test]

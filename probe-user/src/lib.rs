@@ -9,10 +9,12 @@
 
 pub mod analyze;
 pub mod attach;
+pub mod budget;
 pub mod cli;
 pub mod collect;
 pub mod memory;
 pub mod model;
+pub mod overhead;
 pub mod present;
 pub mod record;
 pub mod report;

@@ -5,9 +5,11 @@ use probe_user::{
     analyze::{
         deadlocks::WaitGraph,
         lints::Thresholds,
-        stacks::{StackReader, Stacks},
+        stacks::{PendingStacks, StackReader, Stacks},
     },
     attach::{self, Attachment},
+    budget::Budget,
+    overhead::Prices,
     cli::{Cli, Command, DumpArgs, Format, HangWatch, ProbeConfig, ReportArgs, Target, TestArgs},
     collect::{self, Collector},
     memory::ProcessMemory,
@@ -189,7 +191,13 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
         }
         (None, None) => unreachable!("a target is either launched or given by pid"),
     };
-    let mut attachment = match Attachment::attach(&plan, &binary, pid, config.ring_bytes) {
+    let mut attachment = match Attachment::attach(
+        &plan,
+        &binary,
+        pid,
+        config.ring_bytes,
+        config.count_only,
+    ) {
         Ok(attachment) => attachment,
         Err(error) => {
             if let Some(gate) = gate {
@@ -199,6 +207,8 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
         }
     };
     let mut collector = Collector::new(attachment.take_events()?)?;
+    let prices = attachment.calibrate().unwrap_or(Prices::TYPICAL);
+    let mut budget = Budget::new(pid.get(), prices, config.max_overhead, &attachment);
     // Await points are read from the target's memory when tasks go idle (needs DWARF).
     let memory = plan
         .types
@@ -213,8 +223,9 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
         ended_ns: started_ns,
         dropped_per_cpu: Vec::new(),
         undecodable: 0,
-        probe_points: attachment.points,
-        links: attachment.links,
+        probe_points: attachment.points(),
+        links: attachment.links(),
+        overhead: None,
     };
     let settings = record::Settings {
         stuck_after_ns: config.stuck_after.as_nanos() as u64,
@@ -239,7 +250,7 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
     });
     let mut attached_line = format!(
         "{} probe points attached to pid {pid} ({} task types)",
-        attachment.points,
+        attachment.points(),
         plan.task_types.len(),
     );
     if !config.quiet && !config.tui {
@@ -383,17 +394,30 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
             refreshed: None,
         });
         let mut view_error = None;
+        let mut budget_error = None;
+        let mut pending = PendingStacks::default();
         let flushed = Cell::new(std::time::Instant::now());
         collector
             .run(&mut session, stop, |session| {
-                let idle = session.model.take_newly_idle();
-                if let Some(reader) = &reader
-                    && !idle.is_empty()
+                if budget_error.is_none()
+                    && let Err(error) =
+                        budget.tick(&mut attachment, session, memory.as_ref(), &plan.layout)
                 {
-                    read_stacks(reader, session, &idle);
+                    budget_error = Some(error);
+                    user_quit.notify_one();
+                }
+                // Backtraces are read only for tasks that stay idle a while: most idle
+                // stretches of a busy program are too short to matter.
+                let idle = session.model.take_newly_idle();
+                pending.add(&session.model, &idle);
+                let due = pending.due(&session.model, collect::monotonic_ns(), READ_STACK_AFTER_NS);
+                if let Some(reader) = &reader
+                    && !due.is_empty()
+                {
+                    read_stacks(reader, session, &due);
                 }
                 if let Some(watch) = config.watch {
-                    progress.watch(session, &catalogue, watch, !idle.is_empty());
+                    progress.watch(session, &catalogue, watch, !due.is_empty());
                 }
                 if let Some(recorder) = session.recorder()
                     && flushed.get().elapsed() >= RECORD_FLUSH
@@ -405,6 +429,9 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
                 if let Some(view) = &mut live_view
                     && view_error.is_none()
                 {
+                    if view.due() {
+                        facts.overhead = Some(budget.overhead(&attachment));
+                    }
                     match view.tick(session, &catalogue, &facts, settings) {
                         Ok(Action::Quit) => user_quit.notify_one(),
                         Ok(Action::Continue) => {}
@@ -420,11 +447,15 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
         if let Some(error) = view_error {
             return Err(anyhow::anyhow!("the live view failed: {error}"));
         }
+        if let Some(error) = budget_error {
+            return Err(anyhow::Error::new(error).context("keeping the probe within its overhead budget failed"));
+        }
         ended.expect("the stop future ran")
     };
     let ended_ns = collect::monotonic_ns();
     facts.ended_ns = ended_ns;
     facts.dropped_per_cpu = attachment.drops_per_cpu().unwrap_or_default();
+    facts.overhead = Some(budget.overhead(&attachment));
     facts.undecodable = collector.undecodable;
     // Detach before reporting: the target runs unprobed from here on.
     drop(collector);
@@ -536,11 +567,18 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
         settings.stuck_after_ns,
         &verdict,
     )?;
+    if config.explain {
+        report.write_explain(std::io::stdout().lock())?;
+    }
     if failed {
         return Ok(HANG_EXIT);
     }
     Ok(status.map_or(0, target::exit_code))
 }
+
+/// How long a task stays idle before its backtrace is read: shorter waits are a busy
+/// program's ordinary rhythm, and reading each would cost more than the probe itself.
+const READ_STACK_AFTER_NS: u64 = 100_000_000;
 
 /// The variable through which cargo takes a runner for the host's binaries.
 const CARGO_RUNNER_VAR: &str = "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER";
@@ -663,6 +701,11 @@ const RECORD_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
 const LIVE_REFRESH: std::time::Duration = std::time::Duration::from_millis(500);
 
 impl LiveView<'_> {
+    /// Whether the next tick rebuilds the report.
+    fn due(&self) -> bool {
+        self.refreshed.is_none_or(|at| at.elapsed() >= LIVE_REFRESH)
+    }
+
     fn tick<O>(
         &mut self,
         session: &Session<O>,
@@ -671,7 +714,7 @@ impl LiveView<'_> {
         settings: record::Settings,
     ) -> std::io::Result<Action> {
         let action = self.tui.handle_input()?;
-        if self.refreshed.is_none_or(|at| at.elapsed() >= LIVE_REFRESH) {
+        if self.due() {
             self.refreshed = Some(std::time::Instant::now());
             let now = RunFacts {
                 ended_ns: collect::monotonic_ns(),
@@ -730,6 +773,7 @@ fn dump(args: &DumpArgs) -> anyhow::Result<i32> {
             undecodable: 0,
             probe_points: 0,
             links: 0,
+            overhead: None,
         },
         Analysis {
             stacks: &stacks,

@@ -88,9 +88,9 @@ pub struct Task {
     pub max_poll_ns: u64,
     pub wakes: u64,
     pub self_wakes: u64,
-    pub waker_clones: u64,
-    /// Wakers dropped or consumed by `wake_by_val`.
-    pub waker_drops: u64,
+    /// The task's state word as last read (at a poll's end, or from memory while it waits), and
+    /// when: its reference count says how many wakers exist.
+    pub state_word: Option<(u64, u64)>,
     /// `None` when the task existed before the probe attached.
     pub spawned_ns: Option<u64>,
     pub first_seen_ns: u64,
@@ -179,10 +179,13 @@ impl Task {
         }
     }
 
-    /// Wakers alive now, when every clone since spawn was seen.
+    /// Wakers (and abort handles, which tokio counts alike) alive when the state word was last
+    /// read, for a task that has not ended.
     pub fn live_wakers(&self) -> Option<u64> {
-        self.spawned_ns?;
-        self.waker_clones.checked_sub(self.waker_drops)
+        if self.state.is_terminal() {
+            return None;
+        }
+        self.state_word.map(|(word, _)| wakers_in(word))
     }
 
     fn count_waker(&mut self, waker: Option<usize>) {
@@ -228,6 +231,53 @@ impl Task {
             self.ended_ns.get_or_insert(now);
         }
     }
+}
+
+/// The state a task's word gives, read from memory rather than from the probe's events.
+fn state_of_word(word: u64) -> TaskState {
+    if word & state::COMPLETE != 0 {
+        if word & state::CANCELLED != 0 {
+            TaskState::Cancelled
+        } else {
+            TaskState::Completed
+        }
+    } else if word & state::RUNNING != 0 {
+        TaskState::Running
+    } else if word & state::NOTIFIED != 0 {
+        TaskState::Scheduled
+    } else {
+        TaskState::Idle
+    }
+}
+
+/// How many wakers (and abort handles) hold a reference to an idle task, from its state word.
+/// tokio counts one reference for the scheduler's list of owned tasks, one for the `JoinHandle`
+/// while `JOIN_INTEREST` is set, one per `Waker` or `AbortHandle`, and one while a notification
+/// is queued (`NOTIFIED`).
+pub fn wakers_in(word: u64) -> u64 {
+    let references = word >> state::REF_COUNT_SHIFT;
+    let join_handle = u64::from(word & state::JOIN_INTEREST != 0);
+    let queued = u64::from(word & state::NOTIFIED != 0);
+    references.saturating_sub(1 + join_handle + queued)
+}
+
+/// A change in what the probe sees, when an overhead budget attaches the per-poll probes in
+/// windows. Recorded and replayed like events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Coverage {
+    /// The per-poll probes were detached: what tasks do is not seen until they are back.
+    Paused { now_ns: u64 },
+    /// They are attached again.
+    Resumed { now_ns: u64 },
+    /// A live task's memory read after a gap: `word` is None when the task is gone (freed, or
+    /// another task lives there), and `changed` says its memory changed during the gap (it was
+    /// polled, so it has not been idle all along).
+    Checked {
+        task: usize,
+        word: Option<u64>,
+        changed: bool,
+        now_ns: u64,
+    },
 }
 
 /// A task found in the target's memory, for [`TaskModel::observe`].
@@ -385,22 +435,9 @@ impl TaskModel {
                 if event.other_header == event.header {
                     task.self_wakes += 1;
                 }
-                if event.kind == EventKind::WakeByVal {
-                    task.waker_drops += 1;
-                }
                 if task.state == TaskState::Idle {
                     task.enter(TaskState::Scheduled, now);
                 }
-                Some(index)
-            }
-            EventKind::WakerClone => {
-                let index = self.task_for(event, TaskState::Idle);
-                self.tasks[index].waker_clones += 1;
-                Some(index)
-            }
-            EventKind::WakerDrop => {
-                let index = self.task_for(event, TaskState::Idle);
-                self.tasks[index].waker_drops += 1;
                 Some(index)
             }
             EventKind::Shutdown => {
@@ -467,6 +504,9 @@ impl TaskModel {
         }
         let freed = event.flags & flags::FREED_DURING_POLL != 0 || task.freed_in_poll;
         let word = event.value;
+        if !freed {
+            task.state_word = Some((word, now));
+        }
         let next = if event.flags & flags::PANICKED != 0 && (freed || word & state::COMPLETE != 0) {
             TaskState::Panicked
         } else if freed {
@@ -560,8 +600,7 @@ impl TaskModel {
             max_poll_ns: 0,
             wakes: 0,
             self_wakes: 0,
-            waker_clones: 0,
-            waker_drops: 0,
+            state_word: None,
             spawned_ns: None,
             first_seen_ns: event.ts_ns,
             ended_ns: None,
@@ -659,27 +698,94 @@ impl TaskModel {
         self.first_ns.get_or_insert(found.now_ns);
         self.last_ns = self.last_ns.max(found.now_ns);
         let word = found.state_word;
-        let state = if word & state::COMPLETE != 0 {
-            if word & state::CANCELLED != 0 {
-                TaskState::Cancelled
-            } else {
-                TaskState::Completed
-            }
-        } else if word & state::RUNNING != 0 {
-            TaskState::Running
-        } else if word & state::NOTIFIED != 0 {
-            TaskState::Scheduled
-        } else {
-            TaskState::Idle
-        };
+        let state = state_of_word(word);
         let index = self.create(&event, state);
         let task = &mut self.tasks[index];
         task.task_type = Some(found.task_type);
+        task.state_word = Some((word, found.now_ns));
         if state.is_terminal() {
             // Finished, but its JoinHandle still holds it: when it ended is unknown.
             self.active -= 1;
         }
         index
+    }
+
+    /// Takes in a change of coverage (see [`Coverage`]).
+    pub fn coverage(&mut self, change: Coverage) {
+        match change {
+            Coverage::Paused { now_ns } => self.pause(now_ns),
+            Coverage::Resumed { now_ns } => {
+                self.last_ns = self.last_ns.max(now_ns);
+            }
+            Coverage::Checked {
+                task,
+                word,
+                changed,
+                now_ns,
+            } => self.check(task, word, changed, now_ns),
+        }
+    }
+
+    /// Polls in flight end unseen: their tasks wait for a worker, as far as anyone knows, until
+    /// their memory is checked.
+    fn pause(&mut self, now: u64) {
+        for task in &mut self.tasks {
+            if task.state == TaskState::Running {
+                task.poll = None;
+                task.enter(TaskState::Scheduled, now);
+            }
+        }
+        self.thread_polls.clear();
+        self.last_ns = self.last_ns.max(now);
+    }
+
+    /// What a task's memory says after a gap: gone, finished, or in the state its word gives.
+    fn check(&mut self, index: usize, word: Option<u64>, changed: bool, now: u64) {
+        let Some(task) = self.tasks.get(index) else {
+            return;
+        };
+        if task.state.is_terminal() {
+            return;
+        }
+        let Some(word) = word else {
+            // Freed while unobserved: it ended, when is not known.
+            let header = task.header;
+            let end = if task.cancel_requested {
+                TaskState::Cancelled
+            } else {
+                TaskState::Completed
+            };
+            self.finish(index, end, now);
+            self.retire(header);
+            return;
+        };
+        let next = state_of_word(word);
+        if next.is_terminal() {
+            self.finish(index, next, now);
+            return;
+        }
+        let task = &mut self.tasks[index];
+        task.state_word = Some((word, now));
+        if changed && task.state == next {
+            // It ran during the gap and is back where it was: its stretch starts over.
+            task.account(now);
+            task.entered_ns = now;
+        }
+        task.enter(next, now);
+        if next == TaskState::Idle && changed {
+            self.newly_idle.push(index);
+        }
+    }
+
+    /// The state word of a waiting task as read from its memory at `now`: wakers dropped while
+    /// it waits show there, and in no event.
+    pub fn refresh_word(&mut self, index: usize, word: u64, now: u64) {
+        if let Some(task) = self.tasks.get_mut(index)
+            && !task.state.is_terminal()
+            && task.state_word.is_none_or(|(_, read)| read <= now)
+        {
+            task.state_word = Some((word, now));
+        }
     }
 
     /// Tasks that went idle since the last call (each once, oldest first).
@@ -927,15 +1033,22 @@ mod tests {
     }
 
     #[test]
-    fn live_wakers_follow_clones_drops_and_consuming_wakes() {
+    fn live_wakers_come_from_the_reference_count() {
+        const REF: u64 = 1 << state::REF_COUNT_SHIFT;
         let mut m = model();
         m.apply(&event(1, EventKind::Spawn, HDR, 1));
-        m.apply(&event(2, EventKind::WakerClone, HDR, 1));
-        m.apply(&event(3, EventKind::WakerClone, HDR, 1));
-        m.apply(&event(4, EventKind::WakerDrop, HDR, 1));
+        m.apply(&event(2, EventKind::PollStart, HDR, 1));
+        // Owned list + JoinHandle + one waker kept by what it waits for.
+        m.apply(&poll_end(3, HDR, 1, 3 * REF | state::JOIN_INTEREST));
         assert_eq!(m.tasks()[0].live_wakers(), Some(1));
-        m.apply(&event(5, EventKind::WakeByVal, HDR, 1));
+        // Read again while it waits: the waker was dropped, nothing can wake it.
+        m.refresh_word(0, 2 * REF | state::JOIN_INTEREST, 10);
         assert_eq!(m.tasks()[0].live_wakers(), Some(0));
+        // A read older than the last one changes nothing.
+        m.refresh_word(0, 9 * REF, 5);
+        assert_eq!(m.tasks()[0].live_wakers(), Some(0));
+        assert_eq!(wakers_in(REF), 0, "only the owned list: no JoinHandle, no waker");
+        assert_eq!(wakers_in(4 * REF | state::NOTIFIED), 2);
     }
 
     #[test]
@@ -1008,6 +1121,31 @@ mod tests {
         });
         assert_eq!((other, m.tasks().len()), (1, 2));
         assert_eq!(m.anomalies.lost_frees, 1);
+    }
+
+    #[test]
+    fn a_gap_in_coverage_is_filled_from_memory() {
+        const REF: u64 = 1 << state::REF_COUNT_SHIFT;
+        let mut m = model();
+        let (busy, parked, gone) = (HDR, HDR + 0x100, HDR + 0x200);
+        for (ts, header, id) in [(1, busy, 1), (2, parked, 2), (3, gone, 3)] {
+            m.apply(&event(ts, EventKind::PollStart, header, id));
+            m.apply(&poll_end(ts + 1, header, id, 2 * REF));
+        }
+        m.apply(&event(10, EventKind::PollStart, busy, 1));
+        m.coverage(Coverage::Paused { now_ns: 20 });
+        assert_eq!(m.tasks()[0].state, TaskState::Scheduled, "its poll's end is not seen");
+        m.coverage(Coverage::Resumed { now_ns: 100 });
+        for (task, word, changed) in [(0, Some(2 * REF), true), (1, Some(2 * REF), false), (2, None, false)] {
+            m.coverage(Coverage::Checked { task, word, changed, now_ns: 100 });
+        }
+        assert_eq!(m.idle_since(0), Some(100), "it ran during the gap");
+        assert_eq!(m.idle_since(1), Some(3), "untouched: idle all along");
+        assert_eq!(m.tasks()[2].state, TaskState::Completed);
+        assert_eq!(m.active(), 2);
+        // The freed task's address may hold a new task now.
+        m.apply(&event(101, EventKind::Spawn, gone, 9));
+        assert_eq!(m.tasks().len(), 4);
     }
 
     #[test]

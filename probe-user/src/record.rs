@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     analyze::stacks::TaskStack,
-    model::{Observed, TaskEvent},
+    model::{Coverage, Observed, TaskEvent},
     report::RunFacts,
     resolve::Catalogue,
     session::{Observer, Session},
@@ -85,6 +85,8 @@ enum Item {
     Stack { task: u32, stack: String },
     End(String),
     Observed(Observed),
+    /// A [`Coverage`] change, as JSON.
+    Coverage(String),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -158,6 +160,10 @@ impl Recorder {
         self.item(&Item::Observed(*found));
     }
 
+    pub fn coverage(&mut self, change: &Coverage) {
+        self.item(&Item::Coverage(to_json(change)));
+    }
+
     pub fn stack(&mut self, task: usize, stack: &TaskStack) {
         self.item(&Item::Stack {
             task: task as u32,
@@ -221,6 +227,7 @@ pub enum Entry {
     Observed(Observed),
     Stack(usize, TaskStack),
     End(RunFacts),
+    Coverage(Coverage),
 }
 
 /// Reads a recording item by item.
@@ -326,6 +333,7 @@ impl Reader {
             }
             Item::Observed(found) => Entry::Observed(found),
             Item::Stack { task, stack } => Entry::Stack(task as usize, self.parse_json(&stack)?),
+            Item::Coverage(change) => Entry::Coverage(self.parse_json(&change)?),
             Item::End(json) => Entry::End(self.parse_json(&json)?),
         }))
     }
@@ -388,6 +396,7 @@ pub fn replay<O: Observer>(path: &Path, observer: O) -> Result<Replayed<O>, Reco
                 session.observe(found);
             }
             Entry::Stack(task, stack) => session.stack(task, stack),
+            Entry::Coverage(change) => session.coverage(change),
             Entry::End(end) => facts = Some(end),
         }
     }
@@ -506,6 +515,7 @@ mod tests {
                     waits_on: None,
                 }],
                 read_ns: 1_310,
+                state_word: Some(0x80),
             },
         );
     }

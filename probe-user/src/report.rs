@@ -14,6 +14,7 @@ use crate::{
         stacks::Stacks,
     },
     model::{Histogram, Task, TaskModel, TaskState},
+    overhead::Overhead,
     resolve::{Catalogue, NamingSource, TypeName},
 };
 
@@ -87,6 +88,8 @@ pub struct Summary {
     pub debuginfo: bool,
     pub probe_points: usize,
     pub links: usize,
+    /// What the probe cost the target, and how much of the run it saw every poll of.
+    pub overhead: Option<Overhead>,
     pub notes: Vec<String>,
 }
 
@@ -178,7 +181,7 @@ impl WorkerRow {
 }
 
 /// What the run ended with, besides the model.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct RunFacts {
     pub mode: Mode,
     pub target: String,
@@ -189,6 +192,32 @@ pub struct RunFacts {
     pub undecodable: u64,
     pub probe_points: usize,
     pub links: usize,
+    /// What the probe cost the target (None for a dump).
+    #[serde(default)]
+    pub overhead: Option<Overhead>,
+}
+
+/// The probe's cost in one line: its share of the target's CPU, and how much it saw.
+pub fn describe_overhead(overhead: &Overhead) -> String {
+    let budget = match overhead.budget_percent {
+        Some(percent) => format!(" (budget {percent}%)"),
+        None => " (--exact: every poll followed)".to_owned(),
+    };
+    let mut line = format!(
+        "probe cost: ~{:.1}% of the target's CPU{budget}: {} of probe traps, {} collecting",
+        overhead.share_percent,
+        duration(overhead.traps_ns + overhead.programs_ns.unwrap_or(0)),
+        duration(overhead.collector_cpu_ns)
+    );
+    if overhead.coverage < 1.0 {
+        line += &format!(
+            "; per-poll probes attached {:.0}% of the time in {} windows: polls, wakes and times \
+             are counted in those windows (estimates of the whole), the rest read from memory",
+            overhead.coverage * 100.0,
+            overhead.windows
+        );
+    }
+    line
 }
 
 /// What analysis adds to the report.
@@ -470,6 +499,7 @@ impl Report {
             debuginfo: plan.has_dwarf,
             probe_points: facts.probe_points,
             links: facts.links,
+            overhead: facts.overhead,
             notes: plan.notes.clone(),
         };
         Self {
@@ -522,10 +552,56 @@ impl Report {
             s.links,
             s.naming.describe()
         )?;
+        if let Some(overhead) = &s.overhead {
+            writeln!(out, "  {}", describe_overhead(overhead))?;
+        }
         for note in &s.notes {
             writeln!(out, "  note: {note}")?;
         }
         self.write_table(out, top)
+    }
+
+    /// What each kind of probe cost (`probe --explain`).
+    pub fn write_explain(&self, mut out: impl Write) -> io::Result<()> {
+        let Some(overhead) = &self.summary.overhead else {
+            return Ok(());
+        };
+        let seconds = (self.summary.duration_ns as f64 / 1e9).max(1e-9);
+        writeln!(out, "\n  what each kind of probe cost:")?;
+        writeln!(
+            out,
+            "  {:<44} {:>6} {:>10} {:<15} {:>8}  INSTRUCTION",
+            "PROBE", "POINTS", "HITS/S", "KERNEL", "NS/HIT"
+        )?;
+        for probe in &overhead.probes {
+            let kernel = match probe.single_stepped {
+                0 if probe.moved > 0 => "emulated, moved".to_owned(),
+                0 => "emulated".to_owned(),
+                n if n == probe.points => "single-stepped".to_owned(),
+                n => format!("{n} single-stepped"),
+            };
+            writeln!(
+                out,
+                "  {:<44} {:>6} {:>10.0} {:<15} {:>8}  {}",
+                probe.probe,
+                probe.points,
+                probe.hits as f64 / seconds,
+                kernel,
+                probe.ns_per_hit,
+                probe.instruction
+            )?;
+        }
+        if let Some(prices) = overhead.prices {
+            writeln!(
+                out,
+                "  prices per hit{}: {} ns emulated, {} ns single-stepped, +{} ns for a return probe",
+                if prices.calibrated { ", calibrated on this machine at start" } else { " (typical figures: calibration failed)" },
+                prices.emulated_ns,
+                prices.single_stepped_ns,
+                prices.return_ns
+            )?;
+        }
+        Ok(())
     }
 
     /// The task table, busiest first, `top` rows (all when 0).

@@ -5,7 +5,7 @@
 
 use crate::{
     analyze::stacks::{Stacks, TaskStack},
-    model::{Observed, TaskEvent, TaskModel},
+    model::{Coverage, Observed, TaskEvent, TaskModel},
     record::Recorder,
     resolve::Catalogue,
 };
@@ -92,9 +92,21 @@ impl<O: Observer> Session<O> {
         task
     }
 
+    /// What the probe sees changed (an overhead budget paused or resumed the per-poll probes,
+    /// or a task's memory was checked after a gap).
+    pub fn coverage(&mut self, change: Coverage) {
+        if let Some(recorder) = &mut self.recorder {
+            recorder.coverage(&change);
+        }
+        self.model.coverage(change);
+    }
+
     pub fn stack(&mut self, task: usize, stack: TaskStack) {
         if let Some(recorder) = &mut self.recorder {
             recorder.stack(task, &stack);
+        }
+        if let Some(word) = stack.state_word {
+            self.model.refresh_word(task, word, stack.read_ns);
         }
         self.observer.stack(task, &stack, &self.model);
         self.stacks.insert(task, stack);

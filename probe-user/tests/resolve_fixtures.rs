@@ -37,8 +37,6 @@ fn check_plan(plan: &ProbePlan, naming: NamingSource) {
         SiteKind::Shutdown,
         SiteKind::WakeByVal,
         SiteKind::WakeByRef,
-        SiteKind::CloneWaker,
-        SiteKind::DropWaker,
         SiteKind::Complete,
         SiteKind::Panic,
     ] {

@@ -101,12 +101,10 @@ impl Lint for LostWaker {
     }
     fn format(&self, task: &TaskView<'_>, _: &Thresholds) -> String {
         format!(
-            "idle for {}{} after returning Pending with every waker dropped ({} cloned, {} dropped or consumed): \
-             a future returned Pending without keeping cx.waker()",
+            "idle for {}{}, and its reference count holds no waker: a future returned Pending \
+             without keeping cx.waker(), or whatever kept it dropped it without waking",
             duration(task.idle_ns.unwrap_or(0)),
             task.at(),
-            task.task.waker_clones,
-            task.task.waker_drops
         )
     }
 }

@@ -14,6 +14,10 @@ use crate::{
 pub struct TaskStack {
     pub frames: Vec<Frame>,
     pub read_ns: u64,
+    /// The task's state word, read with the frames: its reference count counts the wakers
+    /// left (wakers dropped while the task waits send no event).
+    #[serde(default)]
+    pub state_word: Option<u64>,
 }
 
 impl TaskStack {
@@ -80,11 +84,15 @@ impl StackReader<'_> {
                     return None;
                 }
                 let frames = self.read(task.header, model.task_type(task)?, now_ns)?;
+                let state_word = self
+                    .memory
+                    .read_u64(task.header + self.plan.layout.header_state);
                 Some((
                     index,
                     TaskStack {
                         frames,
                         read_ns: now_ns,
+                        state_word,
                     },
                 ))
             })
@@ -99,6 +107,41 @@ impl StackReader<'_> {
         for (index, stack) in self.read_idle(model, &unread, now_ns) {
             stacks.insert(index, stack);
         }
+    }
+}
+
+/// Tasks that went idle, waiting to have their backtrace read once they have stayed idle a
+/// while: most idle stretches of a busy program end within microseconds.
+#[derive(Default)]
+pub struct PendingStacks {
+    /// (task, idle since), oldest first.
+    waiting: std::collections::VecDeque<(usize, u64)>,
+}
+
+impl PendingStacks {
+    /// Takes in tasks that just went idle.
+    pub fn add(&mut self, model: &TaskModel, tasks: &[usize]) {
+        for &task in tasks {
+            if let Some(since) = model.idle_since(task) {
+                self.waiting.push_back((task, since));
+            }
+        }
+    }
+
+    /// The tasks idle for `after_ns` by `now_ns` without a break, each once.
+    pub fn due(&mut self, model: &TaskModel, now_ns: u64, after_ns: u64) -> Vec<usize> {
+        let mut due = Vec::new();
+        while let Some(&(task, since)) = self.waiting.front() {
+            if since.saturating_add(after_ns) > now_ns {
+                break;
+            }
+            self.waiting.pop_front();
+            // Woken meanwhile (and perhaps idle again since: then it is queued again).
+            if model.idle_since(task) == Some(since) {
+                due.push(task);
+            }
+        }
+        due
     }
 }
 

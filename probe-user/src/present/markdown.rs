@@ -443,6 +443,7 @@ pub(crate) mod fixtures {
                 debuginfo: true,
                 probe_points: 12,
                 links: 3,
+                overhead: None,
                 notes: Vec::new(),
             },
             tasks: Vec::new(),

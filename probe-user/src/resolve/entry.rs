@@ -1,1 +1,601 @@
-//! Where to put a uprobe in a function so that hitting it is cheap (placeholder: being written).
+//! Where to put a uprobe in a function so that hitting it is cheap.
+//!
+//! A uprobe replaces the first byte of the probed instruction with `int3`. On a hit the x86-64
+//! kernel either *emulates* the displaced instruction (one trap: ~1.4 us on the test VM) or copies
+//! it to the task's XOL page and *single-steps* it there (a second trap: ~6.5 us).
+//! `arch_uprobe_analyze_insn()` in arch/x86/kernel/uprobes.c decides, once, at registration:
+//!
+//! | instruction (bytes)                                            | emulated since | commit |
+//! |----------------------------------------------------------------|----------------|--------|
+//! | `call rel32` (e8), `jmp rel8/rel32` (eb, e9), `jcc rel8/rel32` (70-7f, 0f 80-8f), `nop` (90 with any prefix but 66) | 2014 (3.15 era) | Oleg Nesterov's `branch_xol_ops` series (ids not found in the stored material) |
+//! | `push r64`: 50-57, or 41 50-57 for r8-r15 (no other prefix)   | 4.16 | e7ed9d9bd037 "uprobes/x86: Emulate push insns for uprobe on x86" (Yonghong Song; tip 2017-12-11, after 4.15-rc1; 4.14 lacks it) |
+//! | the kernel's own NOPs `x86_nops[1..=8]`: 66 90, 0f 1f 00, 0f 1f 40 00, 0f 1f 44 00 00, 66 0f 1f 44 00 00, 0f 1f 80 00000000, 0f 1f 84 00 00000000 | 6.16 | 610f6e14c29d "uprobes/x86: Add support to emulate NOP instructions" (Jiri Olsa; merged for 6.16) |
+//! | a 5-byte NOP becomes a `call` to a trampoline + uprobe syscall (no trap at all) | 6.18 | ba2bfc97b462 "uprobes/x86: Add support to optimize uprobes", 7c2bfc183b05 "Accept more NOP forms" |
+//!
+//! Everything else is single-stepped, notably `sub $imm,%rsp`, `mov`, `lea`, `xor`. Emulating
+//! `mov reg,reg` and `sub $imm32,reg` was proposed in Nov 2025 (Jiri Olsa, RFC "uprobe/x86: Add
+//! support to emulate mov reg,reg / sub imm,reg instructions"), not merged; it would not cover
+//! rustc's `sub $imm8,%rsp` (48 83 ec) anyway. The kernel refuses to probe at all (registration
+//! fails) instructions with a lock, cs, ds, es or ss prefix (`is_prefix_bad`), and 66-prefixed
+//! branches — `66 90` too before 6.16. That includes LLVM's loop-alignment padding
+//! `66 .. 2e 0f 1f 84 ..` (`data16 cs nopw`).
+//!
+//! min_kernel: push emulation (4.16) is older than 6.1, so every supported kernel has it. The
+//! multi-byte NOPs are emulated only from 6.16: on older kernels `0f 1f ..` is single-stepped and
+//! `66 90` is refused. [`classify`] assumes the running kernel (6.18).
+//!
+//! Probing past the entry. The kernel takes any file offset and decodes whatever bytes are there:
+//! it does not check that the offset starts an instruction, and an `int3` written into the middle
+//! of one corrupts the program. Offsets here come from decoding forward from the symbol's start,
+//! so they are instruction boundaries. The probe fires each time its instruction runs: if a branch
+//! lands between the entry and the probed instruction (a loop head), it would fire more than once
+//! per call, so such places are not chosen. A uretprobe must stay at the entry:
+//! `arch_uretprobe_hijack_return_addr()` swaps the word at `[rsp]` for the trampoline, which is
+//! the return address only before the function pushes anything.
+
+use iced_x86::{
+    Code, Decoder, DecoderOptions, FlowControl, Instruction, InstructionInfoFactory, Mnemonic,
+    OpAccess, OpKind, Register as Reg, UsedRegister,
+};
+
+/// How the kernel runs the instruction a uprobe replaces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stepping {
+    Emulated,
+    SingleStepped,
+}
+
+/// A general-purpose register, numbered as the eBPF side reads it from `pt_regs`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[repr(u8)]
+pub enum Register {
+    Rdi = 0,
+    Rsi,
+    Rdx,
+    Rcx,
+    R8,
+    R9,
+    Rax,
+    Rbx,
+    Rbp,
+    R12,
+    R13,
+    R14,
+    R15,
+    R10,
+    R11,
+}
+
+/// Where to probe one function.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// Bytes from the function's start to the probed instruction (0: its first instruction).
+    pub offset: u64,
+    /// The register holding the function's first argument when the probed instruction runs.
+    pub argument: Register,
+    pub stepping: Stepping,
+    /// The probed instruction, disassembled (e.g. "push rbx"), for `--explain`.
+    pub instruction: String,
+    /// The function's first instruction, when the probe moved past it.
+    pub skipped: Option<String>,
+}
+
+/// Prologues are short: past this many instructions the argument is rarely still in a register.
+const MAX_WALK: usize = 32;
+/// Bound on the code searched for branches back into the prologue, against a bad symbol size.
+const MAX_FUNCTION_BYTES: usize = 64 * 1024;
+
+/// `x86_nops[1..=8]` on x86-64 (arch/x86/include/asm/nops.h): the NOPs emulated since 6.16.
+const KERNEL_NOPS: [&[u8]; 8] = [
+    &[0x90],
+    &[0x66, 0x90],
+    &[0x0f, 0x1f, 0x00],
+    &[0x0f, 0x1f, 0x40, 0x00],
+    &[0x0f, 0x1f, 0x44, 0x00, 0x00],
+    &[0x66, 0x0f, 0x1f, 0x44, 0x00, 0x00],
+    &[0x0f, 0x1f, 0x80, 0x00, 0x00, 0x00, 0x00],
+    &[0x0f, 0x1f, 0x84, 0x00, 0x00, 0x00, 0x00, 0x00],
+];
+
+/// Legacy prefixes, in the order the kernel's decoder skips them.
+const PREFIXES: [u8; 11] = [
+    0x26, 0x2e, 0x36, 0x3e, 0x64, 0x65, 0x66, 0x67, 0xf0, 0xf2, 0xf3,
+];
+/// es, cs, ss, ds and lock: the kernel refuses to probe instructions carrying them.
+const REFUSED_PREFIXES: [u8; 5] = [0x26, 0x2e, 0x36, 0x3e, 0xf0];
+
+/// How the kernel would run the instruction at the start of `code` (which is at address `ip`),
+/// and the instruction as text. None when it does not decode.
+pub fn classify(code: &[u8], ip: u64) -> Option<(Stepping, String)> {
+    let instruction = Decoder::with_ip(64, code, ip, DecoderOptions::NONE).decode();
+    if instruction.is_invalid() {
+        return None;
+    }
+    Some((
+        stepping(&instruction, &code[..instruction.len()]),
+        text(&instruction),
+    ))
+}
+
+/// The cheapest place to probe the function whose code starts at `code` (address `ip`) and whose
+/// first argument arrives in %rdi: its entry when the first instruction is emulated; otherwise the
+/// first emulated instruction reached on every call, if the argument is still in some register
+/// there; otherwise the entry, single-stepped. Scans at most a few dozen instructions.
+pub fn cheapest(code: &[u8], ip: u64) -> Option<Entry> {
+    let (stepping, first) = classify(code, ip)?;
+    let entry = Entry {
+        offset: 0,
+        argument: Register::Rdi,
+        stepping,
+        instruction: first,
+        skipped: None,
+    };
+    if stepping == Stepping::Emulated {
+        return Some(entry);
+    }
+    Some(match past_prologue(code, ip) {
+        Some((offset, argument, instruction)) => Entry {
+            offset,
+            argument,
+            stepping: Stepping::Emulated,
+            instruction,
+            skipped: Some(entry.instruction),
+        },
+        None => entry,
+    })
+}
+
+/// The first emulated instruction that straight-line code from the entry reaches, with a
+/// register still holding the argument there: `(offset, register, text)`.
+fn past_prologue(code: &[u8], ip: u64) -> Option<(u64, Register, String)> {
+    let mut info = InstructionInfoFactory::new();
+    let mut holders = vec![Register::Rdi];
+    let decoder = Decoder::with_ip(64, code, ip, DecoderOptions::NONE);
+    for instruction in decoder.into_iter().take(MAX_WALK) {
+        if instruction.is_invalid() {
+            return None;
+        }
+        let offset = instruction.ip() - ip;
+        let bytes = &code[offset as usize..][..instruction.len()];
+        // A call is a fine probe point: the argument registers are intact at the call itself.
+        // Jumps are not taken as probe points; they end the walk below.
+        let candidate = matches!(
+            instruction.flow_control(),
+            FlowControl::Next | FlowControl::Call
+        );
+        if candidate && stepping(&instruction, bytes) == Stepping::Emulated {
+            if branch_lands_within(code, ip, instruction.ip()) {
+                return None;
+            }
+            return Some((offset, preferred(&holders), text(&instruction)));
+        }
+        // Past a branch, call or return, later instructions are not reached on every call.
+        if instruction.flow_control() != FlowControl::Next
+            || instruction.is_save_restore_instruction()
+        {
+            return None;
+        }
+        track(
+            &mut holders,
+            &instruction,
+            info.info(&instruction).used_registers(),
+        );
+        if holders.is_empty() {
+            return None;
+        }
+    }
+    None
+}
+
+/// Updates the registers holding the argument across one instruction: a full `mov r64, r64` from
+/// a holder adds its destination; any other write to a register, partial or implicit, removes it.
+fn track(holders: &mut Vec<Register>, instruction: &Instruction, used: &[UsedRegister]) {
+    let copied_to = register_copy(instruction)
+        .filter(|(_, source)| holders.contains(source))
+        .map(|(destination, _)| destination);
+    for register in used {
+        let written = !matches!(
+            register.access(),
+            OpAccess::None | OpAccess::Read | OpAccess::CondRead | OpAccess::NoMemAccess
+        );
+        if let (true, Some(ours)) = (written, ours(register.register().full_register())) {
+            holders.retain(|holder| *holder != ours);
+        }
+    }
+    if let Some(destination) = copied_to.filter(|d| !holders.contains(d)) {
+        holders.push(destination);
+    }
+}
+
+/// `mov r64, r64` (either encoding) between two registers we can name: `(destination, source)`.
+fn register_copy(instruction: &Instruction) -> Option<(Register, Register)> {
+    let is_copy = matches!(instruction.code(), Code::Mov_rm64_r64 | Code::Mov_r64_rm64)
+        && instruction.op0_kind() == OpKind::Register
+        && instruction.op1_kind() == OpKind::Register;
+    if !is_copy {
+        return None;
+    }
+    Some((
+        ours(instruction.op0_register())?,
+        ours(instruction.op1_register())?,
+    ))
+}
+
+/// %rdi if it still holds the argument (what the eBPF side reads by default), else the first
+/// holder in `Register` order.
+fn preferred(holders: &[Register]) -> Register {
+    if holders.contains(&Register::Rdi) {
+        return Register::Rdi;
+    }
+    *holders
+        .iter()
+        .min_by_key(|register| **register as u8)
+        .expect("the walk stops when no register holds the argument")
+}
+
+/// Whether a direct branch anywhere in the function targets `(entry, probe]`: then the probed
+/// instruction can run more than once per call (a loop head), or without the prologue before it.
+fn branch_lands_within(code: &[u8], entry: u64, probe: u64) -> bool {
+    let code = &code[..code.len().min(MAX_FUNCTION_BYTES)];
+    Decoder::with_ip(64, code, entry, DecoderOptions::NONE)
+        .into_iter()
+        .filter(|instruction| {
+            matches!(
+                instruction.op0_kind(),
+                OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64
+            )
+        })
+        .any(|instruction| (entry + 1..=probe).contains(&instruction.near_branch_target()))
+}
+
+/// Mirrors `arch_uprobe_analyze_insn()` of kernel 6.18 (see the table at the top of this file).
+fn stepping(instruction: &Instruction, bytes: &[u8]) -> Stepping {
+    if emulated(instruction, bytes) {
+        Stepping::Emulated
+    } else {
+        Stepping::SingleStepped
+    }
+}
+
+fn emulated(instruction: &Instruction, bytes: &[u8]) -> bool {
+    if KERNEL_NOPS.contains(&bytes) {
+        return true;
+    }
+    let (prefixes, rex, opcode) = split_prefixes(bytes);
+    if prefixes.iter().any(|p| REFUSED_PREFIXES.contains(p)) {
+        return false;
+    }
+    let operand_size = prefixes.contains(&0x66);
+    match opcode {
+        // push_setup_xol_ops: one byte, or 0x41 (REX.B) and one byte; nothing else.
+        [0x50..=0x57] => prefixes.is_empty() && matches!(rex, None | Some(0x41)),
+        // branch_setup_xol_ops: jmp, call, jcc; it refuses 66-prefixed ones.
+        [0xe8 | 0xe9 | 0xeb | 0x70..=0x7f, ..] | [0x0f, 0x80..=0x8f, ..] => !operand_size,
+        // Opcode 0x90 is emulated as a jump by 0; `41 90` is `xchg r8d, eax`, not a nop.
+        [0x90] => {
+            !operand_size && matches!(instruction.mnemonic(), Mnemonic::Nop | Mnemonic::Pause)
+        }
+        _ => false,
+    }
+}
+
+/// An instruction's legacy prefixes, REX byte and the rest (opcode onwards).
+fn split_prefixes(bytes: &[u8]) -> (&[u8], Option<u8>, &[u8]) {
+    let count = bytes.iter().take_while(|b| PREFIXES.contains(b)).count();
+    let (prefixes, rest) = bytes.split_at(count);
+    match rest {
+        [rex @ 0x40..=0x4f, opcode @ ..] => (prefixes, Some(*rex), opcode),
+        _ => (prefixes, None, rest),
+    }
+}
+
+/// Our name for a 64-bit general-purpose register (rsp, rip and the rest have none).
+fn ours(register: Reg) -> Option<Register> {
+    Some(match register {
+        Reg::RDI => Register::Rdi,
+        Reg::RSI => Register::Rsi,
+        Reg::RDX => Register::Rdx,
+        Reg::RCX => Register::Rcx,
+        Reg::R8 => Register::R8,
+        Reg::R9 => Register::R9,
+        Reg::RAX => Register::Rax,
+        Reg::RBX => Register::Rbx,
+        Reg::RBP => Register::Rbp,
+        Reg::R12 => Register::R12,
+        Reg::R13 => Register::R13,
+        Reg::R14 => Register::R14,
+        Reg::R15 => Register::R15,
+        Reg::R10 => Register::R10,
+        Reg::R11 => Register::R11,
+        _ => return None,
+    })
+}
+
+/// Intel-style text ("push rbx", "mov [rsp+0x8],rdi"): probe-user builds iced without a
+/// formatter, so this covers the operand kinds prologues use.
+fn text(instruction: &Instruction) -> String {
+    let lock = if instruction.has_lock_prefix() {
+        "lock "
+    } else {
+        ""
+    };
+    let mnemonic = format!("{:?}", instruction.mnemonic()).to_lowercase();
+    let operands: Vec<String> = (0..instruction.op_count())
+        .map(|operand| operand_text(instruction, operand))
+        .collect();
+    if operands.is_empty() {
+        format!("{lock}{mnemonic}")
+    } else {
+        format!("{lock}{mnemonic} {}", operands.join(","))
+    }
+}
+
+fn operand_text(instruction: &Instruction, operand: u32) -> String {
+    match instruction.op_kind(operand) {
+        OpKind::Register => register_name(instruction.op_register(operand)),
+        OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64 => {
+            format!("{:#x}", instruction.near_branch_target())
+        }
+        OpKind::Memory => memory_text(instruction),
+        OpKind::Immediate8
+        | OpKind::Immediate8_2nd
+        | OpKind::Immediate16
+        | OpKind::Immediate32
+        | OpKind::Immediate64
+        | OpKind::Immediate8to16
+        | OpKind::Immediate8to32
+        | OpKind::Immediate8to64
+        | OpKind::Immediate32to64 => format!("{:#x}", instruction.immediate(operand)),
+        _ => "?".to_owned(),
+    }
+}
+
+fn memory_text(instruction: &Instruction) -> String {
+    if instruction.is_ip_rel_memory_operand() {
+        return format!("[{:#x}]", instruction.ip_rel_memory_address());
+    }
+    let mut address = String::new();
+    if instruction.memory_base() != Reg::None {
+        address += &register_name(instruction.memory_base());
+    }
+    if instruction.memory_index() != Reg::None {
+        let plus = if address.is_empty() { "" } else { "+" };
+        let index = register_name(instruction.memory_index());
+        address += &match instruction.memory_index_scale() {
+            1 => format!("{plus}{index}"),
+            scale => format!("{plus}{index}*{scale}"),
+        };
+    }
+    let displacement = instruction.memory_displacement64() as i64;
+    if address.is_empty() {
+        address = format!("{displacement:#x}");
+    } else if displacement > 0 {
+        address += &format!("+{displacement:#x}");
+    } else if displacement < 0 {
+        address += &format!("-{:#x}", displacement.unsigned_abs());
+    }
+    format!("[{address}]")
+}
+
+fn register_name(register: Reg) -> String {
+    format!("{register:?}").to_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const IP: u64 = 0x1000;
+
+    fn at(code: &[u8]) -> Entry {
+        cheapest(code, IP).expect("decodes")
+    }
+
+    #[test]
+    fn jump_at_entry_is_probed_there() {
+        // jmp rel32 (raw::poll's shape)
+        let entry = at(&[0xe9, 0x10, 0x00, 0x00, 0x00]);
+        assert_eq!(entry.offset, 0);
+        assert_eq!(entry.stepping, Stepping::Emulated);
+        assert_eq!(entry.argument, Register::Rdi);
+        assert_eq!(entry.instruction, "jmp 0x1015");
+        assert_eq!(entry.skipped, None);
+    }
+
+    #[test]
+    fn push_at_entry_is_probed_there() {
+        // push rbx; mov rbx,rdi
+        let entry = at(&[0x53, 0x48, 0x89, 0xfb]);
+        assert_eq!(
+            (entry.offset, entry.stepping, entry.instruction.as_str()),
+            (0, Stepping::Emulated, "push rbx")
+        );
+    }
+
+    #[test]
+    fn moves_to_a_call_after_a_spill() {
+        // sub rsp,0x18; mov [rsp+8],rdi; call rel32
+        let code = [
+            0x48, 0x83, 0xec, 0x18, 0x48, 0x89, 0x7c, 0x24, 0x08, 0xe8, 0, 0, 0, 0,
+        ];
+        let entry = at(&code);
+        assert_eq!(entry.offset, 9);
+        assert_eq!(entry.argument, Register::Rdi);
+        assert_eq!(entry.stepping, Stepping::Emulated);
+        assert_eq!(entry.instruction, "call 0x100e");
+        assert_eq!(entry.skipped.as_deref(), Some("sub rsp,0x18"));
+    }
+
+    #[test]
+    fn clone_waker_shape_moves_to_a_later_push_or_falls_back() {
+        // mov eax,0x40; lock xadd [rdi],rax; then push rbx: rdi still holds the argument.
+        let mut code = vec![0xb8, 0x40, 0, 0, 0, 0xf0, 0x48, 0x0f, 0xc1, 0x07];
+        let entry = at(&[code.as_slice(), &[0x53]].concat());
+        assert_eq!((entry.offset, entry.argument), (10, Register::Rdi));
+        assert_eq!(entry.instruction, "push rbx");
+        assert_eq!(entry.skipped.as_deref(), Some("mov eax,0x40"));
+        // Then test rax,rax; js: a branch before any emulated instruction.
+        code.extend([0x48, 0x85, 0xc0, 0x78, 0x00]);
+        let entry = at(&code);
+        assert_eq!((entry.offset, entry.stepping), (0, Stepping::SingleStepped));
+        assert_eq!(entry.instruction, "mov eax,0x40");
+    }
+
+    #[test]
+    fn follows_the_argument_into_a_callee_saved_register() {
+        // mov rbx,rdi; xor edi,edi; push r14
+        let entry = at(&[0x48, 0x89, 0xfb, 0x31, 0xff, 0x41, 0x56]);
+        assert_eq!(entry.offset, 5);
+        assert_eq!(entry.argument, Register::Rbx);
+        assert_eq!(entry.instruction, "push r14");
+        // The other encoding of the copy: mov rbx,rdi as 48 8b df.
+        let entry = at(&[0x48, 0x8b, 0xdf, 0x31, 0xff, 0x41, 0x56]);
+        assert_eq!((entry.offset, entry.argument), (5, Register::Rbx));
+    }
+
+    #[test]
+    fn a_branch_first_keeps_the_entry() {
+        // sub rsp,0x18; jne +0
+        let entry = at(&[0x48, 0x83, 0xec, 0x18, 0x75, 0x00]);
+        assert_eq!(
+            entry,
+            Entry {
+                offset: 0,
+                argument: Register::Rdi,
+                stepping: Stepping::SingleStepped,
+                instruction: "sub rsp,0x18".into(),
+                skipped: None,
+            }
+        );
+    }
+
+    #[test]
+    fn an_overwritten_argument_keeps_the_entry() {
+        // mov edi,1; push rbx
+        let entry = at(&[0xbf, 0x01, 0, 0, 0, 0x53]);
+        assert_eq!((entry.offset, entry.stepping), (0, Stepping::SingleStepped));
+        // A partial write counts too: mov dil,1 (40 b7 01); push rbx.
+        let entry = at(&[0x40, 0xb7, 0x01, 0x53]);
+        assert_eq!(entry.offset, 0);
+    }
+
+    #[test]
+    fn a_loop_back_to_the_prologue_keeps_the_entry() {
+        // sub rsp,0x18; push rbx; ...; jne back to the push: it would fire on every iteration.
+        let code = [0x48, 0x83, 0xec, 0x18, 0x53, 0x90, 0x75, 0xfc];
+        assert_eq!(at(&code).offset, 0);
+        // A jump back to the entry itself runs the prologue again too: the push is still fine.
+        let code = [0x48, 0x83, 0xec, 0x18, 0x53, 0x75, 0xf9];
+        assert_eq!(at(&code).offset, 4);
+    }
+
+    #[test]
+    fn undecodable_code() {
+        assert_eq!(cheapest(&[], IP), None);
+        assert_eq!(classify(&[0x48], IP), None);
+        // sub rsp,0x18 then a truncated instruction: fall back to the entry.
+        assert_eq!(at(&[0x48, 0x83, 0xec, 0x18, 0x48]).offset, 0);
+    }
+
+    #[test]
+    fn classifies_like_the_kernel() {
+        let cases: [(&[u8], Stepping, &str); 12] = [
+            (&[0x41, 0x56], Stepping::Emulated, "push r14"),
+            (&[0x48, 0x53], Stepping::SingleStepped, "push rbx"),
+            (
+                &[0x0f, 0x1f, 0x44, 0, 0],
+                Stepping::Emulated,
+                "nop [rax+rax]",
+            ),
+            (&[0x66, 0x90], Stepping::Emulated, "nop"),
+            (&[0xf3, 0x90], Stepping::Emulated, "pause"),
+            (&[0x41, 0x90], Stepping::SingleStepped, "xchg r8d,eax"),
+            (&[0x0f, 0x84, 0, 0, 0, 0], Stepping::Emulated, "je 0x1006"),
+            (
+                &[0x66, 0xe8, 0, 0, 0, 0],
+                Stepping::SingleStepped,
+                "call 0x1006",
+            ),
+            (
+                &[0x48, 0x83, 0xec, 0x18],
+                Stepping::SingleStepped,
+                "sub rsp,0x18",
+            ),
+            (
+                &[0xf0, 0x48, 0x0f, 0xc1, 0x07],
+                Stepping::SingleStepped,
+                "lock xadd [rdi],rax",
+            ),
+            (
+                &[0x66, 0x2e, 0x0f, 0x1f, 0x84, 0, 0, 0, 0, 0],
+                Stepping::SingleStepped,
+                "nop [rax+rax]",
+            ),
+            (
+                &[0x48, 0x8b, 0x05, 0x10, 0, 0, 0],
+                Stepping::SingleStepped,
+                "mov rax,[0x1017]",
+            ),
+        ];
+        for (code, stepping, text) in cases {
+            assert_eq!(
+                classify(code, IP),
+                Some((stepping, text.to_owned())),
+                "{code:02x?}"
+            );
+        }
+    }
+
+    /// What `cheapest` picks in the demo binary's tokio functions. Prints; asserts only that each
+    /// pick is an instruction boundary the kernel would accept.
+    #[test]
+    #[ignore = "needs `cargo build --profile release-debuginfo -p inspect-demo`"]
+    fn choices_in_the_demo_binary() {
+        use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
+        const WANTED: [&str; 7] = [
+            "tokio::runtime::task::waker::wake_by_ref",
+            "tokio::runtime::task::waker::clone_waker",
+            "tokio::runtime::task::waker::drop_waker",
+            "tokio::runtime::task::waker::wake_by_val",
+            "tokio::runtime::task::state::State::transition_to_idle",
+            "tokio::runtime::task::state::State::transition_to_notified_by_ref",
+            "tokio::runtime::task::state::State::transition_to_complete",
+        ];
+        let path = std::env::var("INSPECT_DEMO_BINARY").unwrap_or_else(|_| {
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../target/release-debuginfo/inspect-demo"
+            )
+            .to_owned()
+        });
+        let data = std::fs::read(&path).expect("the demo binary");
+        let file = object::File::parse(&*data).expect("an ELF file");
+        for wanted in WANTED {
+            // `{:#}` drops the hashes; v0 names wrap inherent impls in `<..>`.
+            let symbols: Vec<_> = file
+                .symbols()
+                .filter(|symbol| {
+                    let name = symbol.name().unwrap_or_default();
+                    format!("{:#}", rustc_demangle::demangle(name)).replace(['<', '>'], "")
+                        == wanted
+                })
+                .collect();
+            if symbols.is_empty() {
+                println!("{wanted}: no symbol (inlined)");
+            }
+            for symbol in symbols {
+                let section = file
+                    .section_by_index(symbol.section_index().unwrap())
+                    .unwrap();
+                let start = (symbol.address() - section.address()) as usize;
+                let code = &section.data().unwrap()[start..][..symbol.size() as usize];
+                let entry = cheapest(code, symbol.address()).expect("decodes");
+                println!("{wanted} @ {:#x}: {entry:?}", symbol.address());
+                let at = &code[entry.offset as usize..];
+                let (stepping, _) = classify(at, symbol.address() + entry.offset).unwrap();
+                assert_eq!(stepping, entry.stepping);
+            }
+        }
+    }
+}

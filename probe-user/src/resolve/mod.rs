@@ -30,8 +30,6 @@ pub enum SiteKind {
     Shutdown,
     WakeByVal,
     WakeByRef,
-    CloneWaker,
-    DropWaker,
     /// `multi_thread::handle::Handle::bind_new_task::<T>` (returns the new task's JoinHandle).
     SpawnMultiThread,
     /// `current_thread::Handle::spawn::<T>`.
@@ -53,8 +51,6 @@ impl SiteKind {
             Self::Shutdown => EventKind::Shutdown,
             Self::WakeByVal => EventKind::WakeByVal,
             Self::WakeByRef => EventKind::WakeByRef,
-            Self::CloneWaker => EventKind::WakerClone,
-            Self::DropWaker => EventKind::WakerDrop,
             Self::Complete => EventKind::Complete,
             _ => return None,
         })
@@ -71,6 +67,11 @@ pub struct Site {
     pub file_offset: u64,
     /// Index into [`ProbePlan::task_types`] for per-type sites.
     pub task_type: Option<usize>,
+    /// A probe on the function's first instruction (what a return probe needs).
+    pub at_start: entry::Entry,
+    /// The cheapest place for a plain probe: past a first instruction the kernel would
+    /// single-step, where it can.
+    pub cheapest: entry::Entry,
 }
 
 /// A future type that tasks are spawned with.
@@ -316,14 +317,6 @@ pub fn resolve_with(binary: &Path, debuginfo: Option<&Path>) -> Result<ProbePlan
             "tokio::runtime::task::waker::wake_by_ref",
         ),
         (
-            SiteKind::CloneWaker,
-            "tokio::runtime::task::waker::clone_waker",
-        ),
-        (
-            SiteKind::DropWaker,
-            "tokio::runtime::task::waker::drop_waker",
-        ),
-        (
             SiteKind::Complete,
             "tokio::runtime::task::state::State::transition_to_complete",
         ),
@@ -434,11 +427,17 @@ pub fn resolve_with(binary: &Path, debuginfo: Option<&Path>) -> Result<ProbePlan
             path: binary.to_owned(),
             reason: format!("address {address:#x} is in no section"),
         })?;
+        let (at_start, cheapest) = entries(&file, address).ok_or_else(|| ResolveError::NotElf {
+            path: binary.to_owned(),
+            reason: format!("the code at {address:#x} does not decode as x86-64"),
+        })?;
         sites.push(Site {
             kind,
             address,
             file_offset,
             task_type,
+            at_start,
+            cheapest,
         });
         Ok(())
     };
@@ -486,6 +485,22 @@ fn best(current: NamingSource, new: NamingSource) -> NamingSource {
     } else {
         current
     }
+}
+
+/// Where to probe the function at `address`: on its first instruction, and where it is cheapest.
+fn entries(file: &object::File<'_>, address: u64) -> Option<(entry::Entry, entry::Entry)> {
+    // Enough for the few dozen instructions the search looks at.
+    let code = bytes_at(file, address, 256)?;
+    let (stepping, instruction) = entry::classify(code, address)?;
+    let at_start = entry::Entry {
+        offset: 0,
+        argument: entry::Register::Rdi,
+        stepping,
+        instruction,
+        skipped: None,
+    };
+    let cheapest = entry::cheapest(code, address).unwrap_or_else(|| at_start.clone());
+    Some((at_start, cheapest))
 }
 
 /// Virtual address -> offset in the file, through the section that holds it.

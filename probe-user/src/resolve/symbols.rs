@@ -102,8 +102,6 @@ impl SymbolTable {
                 "tokio::runtime::task::raw::shutdown" => SiteKind::Shutdown,
                 "tokio::runtime::task::waker::wake_by_val" => SiteKind::WakeByVal,
                 "tokio::runtime::task::waker::wake_by_ref" => SiteKind::WakeByRef,
-                "tokio::runtime::task::waker::clone_waker" => SiteKind::CloneWaker,
-                "tokio::runtime::task::waker::drop_waker" => SiteKind::DropWaker,
                 "tokio::runtime::scheduler::multi_thread::handle::Handle::bind_new_task" => {
                     SiteKind::SpawnMultiThread
                 }
@@ -121,8 +119,6 @@ impl SymbolTable {
             match kind {
                 SiteKind::WakeByVal
                 | SiteKind::WakeByRef
-                | SiteKind::CloneWaker
-                | SiteKind::DropWaker
                 | SiteKind::Complete => found.singles.push((kind, symbol.address)),
                 _ => found.others.push((kind, symbol.address)),
             }

@@ -232,7 +232,14 @@ impl<O: Observer> Script<O> {
             .iter()
             .rposition(|seen| seen.header == task.header)
             .expect("the task was seen");
-        self.session.stack(index, TaskStack { frames, read_ns });
+        self.session.stack(
+            index,
+            TaskStack {
+                frames,
+                read_ns,
+                state_word: None,
+            },
+        );
     }
 
     /// Ends the probe: closes the model, reads what idle tasks wait for, and reports.

@@ -106,6 +106,17 @@ fn draw_header(frame: &mut Frame, area: Rect, app: &App, report: &Report) {
             dropped.into()
         },
     ]);
+    if let Some(overhead) = &summary.overhead {
+        let cost = format!("probe cost ~{:.1}%", overhead.share_percent);
+        spans.push(separator());
+        spans.push(match overhead.budget_percent {
+            Some(budget) if overhead.share_percent > budget => cost.yellow(),
+            _ => cost.into(),
+        });
+        if overhead.coverage < 1.0 {
+            spans.push(Span::raw(format!(" (sees {:.0}% of polls)", overhead.coverage * 100.0)));
+        }
+    }
     let lines = vec![Line::from(spans), Line::from(app.status.as_str().dim())];
     frame.render_widget(Paragraph::new(lines), area);
 }

@@ -1,0 +1,263 @@
+//! The probe's own cost, and the budget that keeps it low: pure arithmetic over the figures
+//! attach and the kernel report (hits per kind of probe, CPU times), so it is tested without
+//! root.
+//!
+//! Almost all of what a uprobe costs is the trap into the kernel, charged to the target's own
+//! threads, so it is priced as hits × a per-hit cost calibrated on this machine when the probe
+//! starts (an emulated instruction traps once, a single-stepped one twice, and a return probe's
+//! trampoline once more). The eBPF programs' run time comes from the kernel's statistics when it
+//! keeps them, and the collector's CPU from its own process.
+
+/// What one hit costs, in nanoseconds of the target's CPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Prices {
+    /// A probe on an instruction the kernel emulates.
+    pub emulated_ns: u64,
+    /// A probe on an instruction the kernel single-steps out of line.
+    pub single_stepped_ns: u64,
+    /// What a return probe adds when the function returns through its trampoline.
+    pub return_ns: u64,
+    /// Whether these were measured on this machine (else: [`Prices::TYPICAL`]).
+    pub calibrated: bool,
+}
+
+impl Prices {
+    /// Measured on a 2-vCPU KVM guest (kernel 6.18); used when calibration cannot run.
+    pub const TYPICAL: Self = Self {
+        emulated_ns: 1_400,
+        single_stepped_ns: 6_500,
+        return_ns: 1_100,
+        calibrated: false,
+    };
+
+    /// The average cost of one hit of a kind of probe with `points` points, `single_stepped`
+    /// of them on single-stepped instructions.
+    pub fn per_hit(&self, points: usize, single_stepped: usize, returns: bool) -> u64 {
+        if points == 0 {
+            return 0;
+        }
+        let stepped = single_stepped as u64;
+        let emulated = (points - single_stepped) as u64;
+        let entry = (stepped * self.single_stepped_ns + emulated * self.emulated_ns) / points as u64;
+        entry + if returns { self.return_ns } else { 0 }
+    }
+}
+
+/// One kind of probe, as `--explain` and the report show it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ProbeCost {
+    pub probe: String,
+    pub points: usize,
+    /// Points on an instruction the kernel single-steps (two traps a hit).
+    pub single_stepped: usize,
+    /// Points moved past their function's first instruction to one the kernel emulates.
+    pub moved: usize,
+    /// The probed instruction (of the first point).
+    pub instruction: String,
+    pub hits: u64,
+    /// The estimated cost of one hit, from the calibrated prices.
+    pub ns_per_hit: u64,
+}
+
+/// The probe's cost over a run, for the summary, `--json` and the live view.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Overhead {
+    /// The budget, in percent of the target's own CPU (None: every poll was followed).
+    pub budget_percent: Option<f64>,
+    /// The probe's estimated cost, in percent of the target's own CPU.
+    pub share_percent: f64,
+    /// CPU the target used while probed, its probes' traps included.
+    pub target_cpu_ns: u64,
+    /// Estimated: hits × calibrated cost per hit.
+    pub traps_ns: u64,
+    /// The eBPF programs' run time, when the kernel keeps that statistic.
+    pub programs_ns: Option<u64>,
+    /// CPU the collector (this process) used.
+    pub collector_cpu_ns: u64,
+    /// The share of the run the per-poll probes were attached (1: all of it). Below 1, poll,
+    /// wake and time figures are counted in those windows only.
+    pub coverage: f64,
+    /// How many windows the per-poll probes were attached in.
+    pub windows: u64,
+    pub prices: Option<Prices>,
+    pub probes: Vec<ProbeCost>,
+}
+
+/// CPU figures at one moment, as cumulative counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sample {
+    pub target_cpu_ns: u64,
+    pub collector_cpu_ns: u64,
+    /// Hits × price, summed over the kinds of probe.
+    pub traps_ns: u64,
+    pub programs_ns: u64,
+}
+
+impl Sample {
+    /// The probe's cost between `earlier` and this sample, as a fraction of what the target
+    /// spent on its own work (its CPU less the traps and programs charged to its threads).
+    pub fn share_since(&self, earlier: &Sample) -> Option<f64> {
+        let traps = self.traps_ns.saturating_sub(earlier.traps_ns);
+        let programs = self.programs_ns.saturating_sub(earlier.programs_ns);
+        let collector = self.collector_cpu_ns.saturating_sub(earlier.collector_cpu_ns);
+        let target = self.target_cpu_ns.saturating_sub(earlier.target_cpu_ns);
+        let own = target.saturating_sub(traps + programs);
+        // Too little work to judge by (an idle target): no verdict.
+        (own >= MIN_JUDGED_CPU_NS).then(|| (traps + programs + collector) as f64 / own as f64)
+    }
+}
+
+/// Below this much target CPU in a window, its cost share says nothing.
+const MIN_JUDGED_CPU_NS: u64 = 5_000_000;
+
+/// Attach or detach the per-poll probes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Switch {
+    Attach,
+    Detach,
+}
+
+/// Keeps the probe within its budget by attaching the per-poll probes in windows: each window
+/// measures what following every poll costs, and the gap after it is long enough that the
+/// average stays under the budget. A cheap target keeps them attached throughout.
+#[derive(Debug)]
+pub struct Governor {
+    budget: f64,
+    /// The fraction of time the per-poll probes may be attached.
+    duty: f64,
+    attached: bool,
+    since_ns: u64,
+    window_start: Sample,
+    pub windows: u64,
+    attached_ns: u64,
+}
+
+/// A window long enough to see polls and wakes of a busy service, and to measure their cost.
+const WINDOW_NS: u64 = 200_000_000;
+/// The gap after a window never exceeds this: a probe that sees nothing for long is no probe.
+const MAX_GAP_NS: u64 = 10_000_000_000;
+
+impl Governor {
+    /// `budget_percent` of the target's own CPU; starts attached, at `now_ns`.
+    pub fn new(budget_percent: f64, now_ns: u64, sample: Sample) -> Self {
+        Self {
+            budget: budget_percent / 100.0,
+            duty: 1.0,
+            attached: true,
+            since_ns: now_ns,
+            window_start: sample,
+            windows: 1,
+            attached_ns: 0,
+        }
+    }
+
+    /// What to do at `now_ns`, given the figures now. Call it a few times a second.
+    pub fn tick(&mut self, now_ns: u64, sample: Sample) -> Option<Switch> {
+        let elapsed = now_ns.saturating_sub(self.since_ns);
+        if self.attached {
+            if elapsed < WINDOW_NS {
+                return None;
+            }
+            if let Some(share) = sample.share_since(&self.window_start) {
+                let wanted = if share > 0.0 { self.budget / share } else { 1.0 };
+                // Grow back slowly (the load may return), shrink at once.
+                self.duty = wanted.min(self.duty * 2.0).clamp(0.0, 1.0);
+            }
+            self.window_start = sample;
+            if self.duty >= 1.0 {
+                self.attached_ns += elapsed;
+                self.since_ns = now_ns;
+                return None;
+            }
+            self.attached_ns += elapsed;
+            self.attached = false;
+            self.since_ns = now_ns;
+            return Some(Switch::Detach);
+        }
+        let gap = ((WINDOW_NS as f64) * (1.0 / self.duty.max(1e-3) - 1.0)) as u64;
+        if elapsed < gap.min(MAX_GAP_NS) {
+            return None;
+        }
+        self.attached = true;
+        self.since_ns = now_ns;
+        self.window_start = sample;
+        self.windows += 1;
+        Some(Switch::Attach)
+    }
+
+    /// The share of the time since `started_ns` the per-poll probes were attached.
+    pub fn coverage(&self, started_ns: u64, now_ns: u64) -> f64 {
+        let total = now_ns.saturating_sub(started_ns).max(1);
+        let current = if self.attached {
+            now_ns.saturating_sub(self.since_ns)
+        } else {
+            0
+        };
+        ((self.attached_ns + current) as f64 / total as f64).min(1.0)
+    }
+
+    pub fn attached(&self) -> bool {
+        self.attached
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    fn sample(target_ms: u64, traps_ms: u64) -> Sample {
+        Sample {
+            target_cpu_ns: target_ms * MS,
+            collector_cpu_ns: 0,
+            traps_ns: traps_ms * MS,
+            programs_ns: 0,
+        }
+    }
+
+    #[test]
+    fn single_stepped_points_cost_more_and_returns_add_their_trap() {
+        let prices = Prices::TYPICAL;
+        assert_eq!(prices.per_hit(2, 0, false), 1_400);
+        assert_eq!(prices.per_hit(2, 1, false), (1_400 + 6_500) / 2);
+        assert_eq!(prices.per_hit(1, 0, true), 2_500);
+        assert_eq!(prices.per_hit(0, 0, true), 0);
+    }
+
+    #[test]
+    fn the_share_is_of_the_targets_own_work() {
+        // 150 ms of target CPU, of which 50 ms were traps: 50 / 100.
+        assert_eq!(sample(150, 50).share_since(&Sample::default()), Some(0.5));
+        assert_eq!(sample(1, 0).share_since(&Sample::default()), None, "too idle to judge");
+    }
+
+    #[test]
+    fn a_costly_probe_is_attached_in_windows_that_keep_the_budget() {
+        let mut governor = Governor::new(5.0, 0, Sample::default());
+        assert_eq!(governor.tick(100 * MS, sample(60, 20)), None, "the window runs");
+        // Following every poll costs 50 % of the target's work: 10 % of the time is allowed.
+        assert_eq!(governor.tick(200 * MS, sample(150, 50)), Some(Switch::Detach));
+        assert_eq!(governor.tick(1_000 * MS, sample(300, 50)), None);
+        assert_eq!(governor.tick(2_000 * MS, sample(450, 50)), Some(Switch::Attach));
+        assert_eq!(governor.windows, 2);
+        let coverage = governor.coverage(0, 2_000 * MS);
+        assert!((coverage - 0.1).abs() < 1e-9, "{coverage}");
+    }
+
+    #[test]
+    fn a_cheap_probe_stays_attached() {
+        let mut governor = Governor::new(5.0, 0, Sample::default());
+        assert_eq!(governor.tick(200 * MS, sample(1_000, 10)), None);
+        assert_eq!(governor.tick(400 * MS, sample(2_000, 20)), None);
+        assert!(governor.attached());
+        assert_eq!(governor.coverage(0, 400 * MS), 1.0);
+    }
+
+    #[test]
+    fn an_idle_target_keeps_the_duty_it_had() {
+        let mut governor = Governor::new(5.0, 0, Sample::default());
+        assert_eq!(governor.tick(200 * MS, sample(1, 1)), None);
+        assert!(governor.attached());
+    }
+}
