@@ -11,7 +11,8 @@
 use aya_ebpf::{
     EbpfContext,
     helpers::{
-        bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
+        bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_probe_read_user,
     },
     macros::{map, uprobe, uretprobe},
     maps::{LruHashMap, PerCpuArray, RingBuf},
@@ -85,28 +86,30 @@ fn counted(ctx: &impl EbpfContext, config: &Config) -> bool {
 /// first instruction (to avoid single-stepping it) finds the argument where the code moved it.
 #[inline(always)]
 fn task_argument(ctx: &ProbeContext) -> u64 {
+    use core::mem::offset_of;
+    use aya_ebpf::bindings::pt_regs;
     let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
-    let regs = ctx.regs;
-    // SAFETY: a uprobe's context is the trapped thread's pt_regs.
-    unsafe {
-        match cookie::register(cookie) {
-            register::RSI => (*regs).rsi,
-            register::RDX => (*regs).rdx,
-            register::RCX => (*regs).rcx,
-            register::R8 => (*regs).r8,
-            register::R9 => (*regs).r9,
-            register::RAX => (*regs).rax,
-            register::RBX => (*regs).rbx,
-            register::RBP => (*regs).rbp,
-            register::R12 => (*regs).r12,
-            register::R13 => (*regs).r13,
-            register::R14 => (*regs).r14,
-            register::R15 => (*regs).r15,
-            register::R10 => (*regs).r10,
-            register::R11 => (*regs).r11,
-            _ => (*regs).rdi,
-        }
-    }
+    let offset = match cookie::register(cookie) {
+        register::RSI => offset_of!(pt_regs, rsi),
+        register::RDX => offset_of!(pt_regs, rdx),
+        register::RCX => offset_of!(pt_regs, rcx),
+        register::R8 => offset_of!(pt_regs, r8),
+        register::R9 => offset_of!(pt_regs, r9),
+        register::RAX => offset_of!(pt_regs, rax),
+        register::RBX => offset_of!(pt_regs, rbx),
+        register::RBP => offset_of!(pt_regs, rbp),
+        register::R12 => offset_of!(pt_regs, r12),
+        register::R13 => offset_of!(pt_regs, r13),
+        register::R14 => offset_of!(pt_regs, r14),
+        register::R15 => offset_of!(pt_regs, r15),
+        register::R10 => offset_of!(pt_regs, r10),
+        register::R11 => offset_of!(pt_regs, r11),
+        _ => offset_of!(pt_regs, rdi),
+    };
+    // The verifier allows only constant offsets in direct context loads, and the compiler
+    // merges the branches into one load at a variable offset: read through the helper.
+    // SAFETY: the offset is a field of the trapped thread's pt_regs.
+    unsafe { bpf_probe_read_kernel((ctx.regs as *const u8).add(offset) as *const u64) }.unwrap_or(0)
 }
 
 #[inline(always)]
