@@ -71,15 +71,69 @@ const SPAWNS: &[SiteKind] = &[
 ];
 
 pub const PROBES: [ProbeKind; 9] = [
-    ProbeKind { name: "poll (raw::poll entry)", program: "poll_start", sites: &[SiteKind::Poll], returns: false, hot: true },
-    ProbeKind { name: "poll end (raw::poll return)", program: "poll_end", sites: &[SiteKind::Poll], returns: true, hot: true },
-    ProbeKind { name: "spawn (scheduler spawn return)", program: "spawn_return", sites: SPAWNS, returns: true, hot: true },
-    ProbeKind { name: "wake (waker::wake_by_val)", program: "task_op", sites: &[SiteKind::WakeByVal], returns: false, hot: true },
-    ProbeKind { name: "wake (waker::wake_by_ref)", program: "task_op", sites: &[SiteKind::WakeByRef], returns: false, hot: true },
-    ProbeKind { name: "completion (State::transition_to_complete)", program: "task_op", sites: &[SiteKind::Complete], returns: false, hot: true },
-    ProbeKind { name: "free (raw::dealloc)", program: "task_op", sites: &[SiteKind::Dealloc], returns: false, hot: true },
-    ProbeKind { name: "cancel (raw::shutdown)", program: "task_op", sites: &[SiteKind::Shutdown], returns: false, hot: false },
-    ProbeKind { name: "panic (rust_panic)", program: "panic_start", sites: &[SiteKind::Panic], returns: false, hot: false },
+    ProbeKind {
+        name: "poll (raw::poll entry)",
+        program: "poll_start",
+        sites: &[SiteKind::Poll],
+        returns: false,
+        hot: true,
+    },
+    ProbeKind {
+        name: "poll end (raw::poll return)",
+        program: "poll_end",
+        sites: &[SiteKind::Poll],
+        returns: true,
+        hot: true,
+    },
+    ProbeKind {
+        name: "spawn (scheduler spawn return)",
+        program: "spawn_return",
+        sites: SPAWNS,
+        returns: true,
+        hot: true,
+    },
+    ProbeKind {
+        name: "wake (waker::wake_by_val)",
+        program: "task_op",
+        sites: &[SiteKind::WakeByVal],
+        returns: false,
+        hot: true,
+    },
+    ProbeKind {
+        name: "wake (waker::wake_by_ref)",
+        program: "task_op",
+        sites: &[SiteKind::WakeByRef],
+        returns: false,
+        hot: true,
+    },
+    ProbeKind {
+        name: "completion (State::transition_to_complete)",
+        program: "task_op",
+        sites: &[SiteKind::Complete],
+        returns: false,
+        hot: true,
+    },
+    ProbeKind {
+        name: "free (raw::dealloc)",
+        program: "task_op",
+        sites: &[SiteKind::Dealloc],
+        returns: false,
+        hot: true,
+    },
+    ProbeKind {
+        name: "cancel (raw::shutdown)",
+        program: "task_op",
+        sites: &[SiteKind::Shutdown],
+        returns: false,
+        hot: false,
+    },
+    ProbeKind {
+        name: "panic (rust_panic)",
+        program: "panic_start",
+        sites: &[SiteKind::Panic],
+        returns: false,
+        hot: false,
+    },
 ];
 
 /// How one kind of probe was placed: how many points, and how the kernel runs them.
@@ -165,7 +219,11 @@ impl Attachment {
             header_vtable: plan.layout.header_vtable,
             vtable_id_offset: plan.layout.vtable_id_offset,
             ready: 1,
-            mode: if count_only { MODE_COUNT_ONLY } else { MODE_EVENTS },
+            mode: if count_only {
+                MODE_COUNT_ONLY
+            } else {
+                MODE_EVENTS
+            },
         };
         let mut ebpf = EbpfLoader::new()
             .override_global("CONFIG", &config, true)
@@ -180,7 +238,11 @@ impl Attachment {
                     .map_err(|source| attach_error(probe, 0, binary, source))?;
             }
         }
-        let (points, placed) = PROBES.iter().enumerate().map(|(slot, probe)| place(plan, slot, probe)).unzip();
+        let (points, placed) = PROBES
+            .iter()
+            .enumerate()
+            .map(|(slot, probe)| place(plan, slot, probe))
+            .unzip();
         let mut attachment = Self {
             ebpf,
             points,
@@ -205,7 +267,11 @@ impl Attachment {
             let points = &self.points[slot];
             let uprobe = program(&mut self.ebpf, probe.program)?;
             let link = uprobe
-                .attach(points.iter().copied(), &self.binary, UProbeScope::OneProcess(self.pid))
+                .attach(
+                    points.iter().copied(),
+                    &self.binary,
+                    UProbeScope::OneProcess(self.pid),
+                )
                 .map_err(|source| attach_error(probe, points.len(), &self.binary, source))?;
             self.links[slot] = Some(link);
         }
@@ -240,13 +306,19 @@ impl Attachment {
 
     /// Number of links (one per kind of probe that has sites).
     pub fn links(&self) -> usize {
-        self.points.iter().filter(|points| !points.is_empty()).count()
+        self.points
+            .iter()
+            .filter(|points| !points.is_empty())
+            .count()
     }
 
     /// Hits of each of [`PROBES`] so far, over all CPUs.
     pub fn hits(&self) -> Result<Vec<u64>, AttachError> {
         let map_error = |error| AttachError::Map(Box::new(error));
-        let map = self.ebpf.map("HITS").ok_or(AttachError::Missing("HITS map"))?;
+        let map = self
+            .ebpf
+            .map("HITS")
+            .ok_or(AttachError::Missing("HITS map"))?;
         let hits: PerCpuArray<_, u64> = PerCpuArray::try_from(map).map_err(map_error)?;
         (0..PROBES.len() as u32)
             .map(|slot| Ok(hits.get(&slot, 0).map_err(map_error)?.iter().sum()))
@@ -295,7 +367,12 @@ fn program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut UProbe,
         .map_err(|_| AttachError::Missing(name))
 }
 
-fn attach_error(probe: &ProbeKind, sites: usize, binary: &Path, source: ProgramError) -> AttachError {
+fn attach_error(
+    probe: &ProbeKind,
+    sites: usize,
+    binary: &Path,
+    source: ProgramError,
+) -> AttachError {
     AttachError::Attach {
         program: probe.program,
         sites,
@@ -319,7 +396,11 @@ fn place(
         .filter(|(_, site)| probe.sites.contains(&site.kind))
         .map(|(index, site)| {
             // A return probe hijacks the return address at entry; others may move inside.
-            let entry = if probe.returns { &site.at_start } else { &site.cheapest };
+            let entry = if probe.returns {
+                &site.at_start
+            } else {
+                &site.cheapest
+            };
             placed.points += 1;
             placed.single_stepped += usize::from(entry.stepping == Stepping::SingleStepped);
             placed.moved += usize::from(entry.offset != 0);
@@ -329,7 +410,12 @@ fn place(
             let kind = site.kind.task_op_event().map_or(0, |kind| kind as u8);
             UProbeAttachPoint {
                 location: UProbeAttachLocation::AbsoluteOffset(site.file_offset + entry.offset),
-                cookie: Some(cookie::pack(index as u32, kind, entry.argument as u8, slot as u8)),
+                cookie: Some(cookie::pack(
+                    index as u32,
+                    kind,
+                    entry.argument as u8,
+                    slot as u8,
+                )),
             }
         })
         .collect();
@@ -372,9 +458,15 @@ impl Attachment {
         let emulated = async_inspect_calibrate_emulated as *const () as u64;
         let stepped = async_inspect_calibrate_stepped as *const () as u64;
         let bare = time_calls(emulated);
-        let emulated_ns = self.time_probed("panic_start", emulated)?.saturating_sub(bare);
-        let stepped_ns = self.time_probed("panic_start", stepped)?.saturating_sub(bare);
-        let returned_ns = self.time_probed("spawn_return", emulated)?.saturating_sub(bare);
+        let emulated_ns = self
+            .time_probed("panic_start", emulated)?
+            .saturating_sub(bare);
+        let stepped_ns = self
+            .time_probed("panic_start", stepped)?
+            .saturating_sub(bare);
+        let returned_ns = self
+            .time_probed("spawn_return", emulated)?
+            .saturating_sub(bare);
         Some(crate::overhead::Prices {
             emulated_ns,
             single_stepped_ns: stepped_ns.max(emulated_ns),
@@ -393,7 +485,9 @@ impl Attachment {
             cookie: Some(cookie::pack(0, 0, 0, CALIBRATION_SLOT)),
         };
         let uprobe = program(&mut self.ebpf, program_name).ok()?;
-        let link = uprobe.attach([point], &path, UProbeScope::OneProcess(pid)).ok()?;
+        let link = uprobe
+            .attach([point], &path, UProbeScope::OneProcess(pid))
+            .ok()?;
         let took = time_calls(function);
         uprobe.detach(link).ok()?;
         Some(took)
@@ -435,7 +529,10 @@ fn own_file_offset(address: u64) -> Option<(std::path::PathBuf, u64)> {
     maps.lines().find_map(|line| {
         let mut fields = line.split_whitespace();
         let (start, end) = fields.next()?.split_once('-')?;
-        let (start, end) = (u64::from_str_radix(start, 16).ok()?, u64::from_str_radix(end, 16).ok()?);
+        let (start, end) = (
+            u64::from_str_radix(start, 16).ok()?,
+            u64::from_str_radix(end, 16).ok()?,
+        );
         let offset = u64::from_str_radix(fields.nth(1)?, 16).ok()?;
         let path = fields.nth(2)?;
         (start <= address && address < end && path.starts_with('/'))

@@ -29,7 +29,12 @@ pub struct Budget {
 }
 
 impl Budget {
-    pub fn new(pid: u32, prices: Prices, budget_percent: Option<f64>, attachment: &Attachment) -> Self {
+    pub fn new(
+        pid: u32,
+        prices: Prices,
+        budget_percent: Option<f64>,
+        attachment: &Attachment,
+    ) -> Self {
         let now_ns = collect::monotonic_ns();
         let mut budget = Self {
             pid,
@@ -41,7 +46,8 @@ impl Budget {
             fingerprints: HashMap::new(),
         };
         budget.start = budget.sample(attachment);
-        budget.governor = budget_percent.map(|percent| Governor::new(percent, now_ns, budget.start));
+        budget.governor =
+            budget_percent.map(|percent| Governor::new(percent, now_ns, budget.start));
         budget
     }
 
@@ -56,7 +62,11 @@ impl Budget {
     ) -> Result<(), AttachError> {
         let sample = self.sample(attachment);
         let now_ns = collect::monotonic_ns();
-        let Some(switch) = self.governor.as_mut().and_then(|governor| governor.tick(now_ns, sample)) else {
+        let Some(switch) = self
+            .governor
+            .as_mut()
+            .and_then(|governor| governor.tick(now_ns, sample))
+        else {
             return Ok(());
         };
         match switch {
@@ -127,7 +137,10 @@ impl Budget {
         PROBES
             .iter()
             .zip(&attachment.placed)
-            .map(|(probe, placed)| self.prices.per_hit(placed.points, placed.single_stepped, probe.returns))
+            .map(|(probe, placed)| {
+                self.prices
+                    .per_hit(placed.points, placed.single_stepped, probe.returns)
+            })
     }
 
     /// The probe's cost from the start to now.
@@ -158,12 +171,17 @@ impl Budget {
             target_cpu_ns: now.target_cpu_ns.saturating_sub(self.start.target_cpu_ns),
             traps_ns: now.traps_ns.saturating_sub(self.start.traps_ns),
             programs_ns: programs_ns.map(|ns| ns.saturating_sub(self.start.programs_ns)),
-            collector_cpu_ns: now.collector_cpu_ns.saturating_sub(self.start.collector_cpu_ns),
+            collector_cpu_ns: now
+                .collector_cpu_ns
+                .saturating_sub(self.start.collector_cpu_ns),
             coverage: self
                 .governor
                 .as_ref()
                 .map_or(1.0, |governor| governor.coverage(self.started_ns, now_ns)),
-            windows: self.governor.as_ref().map_or(1, |governor| governor.windows),
+            windows: self
+                .governor
+                .as_ref()
+                .map_or(1, |governor| governor.windows),
             prices: Some(self.prices),
             probes,
         }
@@ -187,12 +205,19 @@ const FINGERPRINT_BYTES: usize = 256;
 
 /// The state word of the task at `header` and a hash of its memory, if it is still the task
 /// with `vtable` (a freed task's memory is reused by others, or unmapped).
-fn fingerprint(memory: &ProcessMemory, layout: &Layout, header: u64, vtable: u64) -> Option<(u64, u64)> {
+fn fingerprint(
+    memory: &ProcessMemory,
+    layout: &Layout,
+    header: u64,
+    vtable: u64,
+) -> Option<(u64, u64)> {
     let mut bytes = [0u8; FINGERPRINT_BYTES];
     memory.read(header, &mut bytes).ok()?;
     let word_at = |offset: u64| {
         let offset = offset as usize;
-        Some(u64::from_le_bytes(bytes.get(offset..offset + 8)?.try_into().ok()?))
+        Some(u64::from_le_bytes(
+            bytes.get(offset..offset + 8)?.try_into().ok()?,
+        ))
     };
     if vtable != 0 && word_at(layout.header_vtable)? != vtable {
         return None;
@@ -212,7 +237,11 @@ pub fn process_cpu_ns(pid: u32) -> Option<u64> {
     let mut total = 0;
     for thread in threads.flatten() {
         let stat = std::fs::read_to_string(thread.path().join("schedstat")).unwrap_or_default();
-        total += stat.split_whitespace().next().and_then(|ns| ns.parse::<u64>().ok()).unwrap_or(0);
+        total += stat
+            .split_whitespace()
+            .next()
+            .and_then(|ns| ns.parse::<u64>().ok())
+            .unwrap_or(0);
     }
     Some(total)
 }

@@ -483,12 +483,29 @@ mod tests {
             };
             ProbeConfig::from(args).max_overhead
         };
-        assert_eq!(config(&["ai", "probe", "--pid", "1"]), Some(DEFAULT_MAX_OVERHEAD));
-        assert_eq!(config(&["ai", "probe", "--pid", "1", "--max-overhead", "2%"]), Some(2.0));
+        assert_eq!(
+            config(&["ai", "probe", "--pid", "1"]),
+            Some(DEFAULT_MAX_OVERHEAD)
+        );
+        assert_eq!(
+            config(&["ai", "probe", "--pid", "1", "--max-overhead", "2%"]),
+            Some(2.0)
+        );
         assert_eq!(config(&["ai", "probe", "--pid", "1", "--exact"]), None);
         assert_eq!(config(&["ai", "probe", "--", "./app"]), None);
         assert!(parse_percent("0").is_err());
-        assert!(Cli::try_parse_from(["ai", "probe", "--pid", "1", "--exact", "--max-overhead", "3"]).is_err());
+        assert!(
+            Cli::try_parse_from([
+                "ai",
+                "probe",
+                "--pid",
+                "1",
+                "--exact",
+                "--max-overhead",
+                "3"
+            ])
+            .is_err()
+        );
     }
 
     #[test]

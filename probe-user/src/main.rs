@@ -9,11 +9,11 @@ use probe_user::{
     },
     attach::{self, Attachment},
     budget::Budget,
-    overhead::Prices,
     cli::{Cli, Command, DumpArgs, Format, HangWatch, ProbeConfig, ReportArgs, Target, TestArgs},
     collect::{self, Collector},
     memory::ProcessMemory,
     model::TaskModel,
+    overhead::Prices,
     present::{
         self, Exports,
         tui::{Action, Tui},
@@ -191,21 +191,16 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
         }
         (None, None) => unreachable!("a target is either launched or given by pid"),
     };
-    let mut attachment = match Attachment::attach(
-        &plan,
-        &binary,
-        pid,
-        config.ring_bytes,
-        config.count_only,
-    ) {
-        Ok(attachment) => attachment,
-        Err(error) => {
-            if let Some(gate) = gate {
-                gate.abandon().await;
+    let mut attachment =
+        match Attachment::attach(&plan, &binary, pid, config.ring_bytes, config.count_only) {
+            Ok(attachment) => attachment,
+            Err(error) => {
+                if let Some(gate) = gate {
+                    gate.abandon().await;
+                }
+                return Err(error.into());
             }
-            return Err(error.into());
-        }
-    };
+        };
     let mut collector = Collector::new(attachment.take_events()?)?;
     let prices = attachment.calibrate().unwrap_or(Prices::TYPICAL);
     let mut budget = Budget::new(pid.get(), prices, config.max_overhead, &attachment);
@@ -448,7 +443,8 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
             return Err(anyhow::anyhow!("the live view failed: {error}"));
         }
         if let Some(error) = budget_error {
-            return Err(anyhow::Error::new(error).context("keeping the probe within its overhead budget failed"));
+            return Err(anyhow::Error::new(error)
+                .context("keeping the probe within its overhead budget failed"));
         }
         ended.expect("the stop future ran")
     };

@@ -1047,7 +1047,11 @@ mod tests {
         // A read older than the last one changes nothing.
         m.refresh_word(0, 9 * REF, 5);
         assert_eq!(m.tasks()[0].live_wakers(), Some(0));
-        assert_eq!(wakers_in(REF), 0, "only the owned list: no JoinHandle, no waker");
+        assert_eq!(
+            wakers_in(REF),
+            0,
+            "only the owned list: no JoinHandle, no waker"
+        );
         assert_eq!(wakers_in(4 * REF | state::NOTIFIED), 2);
     }
 
@@ -1134,10 +1138,23 @@ mod tests {
         }
         m.apply(&event(10, EventKind::PollStart, busy, 1));
         m.coverage(Coverage::Paused { now_ns: 20 });
-        assert_eq!(m.tasks()[0].state, TaskState::Scheduled, "its poll's end is not seen");
+        assert_eq!(
+            m.tasks()[0].state,
+            TaskState::Scheduled,
+            "its poll's end is not seen"
+        );
         m.coverage(Coverage::Resumed { now_ns: 100 });
-        for (task, word, changed) in [(0, Some(2 * REF), true), (1, Some(2 * REF), false), (2, None, false)] {
-            m.coverage(Coverage::Checked { task, word, changed, now_ns: 100 });
+        for (task, word, changed) in [
+            (0, Some(2 * REF), true),
+            (1, Some(2 * REF), false),
+            (2, None, false),
+        ] {
+            m.coverage(Coverage::Checked {
+                task,
+                word,
+                changed,
+                now_ns: 100,
+            });
         }
         assert_eq!(m.idle_since(0), Some(100), "it ran during the gap");
         assert_eq!(m.idle_since(1), Some(3), "untouched: idle all along");

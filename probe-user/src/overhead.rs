@@ -38,7 +38,8 @@ impl Prices {
         }
         let stepped = single_stepped as u64;
         let emulated = (points - single_stepped) as u64;
-        let entry = (stepped * self.single_stepped_ns + emulated * self.emulated_ns) / points as u64;
+        let entry =
+            (stepped * self.single_stepped_ns + emulated * self.emulated_ns) / points as u64;
         entry + if returns { self.return_ns } else { 0 }
     }
 }
@@ -99,11 +100,18 @@ impl Sample {
     pub fn share_since(&self, earlier: &Sample) -> Option<f64> {
         let traps = self.traps_ns.saturating_sub(earlier.traps_ns);
         let programs = self.programs_ns.saturating_sub(earlier.programs_ns);
-        let collector = self.collector_cpu_ns.saturating_sub(earlier.collector_cpu_ns);
+        let collector = self
+            .collector_cpu_ns
+            .saturating_sub(earlier.collector_cpu_ns);
         let target = self.target_cpu_ns.saturating_sub(earlier.target_cpu_ns);
-        let own = target.saturating_sub(traps + programs);
         // Too little work to judge by (an idle target): no verdict.
-        (own >= MIN_JUDGED_CPU_NS).then(|| (traps + programs + collector) as f64 / own as f64)
+        if target < MIN_JUDGED_CPU_NS {
+            return None;
+        }
+        // The prices are estimates: when they claim (nearly) all the target's CPU, its own work
+        // is taken as a twentieth of it, which still reads as far over any budget.
+        let own = target.saturating_sub(traps + programs).max(target / 20);
+        Some((traps + programs + collector) as f64 / own as f64)
     }
 }
 
@@ -159,7 +167,11 @@ impl Governor {
                 return None;
             }
             if let Some(share) = sample.share_since(&self.window_start) {
-                let wanted = if share > 0.0 { self.budget / share } else { 1.0 };
+                let wanted = if share > 0.0 {
+                    self.budget / share
+                } else {
+                    1.0
+                };
                 // Grow back slowly (the load may return), shrink at once.
                 self.duty = wanted.min(self.duty * 2.0).clamp(0.0, 1.0);
             }
@@ -229,17 +241,36 @@ mod tests {
     fn the_share_is_of_the_targets_own_work() {
         // 150 ms of target CPU, of which 50 ms were traps: 50 / 100.
         assert_eq!(sample(150, 50).share_since(&Sample::default()), Some(0.5));
-        assert_eq!(sample(1, 0).share_since(&Sample::default()), None, "too idle to judge");
+        assert_eq!(
+            sample(1, 0).share_since(&Sample::default()),
+            None,
+            "too idle to judge"
+        );
+        assert_eq!(
+            sample(100, 120).share_since(&Sample::default()),
+            Some(24.0),
+            "overpriced"
+        );
     }
 
     #[test]
     fn a_costly_probe_is_attached_in_windows_that_keep_the_budget() {
         let mut governor = Governor::new(5.0, 0, Sample::default());
-        assert_eq!(governor.tick(100 * MS, sample(60, 20)), None, "the window runs");
+        assert_eq!(
+            governor.tick(100 * MS, sample(60, 20)),
+            None,
+            "the window runs"
+        );
         // Following every poll costs 50 % of the target's work: 10 % of the time is allowed.
-        assert_eq!(governor.tick(200 * MS, sample(150, 50)), Some(Switch::Detach));
+        assert_eq!(
+            governor.tick(200 * MS, sample(150, 50)),
+            Some(Switch::Detach)
+        );
         assert_eq!(governor.tick(1_000 * MS, sample(300, 50)), None);
-        assert_eq!(governor.tick(2_000 * MS, sample(450, 50)), Some(Switch::Attach));
+        assert_eq!(
+            governor.tick(2_000 * MS, sample(450, 50)),
+            Some(Switch::Attach)
+        );
         assert_eq!(governor.windows, 2);
         let coverage = governor.coverage(0, 2_000 * MS);
         assert!((coverage - 0.1).abs() < 1e-9, "{coverage}");

@@ -82,7 +82,10 @@ pub struct Header {
 enum Item {
     Header(String),
     Event(Recorded),
-    Stack { task: u32, stack: String },
+    Stack {
+        task: u32,
+        stack: String,
+    },
     End(String),
     Observed(Observed),
     /// A [`Coverage`] change, as JSON.

@@ -595,7 +595,11 @@ impl Report {
             writeln!(
                 out,
                 "  prices per hit{}: {} ns emulated, {} ns single-stepped, +{} ns for a return probe",
-                if prices.calibrated { ", calibrated on this machine at start" } else { " (typical figures: calibration failed)" },
+                if prices.calibrated {
+                    ", calibrated on this machine at start"
+                } else {
+                    " (typical figures: calibration failed)"
+                },
                 prices.emulated_ns,
                 prices.single_stepped_ns,
                 prices.return_ns

@@ -1037,3 +1037,58 @@ fn dump_reports_a_deadlock_from_a_snapshot() {
     );
     assert!(String::from_utf8_lossy(&output.stdout).contains("DEADLOCK"));
 }
+
+/// Attached to a poll-heavy program, the default budget attaches the per-poll probes in windows:
+/// the report says what share of the run they covered, tasks are still listed, and nothing stays
+/// attached. `--exact` follows every poll.
+#[test]
+fn the_overhead_budget_attaches_the_per_poll_probes_in_windows() {
+    let Some(_serial) = privileged() else { return };
+    let mut target = Command::new(fixture("release-debuginfo/inspect-demo"))
+        .args(["bench", "--tasks", "8", "--yields", "1000000000"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("starting the demo's bench");
+    std::thread::sleep(Duration::from_millis(300));
+    // Long enough for a window, a gap (at most 10 s) and the next window.
+    let probe = |duration: &str, extra: &[&str]| {
+        let json = temp_json("budget");
+        let output = Command::new(probe_binary())
+            .args([
+                "probe",
+                "--no-tui",
+                "--duration",
+                duration,
+                "--explain",
+                "--json",
+            ])
+            .arg(&json)
+            .args(extra)
+            .args(["--pid", &target.id().to_string()])
+            .output()
+            .expect("running async-inspect");
+        assert_nothing_left_attached();
+        (read_report(&json, &output), output)
+    };
+    let (budgeted, output) = probe("12s", &[]);
+    let (exact, _) = probe("1s", &["--exact"]);
+    let _ = target.kill();
+    let _ = target.wait();
+    let overhead = &budgeted["summary"]["overhead"];
+    assert_eq!(overhead["budget_percent"], 5.0, "{overhead:#}");
+    let coverage = overhead["coverage"].as_f64().expect("coverage");
+    assert!(
+        coverage < 0.9,
+        "a yield loop costs far more than 5 % to follow: {overhead:#}"
+    );
+    assert!(number(overhead, "windows") >= 2, "{overhead:#}");
+    assert!(
+        task(&budgeted, "inspect_demo::yield_many")["polls"].as_u64() > Some(0),
+        "polls are still counted in the windows"
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("per-poll probes attached"), "{stdout}");
+    assert!(stdout.contains("what each kind of probe cost"), "{stdout}");
+    assert_eq!(exact["summary"]["overhead"]["coverage"], 1.0);
+    assert_eq!(exact["summary"]["overhead"]["budget_percent"], Value::Null);
+}

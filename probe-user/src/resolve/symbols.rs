@@ -117,9 +117,9 @@ impl SymbolTable {
                 continue;
             }
             match kind {
-                SiteKind::WakeByVal
-                | SiteKind::WakeByRef
-                | SiteKind::Complete => found.singles.push((kind, symbol.address)),
+                SiteKind::WakeByVal | SiteKind::WakeByRef | SiteKind::Complete => {
+                    found.singles.push((kind, symbol.address))
+                }
                 _ => found.others.push((kind, symbol.address)),
             }
         }

@@ -114,7 +114,10 @@ fn draw_header(frame: &mut Frame, area: Rect, app: &App, report: &Report) {
             _ => cost.into(),
         });
         if overhead.coverage < 1.0 {
-            spans.push(Span::raw(format!(" (sees {:.0}% of polls)", overhead.coverage * 100.0)));
+            spans.push(Span::raw(format!(
+                " (sees {:.0}% of polls)",
+                overhead.coverage * 100.0
+            )));
         }
     }
     let lines = vec![Line::from(spans), Line::from(app.status.as_str().dim())];
