@@ -1039,10 +1039,10 @@ mod tests {
         m.apply(&event(1, EventKind::Spawn, HDR, 1));
         m.apply(&event(2, EventKind::PollStart, HDR, 1));
         // Owned list + JoinHandle + one waker kept by what it waits for.
-        m.apply(&poll_end(3, HDR, 1, 3 * REF | state::JOIN_INTEREST));
+        m.apply(&poll_end(3, HDR, 1, (3 * REF) | state::JOIN_INTEREST));
         assert_eq!(m.tasks()[0].live_wakers(), Some(1));
         // Read again while it waits: the waker was dropped, nothing can wake it.
-        m.refresh_word(0, 2 * REF | state::JOIN_INTEREST, 10);
+        m.refresh_word(0, (2 * REF) | state::JOIN_INTEREST, 10);
         assert_eq!(m.tasks()[0].live_wakers(), Some(0));
         // A read older than the last one changes nothing.
         m.refresh_word(0, 9 * REF, 5);
@@ -1052,7 +1052,7 @@ mod tests {
             0,
             "only the owned list: no JoinHandle, no waker"
         );
-        assert_eq!(wakers_in(4 * REF | state::NOTIFIED), 2);
+        assert_eq!(wakers_in((4 * REF) | state::NOTIFIED), 2);
     }
 
     #[test]

@@ -3,18 +3,23 @@
 //!
 //! - `test [CARGO TEST ARG...]`: builds the demo binaries the integration tests probe, then runs
 //!   `cargo test` over the workspace with the given arguments, and exits with its status.
-//! - `bench [--runs N] [--tasks N] [--yields N]`: runs the demo's poll-heavy workload with and
-//!   without the probe, and prints what probing costs it.
+//! - `bench [server|yield] [OPTION...]`: what probing costs (bench.rs). `server`
+//!   (server_bench.rs): a request/response tokio server under loopback load, plain, probed (by
+//!   default, `--exact`, `--floor`) and built with console-subscriber, in CPU per request.
+//!   `yield`: the demo's poll-heavy workload with and without the probe. Neither named: both.
 //!
 //! Loading eBPF programs needs root: when this does not run as root, the test binaries and the probe
 //! run through `sudo` (and only they: the build stays the user's).
+
+mod bench;
+mod server_bench;
 
 use std::{
     env,
     ffi::OsString,
     fs,
     path::{Path, PathBuf},
-    process::{Command, ExitCode, Output, Stdio},
+    process::{Command, ExitCode, Stdio},
 };
 
 type Result<T, E = String> = std::result::Result<T, E>;
@@ -26,13 +31,15 @@ const LEGACY_TOOLCHAIN: &str = "1.95.0";
 const NOPIE_TARGET: &str = "x86_64-unknown-linux-gnu";
 
 const USAGE: &str = "usage: cargo xtask test [CARGO TEST ARG...]
-       cargo xtask bench [--runs N] [--tasks N] [--yields N]";
+       cargo xtask bench server [--rounds N] [--seconds S] [--clients N] [--fanout N]
+       cargo xtask bench yield [--runs N] [--tasks N] [--yields N]
+       cargo xtask bench [SERVER OR YIELD OPTION...]   (both workloads, server first)";
 
 fn main() -> ExitCode {
     let mut args = env::args().skip(1);
     let result = match args.next().as_deref() {
         Some("test") => test(args.collect()),
-        Some("bench") => bench(args.collect()).map(|()| ExitCode::SUCCESS),
+        Some("bench") => bench::bench(args.collect()).map(|()| ExitCode::SUCCESS),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(ExitCode::SUCCESS)
@@ -355,319 +362,9 @@ fn copy_dir(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-// ---------------------------------------------------------------------------------------------
-// bench
-
-struct BenchOptions {
-    runs: u32,
-    /// Passed to `inspect-demo bench` as they were given: it has its own defaults.
-    demo_args: Vec<String>,
-}
-
-fn parse_bench_args(args: Vec<String>) -> Result<BenchOptions> {
-    let mut options = BenchOptions {
-        runs: 3,
-        demo_args: Vec::new(),
-    };
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        let (name, inline) = match arg.split_once('=') {
-            Some((name, value)) => (name.to_string(), Some(value.to_string())),
-            None => (arg.clone(), None),
-        };
-        if !matches!(name.as_str(), "--runs" | "--tasks" | "--yields") {
-            return Err(format!("bench: unknown argument '{arg}'\n{USAGE}"));
-        }
-        let value = inline
-            .or_else(|| args.next())
-            .ok_or_else(|| format!("bench: {name} needs a value"))?;
-        let number: u32 = value
-            .parse()
-            .map_err(|_| format!("bench: {name}: '{value}' is not a whole number"))?;
-        if name == "--runs" {
-            if number == 0 {
-                return Err("bench: --runs must be at least 1".into());
-            }
-            options.runs = number;
-        } else {
-            options.demo_args.extend([name, number.to_string()]);
-        }
-    }
-    Ok(options)
-}
-
-/// The demo's last word: `bench: {tasks} tasks, {polls} polls in {secs} s`.
-#[derive(Debug, PartialEq)]
-struct BenchLine {
-    tasks: u64,
-    polls: u64,
-    secs: f64,
-}
-
-fn parse_bench_line(stdout: &str) -> Option<BenchLine> {
-    stdout.lines().rev().find_map(|line| {
-        let rest = line.trim().strip_prefix("bench: ")?;
-        let (tasks, rest) = rest.split_once(" tasks, ")?;
-        let (polls, rest) = rest.split_once(" polls in ")?;
-        let secs = rest.strip_suffix(" s")?;
-        Some(BenchLine {
-            tasks: tasks.trim().parse().ok()?,
-            polls: polls.trim().parse().ok()?,
-            secs: secs.trim().parse().ok()?,
-        })
-    })
-}
-
-/// The figures the probe's JSON report gives in its `summary` object; `None` where it has none.
-#[derive(Debug, Default, PartialEq)]
-struct Summary {
-    events: Option<u64>,
-    dropped: Option<u64>,
-    duration_ns: Option<u64>,
-}
-
-impl Summary {
-    fn from_report(text: &str) -> Summary {
-        let Ok(report) = serde_json::from_str::<serde_json::Value>(text) else {
-            return Summary::default();
-        };
-        let field = |name: &str| report["summary"][name].as_u64();
-        Summary {
-            events: field("events"),
-            dropped: field("dropped"),
-            duration_ns: field("duration_ns"),
-        }
-    }
-
-    fn events_per_second(&self) -> Option<f64> {
-        match (self.events, self.duration_ns) {
-            (Some(events), Some(ns)) if ns > 0 => Some(events as f64 / (ns as f64 / 1e9)),
-            _ => None,
-        }
-    }
-}
-
-fn bench(args: Vec<String>) -> Result<()> {
-    let options = parse_bench_args(args)?;
-    run(cargo().args(["build", "--release", "-p", "probe-user"]))?;
-    run(cargo().args(["build", "--release", "-p", "inspect-demo"]))?;
-
-    let root = root();
-    let demo = root.join("target/release/inspect-demo");
-    let probe = root.join("target/release/async-inspect");
-    let reports = root.join("target/bench");
-    fs::create_dir_all(&reports)
-        .map_err(|error| format!("creating {}: {error}", reports.display()))?;
-    let sudo = root_prefix("the probe runs")?;
-
-    let demo_command = format!("inspect-demo bench {}", options.demo_args.join(" "));
-    println!(
-        "{}, {} run(s): unprobed, probed, then probed with --record",
-        demo_command.trim_end(),
-        options.runs
-    );
-    println!(
-        "{:>3}  {:>10}  {:>10}  {:>8}  {:>12}  {:>12}  {:>10}  {:>10}  {:>8}  {:>8}",
-        "run",
-        "unprobed s",
-        "probed s",
-        "slowdown",
-        "events",
-        "events/s",
-        "dropped",
-        "recorded s",
-        "slowdown",
-        "B/event"
-    );
-    let mut ratios = Vec::new();
-    let mut recorded_ratios = Vec::new();
-    let mut rates = Vec::new();
-    let mut sizes = Vec::new();
-    let mut dropped_total = Some(0u64);
-    let mut workload = None;
-    let probed_run = |tag: &str, record: bool| -> Result<(BenchLine, Summary, Option<u64>)> {
-        let report = reports.join(format!("{tag}.json"));
-        let recording = reports.join(format!("{tag}.airec"));
-        let _ = fs::remove_file(&report);
-        let _ = fs::remove_file(&recording);
-        let mut command = match sudo.split_first() {
-            Some((program, prefix)) => {
-                let mut command = Command::new(program);
-                command.args(prefix).arg(&probe);
-                command
-            }
-            None => Command::new(&probe),
-        };
-        command.arg("probe").arg("--json").arg(&report);
-        if record {
-            command.arg("--record").arg(&recording);
-        }
-        command
-            .arg("--")
-            .arg(&demo)
-            .arg("bench")
-            .args(&options.demo_args);
-        let line = measure(&mut command)?;
-        let summary = match fs::read_to_string(&report) {
-            Ok(text) => Summary::from_report(&text),
-            Err(error) => {
-                eprintln!("xtask: no report at {}: {error}", report.display());
-                Summary::default()
-            }
-        };
-        let size = fs::metadata(&recording).ok().map(|meta| meta.len());
-        let _ = fs::remove_file(&report);
-        let _ = fs::remove_file(&recording);
-        Ok((line, summary, size))
-    };
-    for run_number in 1..=options.runs {
-        let unprobed = measure(Command::new(&demo).arg("bench").args(&options.demo_args))?;
-        let (probed, summary, _) = probed_run(&format!("run-{run_number}"), false)?;
-        let (recorded, recorded_summary, size) =
-            probed_run(&format!("run-{run_number}-recorded"), true)?;
-
-        for (what, line) in [("probed", &probed), ("recorded", &recorded)] {
-            if line.polls != unprobed.polls {
-                eprintln!(
-                    "xtask: run {run_number}: {} polls unprobed but {} {what}",
-                    unprobed.polls, line.polls
-                );
-            }
-        }
-        // The demo prints milliseconds: a workload that short has no ratio.
-        let ratio_of = |line: &BenchLine| (unprobed.secs > 0.0).then(|| line.secs / unprobed.secs);
-        let (ratio, recorded_ratio) = (ratio_of(&probed), ratio_of(&recorded));
-        ratios.extend(ratio);
-        recorded_ratios.extend(recorded_ratio);
-        let per_event = size
-            .zip(recorded_summary.events)
-            .filter(|&(_, events)| events > 0)
-            .map(|(size, events)| size as f64 / events as f64);
-        sizes.extend(per_event);
-        let rate = summary.events_per_second();
-        rates.extend(rate);
-        dropped_total = dropped_total
-            .zip(summary.dropped)
-            .map(|(total, dropped)| total + dropped);
-        println!(
-            "{run_number:>3}  {:>10.3}  {:>10.3}  {:>8}  {:>12}  {:>12}  {:>10}  {:>10.3}  {:>8}  {:>8}",
-            unprobed.secs,
-            probed.secs,
-            or_na(ratio.map(|ratio| format!("{ratio:.2}x"))),
-            or_na(summary.events),
-            or_na(rate.map(|rate| rate.round() as u64)),
-            or_na(summary.dropped),
-            recorded.secs,
-            or_na(recorded_ratio.map(|ratio| format!("{ratio:.2}x"))),
-            or_na(per_event.map(|bytes| format!("{bytes:.1}"))),
-        );
-        workload = Some((unprobed.tasks, unprobed.polls));
-    }
-    if let Some((tasks, polls)) = workload {
-        println!("workload per run: {tasks} tasks, {polls} polls");
-    }
-    println!(
-        "median slowdown: {}; with --record: {}",
-        or_na(median(&mut ratios).map(|ratio| format!("{ratio:.2}x"))),
-        or_na(median(&mut recorded_ratios).map(|ratio| format!("{ratio:.2}x")))
-    );
-    println!(
-        "median events/s absorbed: {}",
-        or_na(median(&mut rates).map(|rate| rate.round() as u64))
-    );
-    println!(
-        "median recording size: {} bytes per event",
-        or_na(median(&mut sizes).map(|bytes| format!("{bytes:.1}")))
-    );
-    println!("events dropped, all runs: {}", or_na(dropped_total));
-    Ok(())
-}
-
-/// Runs a bench command and reads the demo's `bench:` line from its standard output.
-fn measure(command: &mut Command) -> Result<BenchLine> {
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = command
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|error| format!("cannot run {}: {error}", describe(command)))?;
-    let stdout = String::from_utf8_lossy(&stdout);
-    match parse_bench_line(&stdout) {
-        Some(line) if status.success() => Ok(line),
-        _ => Err(format!(
-            "{} ({status}) printed no `bench: N tasks, N polls in S s` line\n--- stdout\n{stdout}--- stderr\n{}",
-            describe(command),
-            String::from_utf8_lossy(&stderr)
-        )),
-    }
-}
-
-fn or_na(value: Option<impl ToString>) -> String {
-    value.map_or_else(|| "n/a".to_string(), |value| value.to_string())
-}
-
-fn median(values: &mut [f64]) -> Option<f64> {
-    if values.is_empty() {
-        return None;
-    }
-    values.sort_by(f64::total_cmp);
-    let middle = values.len() / 2;
-    Some(if values.len() % 2 == 1 {
-        values[middle]
-    } else {
-        (values[middle - 1] + values[middle]) / 2.0
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reads_the_bench_line() {
-        let stdout = "something else\nbench: 64 tasks, 1280064 polls in 0.412 s\n";
-        assert_eq!(
-            parse_bench_line(stdout),
-            Some(BenchLine {
-                tasks: 64,
-                polls: 1_280_064,
-                secs: 0.412
-            })
-        );
-        assert_eq!(parse_bench_line("bench: many tasks"), None);
-    }
-
-    #[test]
-    fn reads_the_summary() {
-        let report = r#"{"summary": {"events": 2000, "dropped": 3, "duration_ns": 500000000, "x": [1, {"y": null}]},
-                         "tasks": [{"id": 1, "name": "a \"b\" \u00e9", "state": "idle", "ended_ns": null}]}"#;
-        let summary = Summary::from_report(report);
-        assert_eq!(
-            summary,
-            Summary {
-                events: Some(2000),
-                dropped: Some(3),
-                duration_ns: Some(500_000_000)
-            }
-        );
-        assert_eq!(summary.events_per_second(), Some(4000.0));
-        let partial = Summary::from_report(r#"{"summary": {"events": 5}}"#);
-        assert_eq!(partial.dropped, None);
-        assert_eq!(partial.events_per_second(), None);
-        assert_eq!(Summary::from_report("not json"), Summary::default());
-    }
-
-    #[test]
-    fn bench_arguments() {
-        let options =
-            parse_bench_args(vec!["--runs".into(), "5".into(), "--tasks=8".into()]).unwrap();
-        assert_eq!(options.runs, 5);
-        assert_eq!(options.demo_args, ["--tasks", "8"]);
-        assert!(parse_bench_args(vec!["--runs".into(), "0".into()]).is_err());
-        assert!(parse_bench_args(vec!["--what".into()]).is_err());
-    }
 
     #[test]
     fn test_results_add_up() {
@@ -683,13 +380,6 @@ mod tests {
                 failed: 2
             }
         );
-    }
-
-    #[test]
-    fn medians() {
-        assert_eq!(median(&mut [3.0, 1.0, 2.0]), Some(2.0));
-        assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), Some(2.5));
-        assert_eq!(median(&mut []), None);
     }
 
     #[test]
