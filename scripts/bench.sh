@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
-# Measures what probing costs the demo's poll-heavy workload, and how many events the probe absorbs.
+# Measures what probing costs, on two workloads, and prints the figures (it never passes or fails):
 #
-#   scripts/bench.sh [--runs N] [--tasks N] [--yields N]
+#   scripts/bench.sh server [--rounds N] [--seconds S] [--clients N] [--fanout N]
+#       a request/response tokio server (inspect-server) under closed-loop loopback load
+#       (inspect-load): CPU per request plain, probed (default, --exact, --floor) and built with
+#       console-subscriber (demo-console/, built into target/console), as a Markdown table.
+#   scripts/bench.sh yield [--runs N] [--tasks N] [--yields N]
+#       the demo's poll-heavy workload (tasks that only yield): slowdown probed and recording.
+#   scripts/bench.sh [SERVER OR YIELD OPTION...]
+#       both, server first.
 #
-# The probe needs root: when this is not run as root, only the probed runs go through sudo.
+# The probe needs root: when this is not run as root, only the probe goes through sudo.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

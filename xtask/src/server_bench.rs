@@ -122,6 +122,17 @@ impl Variant {
         }
     }
 
+    /// What the variant is, for the reader of the figures.
+    fn description(self) -> &'static str {
+        match self {
+            Variant::Plain => "plain (no probe)",
+            Variant::Probe => "probe (async-inspect probe --pid, its defaults: an overhead budget)",
+            Variant::Exact => "exact (--exact: every poll, no budget)",
+            Variant::Floor => "floor (--floor: the same probe sites, programs that only count)",
+            Variant::Console => "console (the server built with console-subscriber, no probe)",
+        }
+    }
+
     /// The probe's options beyond the common ones; `None`: the variant runs no probe.
     fn probe_flags(self) -> Option<&'static [&'static str]> {
         match self {
@@ -281,8 +292,15 @@ impl Bench<'_> {
             WARM_UP.as_secs(),
             options.seconds
         );
-        let names: Vec<&str> = variants.iter().map(|variant| variant.name()).collect();
-        println!("variants: {}", names.join(", "));
+        let names: Vec<&str> = variants
+            .iter()
+            .map(|variant| variant.description())
+            .collect();
+        println!("variants: {}.", names.join("; "));
+        println!(
+            "the probe counts as attached once it holds a bpf_link file descriptor, plus 0.5 s; \
+             it stops on SIGINT after the window."
+        );
         println!("machine: {}\n", machine());
     }
 
@@ -630,11 +648,12 @@ impl<'a> Probe<'a> {
         self.pid
     }
 
-    /// Waits until the probe has attached: its stderr says so (not with --quiet), or its bpf link
-    /// file descriptors stop growing for half a second; when those cannot be read (not root), 2 s.
+    /// Waits until the probe has attached: its stderr says so (not with --quiet), or it holds a
+    /// bpf link (or perf event) file descriptor, then half a second more for the rest (the count
+    /// itself may come and go: the default attaches some probes in windows). When its file
+    /// descriptors cannot be read (not root): 2 s.
     fn wait_attached(&mut self) -> Result<()> {
         let started = Instant::now();
-        let (mut links, mut steady) = (0, 0);
         while started.elapsed() < ATTACH_TIMEOUT {
             if let Some(status) = self.child.try_wait().map_err(|error| error.to_string())? {
                 return Err(self.failed(&format!("exited ({status}) before it attached")));
@@ -643,19 +662,18 @@ impl<'a> Probe<'a> {
             if log.contains("probe points attached") {
                 return Ok(());
             }
-            match self.collector_pid().map(proc::probe_links) {
+            let rest = match self.collector_pid().map(proc::probe_links) {
                 Some(Err(error)) if error.kind() == std::io::ErrorKind::PermissionDenied => {
-                    thread::sleep(Duration::from_secs(2));
-                    return Ok(());
+                    Some(Duration::from_secs(2))
                 }
-                Some(Ok(count)) if count > 0 && count == links => steady += 1,
-                Some(Ok(count)) => (links, steady) = (count, 0),
-                _ => {}
-            }
-            if steady >= 5 {
+                Some(Ok(count)) if count > 0 => Some(Duration::from_millis(500)),
+                _ => None,
+            };
+            if let Some(rest) = rest {
+                thread::sleep(rest);
                 return Ok(());
             }
-            thread::sleep(Duration::from_millis(100));
+            thread::sleep(Duration::from_millis(50));
         }
         Err(self.failed(&format!(
             "had not attached after {} s",
