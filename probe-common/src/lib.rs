@@ -112,6 +112,10 @@ pub struct Config {
     pub ready: u64,
     /// [`MODE_EVENTS`] or [`MODE_COUNT_ONLY`].
     pub mode: u64,
+    /// Events are submitted without waking the collector, which drains the ring buffer on a
+    /// timer (a wake-up per event costs both sides a context switch), until this many bytes
+    /// are waiting: then the collector is woken at once.
+    pub wake_bytes: u64,
 }
 
 /// The programs do their work: read the task, emit events.

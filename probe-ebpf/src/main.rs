@@ -10,6 +10,7 @@
 
 use aya_ebpf::{
     EbpfContext,
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
         bpf_probe_read_user,
@@ -18,9 +19,7 @@ use aya_ebpf::{
     maps::{LruHashMap, PerCpuArray, RingBuf},
     programs::{ProbeContext, RetProbeContext},
 };
-use probe_common::{
-    Config, Event, EventKind, HIT_SLOTS, MODE_COUNT_ONLY, cookie, flags, register,
-};
+use probe_common::{Config, Event, EventKind, HIT_SLOTS, MODE_COUNT_ONLY, cookie, flags, register};
 
 /// Written by the user side at load time (`EbpfLoader::set_global`).
 #[unsafe(no_mangle)]
@@ -30,6 +29,7 @@ static CONFIG: Config = Config {
     vtable_id_offset: 0,
     ready: 0,
     mode: 0,
+    wake_bytes: 0,
 };
 
 /// The event stream. The user side may resize it at load time.
@@ -86,8 +86,8 @@ fn counted(ctx: &impl EbpfContext, config: &Config) -> bool {
 /// first instruction (to avoid single-stepping it) finds the argument where the code moved it.
 #[inline(always)]
 fn task_argument(ctx: &ProbeContext) -> u64 {
-    use core::mem::offset_of;
     use aya_ebpf::bindings::pt_regs;
+    use core::mem::offset_of;
     let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
     let offset = match cookie::register(cookie) {
         register::RSI => offset_of!(pt_regs, rsi),
@@ -177,7 +177,13 @@ fn emit(
             },
         _pad: [0; 2],
     });
-    entry.submit(0);
+    // Wake the collector only when the buffer fills up; it drains on a timer otherwise.
+    let wake = if EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= config.wake_bytes {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    entry.submit(u64::from(wake));
 }
 
 /// The task being polled on a thread; all zero when none. Plain scalars (no Option of a

@@ -224,6 +224,7 @@ impl Attachment {
             } else {
                 MODE_EVENTS
             },
+            wake_bytes: u64::from(ring_bytes / 4),
         };
         let mut ebpf = EbpfLoader::new()
             .override_global("CONFIG", &config, true)

@@ -3,7 +3,7 @@
 //! freed; the tokio task id, when the event carries it, tells two tasks at one address apart even
 //! when the free was lost.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt as _};
 
 use probe_common::{EventKind, flags, state};
 
