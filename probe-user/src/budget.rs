@@ -103,6 +103,14 @@ impl Budget {
         Ok(())
     }
 
+    /// Follows tasks to their new indices after the model folded ended ones.
+    pub fn remap(&mut self, remap: &[Option<usize>]) {
+        self.fingerprints = std::mem::take(&mut self.fingerprints)
+            .into_iter()
+            .filter_map(|(task, print)| Some((remap.get(task).copied().flatten()?, print)))
+            .collect();
+    }
+
     /// What became of every live task while the probes were detached.
     fn check_tasks<O: Observer>(
         &mut self,

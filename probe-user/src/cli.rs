@@ -19,7 +19,10 @@ unmodified binary (no console-subscriber, no tokio_unstable, no rebuild) and rep
 its name, state, polls, how its time split between running, waiting for a worker and idling, the \
 .await it is parked on, and what is wrong (deadlocks, lost wakers, blocking polls). On a terminal \
 it shows a live view; it also writes Perfetto timelines, flamegraphs and recordings to replay.\n\n\
-Needs root (or CAP_BPF + CAP_PERFMON) and Linux >= 6.6.",
+Needs root (or CAP_BPF + CAP_PERFMON) and Linux >= 6.6.\n\n\
+Exit status: a launched command's own (128 + N when signal N killed it); 3 when `test` finds a \
+hang; 125 when async-inspect itself fails; 126 when the command cannot be run; 127 when it is not \
+found.",
     after_help = "Examples:\n  \
 sudo async-inspect probe -- ./target/debug/myapp --port 8080\n  \
 sudo async-inspect probe --pid 4242 --duration 30s --json report.json --trace timeline.json\n  \
@@ -38,8 +41,8 @@ pub enum Command {
     /// Trace every task of a tokio program: launch it, or attach to a running one.
     #[command(
         after_help = "Launching (`-- CMD`) places the probes before the program's main runs and ends when it \
-exits, with its exit status; its stdio passes through (into a log file while the live view is \
-up).\nAttaching (`--pid`) never stops or changes the program: Ctrl-C, q in the live view or \
+exits, with its exit status (128 + N when signal N killed it; the report names the signal); its \
+stdio passes through (into a log file while the live view is up).\nAttaching (`--pid`) never stops or changes the program: Ctrl-C, q in the live view or \
 --duration ends the probe, and nothing stays attached afterwards.\n\nLive view keys: arrows or j/k \
 select, ←/→ pick the sort column, i inverts it, / filters, Enter opens a task, w warnings and \
 deadlocks, t threads, ? all keys, q stops."
@@ -200,7 +203,7 @@ impl From<TestArgs> for ProbeConfig {
             tui: false,
             binary: None,
             debuginfo: None,
-            ring_bytes: 16 * 1024 * 1024,
+            ring_bytes: DEFAULT_RING_MIB * 1024 * 1024,
             stuck_after: args.hang_timeout / 2,
             long_poll: Duration::from_millis(10),
             values: !args.no_values,
@@ -213,6 +216,8 @@ impl From<TestArgs> for ProbeConfig {
             max_overhead: None,
             explain: false,
             count_only: false,
+            // A test binary's report lists every task it ran.
+            keep_every_task: true,
         }
     }
 }
@@ -234,11 +239,14 @@ pub struct DumpArgs {
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
 
-    /// Read symbols and DWARF from this file instead of the process's executable.
+    /// Read symbols and DWARF from this file instead of the process's executable. It must be the
+    /// same build (the unstripped build a stripped one came from): its build id, or without build
+    /// ids its code, is checked against the process's, and another build is refused.
     #[arg(long, value_name = "PATH")]
     pub binary: Option<PathBuf>,
 
     /// Read DWARF from this separate debug file (found by build id or .gnu_debuglink otherwise).
+    /// A file whose build id is not the process's is refused.
     #[arg(long, value_name = "PATH")]
     pub debuginfo: Option<PathBuf>,
 
@@ -287,16 +295,20 @@ pub struct ProbeArgs {
     pub no_tui: bool,
 
     /// Read symbols and DWARF from this file instead of the target's executable (for a stripped
-    /// deployment whose unstripped build you kept).
+    /// deployment whose unstripped build you kept). It must be that very build: its build id, or
+    /// without build ids its code at every probe site, is checked against the target's before
+    /// anything is launched or attached, and another build is refused (probes placed by its
+    /// offsets would corrupt the target's code).
     #[arg(long, value_name = "PATH")]
     pub binary: Option<PathBuf>,
 
     /// Read DWARF from this separate debug file (found by build id or .gnu_debuglink otherwise).
+    /// A file whose build id is not the target's is refused.
     #[arg(long, value_name = "PATH")]
     pub debuginfo: Option<PathBuf>,
 
     /// Size of the kernel-to-collector event buffer, in MiB (a power of two).
-    #[arg(long, value_name = "MIB", default_value_t = 16, value_parser = parse_ring_mib)]
+    #[arg(long, value_name = "MIB", default_value_t = DEFAULT_RING_MIB, value_parser = parse_ring_mib)]
     pub ring_buffer_mb: u32,
 
     /// Report tasks idle longer than this at the end as stuck, with their async backtraces.
@@ -325,6 +337,12 @@ pub struct ProbeArgs {
     /// Follow every poll and wake, whatever it costs (no overhead budget).
     #[arg(long)]
     pub exact: bool,
+
+    /// Keep every task in the report one by one. By default, once a thousand or so tasks have
+    /// ended, ended tasks are folded into per-type totals (the slowest, the most recent, the
+    /// panicked and cancelled stay), so memory and reports stay bounded on a busy server.
+    #[arg(long)]
+    pub keep_all_tasks: bool,
 
     /// Print what each kind of probe costs: points, hits per second, whether the kernel
     /// emulates or single-steps its instruction, and the estimated nanoseconds per hit.
@@ -369,7 +387,14 @@ pub struct ProbeConfig {
     pub explain: bool,
     /// Load the programs in count-only mode (the benchmark's floor).
     pub count_only: bool,
+    /// Fold no ended task into its type's totals.
+    pub keep_every_task: bool,
 }
+
+/// The ring buffer's default size. The collector drains it every 20 ms at ~70 ns an event, so
+/// 4 MiB (58,000 events) absorbs bursts of well over a million events a second; its pages
+/// count in the collector's resident memory (twice: the kernel maps it twice).
+pub const DEFAULT_RING_MIB: u32 = 4;
 
 /// The overhead budget when attaching to a running program and none is given, in percent.
 pub const DEFAULT_MAX_OVERHEAD: f64 = 5.0;
@@ -390,6 +415,7 @@ impl From<ProbeArgs> for ProbeConfig {
             max_overhead,
             explain: args.explain,
             count_only: args.floor,
+            keep_every_task: args.keep_all_tasks,
             target,
             duration: args.duration,
             output: args.output,

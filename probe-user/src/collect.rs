@@ -112,6 +112,17 @@ fn decode(bytes: &[u8]) -> Option<TaskEvent> {
     TaskEvent::from_raw(&raw)
 }
 
+/// CLOCK_MONOTONIC now, in the eBPF side's `bpf_ktime_get_ns` time base.
+pub fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+}
+
 #[cfg(test)]
 mod tests {
     use probe_common::EventKind;
@@ -139,15 +150,4 @@ mod tests {
         let order: Vec<u32> = batch.iter().map(|event| event.site).collect();
         assert_eq!(order, [4, 0, 2, 1, 3]);
     }
-}
-
-/// CLOCK_MONOTONIC now, in the eBPF side's `bpf_ktime_get_ns` time base.
-pub fn monotonic_ns() -> u64 {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we pass.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
 }

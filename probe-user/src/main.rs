@@ -19,7 +19,7 @@ use probe_user::{
         tui::{Action, Tui},
     },
     record::{self, Recorder},
-    report::{Analysis, Mode, Report, RunFacts},
+    report::{Analysis, Mode, Report, RunFacts, TargetExit},
     resolve::{self, Catalogue},
     session::{Observer, Session},
     snapshot, target,
@@ -30,7 +30,10 @@ fn main() -> ExitCode {
     if args.get(1).is_some_and(|arg| arg == target::GATE_ARG) {
         return ExitCode::from(target::run_gate(&args[2..]) as u8);
     }
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return usage_error(&error),
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -60,7 +63,23 @@ fn fail(error: &anyhow::Error) -> ExitCode {
         }
     }
     eprintln!("async-inspect: error: {message}");
-    ExitCode::from(2)
+    // A command that cannot be run gets the shell's 126 or 127; anything else is our failure.
+    let code = error
+        .chain()
+        .find_map(|cause| cause.downcast_ref::<target::TargetError>())
+        .map_or(target::EXIT_FAILED, target::TargetError::exit_code);
+    ExitCode::from(code)
+}
+
+/// A command line clap refused: our failure (125), not the 2 a launched program may exit with.
+fn usage_error(error: &clap::Error) -> ExitCode {
+    let _ = error.print();
+    if error.use_stderr() {
+        ExitCode::from(target::EXIT_FAILED)
+    } else {
+        // --help and --version.
+        ExitCode::SUCCESS
+    }
 }
 
 /// How the run ended.
@@ -147,24 +166,28 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
         .binary
         .clone()
         .unwrap_or_else(|| runtime_binary.clone());
-    let plan = match resolve::resolve_with(&symbols_from, config.debuginfo.as_deref()) {
+    let mut plan = match resolve::resolve_with(&symbols_from, config.debuginfo.as_deref()) {
         // `test` as cargo's runner meets test binaries without tokio: they run as they are.
-        Err(resolve::ResolveError::NoTokio { path })
+        Err(ref error)
             if config.watch.is_some()
-                && let Some(command) = launched =>
+                && let Some(command) = launched
+                && let Some(path) = error.not_tokio() =>
         {
             eprintln!(
                 "async-inspect test: {} has no tokio tasks: running it unprobed",
                 path.display()
             );
-            let status = tokio::process::Command::new(&command[0])
-                .args(&command[1..])
-                .status()
-                .await?;
-            return Ok(target::exit_code(status));
+            return run_unprobed(command).await;
         }
         plan => plan?,
     };
+    let notes = verify_plan(
+        &plan,
+        &runtime_binary,
+        config.binary.as_deref(),
+        config.debuginfo.as_deref(),
+    )?;
+    plan.notes.extend(notes);
     let catalogue = plan.catalogue();
     attach::preflight()?;
 
@@ -221,12 +244,15 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
         probe_points: attachment.points(),
         links: attachment.links(),
         overhead: None,
+        target_exit: None,
     };
+    let exports = Exports::new(&config.output, started_ns);
     let settings = record::Settings {
         stuck_after_ns: config.stuck_after.as_nanos() as u64,
         long_poll_ns: config.long_poll.as_nanos() as u64,
+        keep_every_task: config.keep_every_task || exports.needs_every_task(),
     };
-    let mut session = Session::new(&catalogue, Exports::new(&config.output, started_ns));
+    let mut session = Session::new(&catalogue, exports, settings.keep_every_task);
     if let Some(path) = &config.record {
         session.record_to(Recorder::create(
             path,
@@ -284,7 +310,6 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
         }
         match found {
             Ok(found) => {
-                let count = found.tasks.len();
                 let tasks: Vec<usize> = found
                     .tasks
                     .into_iter()
@@ -294,7 +319,8 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
                     read_stacks(reader, &mut session, &tasks);
                 }
                 found_line = format!(
-                    "{count} tasks found in the program's memory ({} MiB read in {})",
+                    "{} ({} MiB read in {})",
+                    count_found(&catalogue, &session.model, &tasks),
                     found.scan.bytes_scanned / (1024 * 1024),
                     probe_user::report::duration(scanned.elapsed().as_nanos() as u64)
                 );
@@ -403,6 +429,10 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
                 }
                 // Backtraces are read only for tasks that stay idle a while: most idle
                 // stretches of a busy program are too short to matter.
+                if let Some(remap) = session.take_remap() {
+                    pending.remap(&remap);
+                    budget.remap(&remap);
+                }
                 let idle = session.model.take_newly_idle();
                 pending.add(&session.model, &idle);
                 let due = pending.due(&session.model, collect::monotonic_ns(), READ_STACK_AFTER_NS);
@@ -465,18 +495,6 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
         let all: Vec<usize> = (0..session.model.tasks().len()).collect();
         read_stacks(reader, &mut session, &all);
     }
-    // A recording that failed (a full disk) must not cost the report.
-    let recorded = match session
-        .take_recorder()
-        .map(|recorder| recorder.finish(&facts))
-    {
-        Some(Err(error)) => {
-            eprintln!("async-inspect: {error}");
-            None
-        }
-        other => other.and_then(Result::ok),
-    };
-
     if let (Ended::Quit, Some(child)) = (ended, child.as_ref())
         && let Some(child_pid) = child.id()
     {
@@ -499,21 +517,27 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
             .and_then(Result::ok),
         (_, None) => None,
     };
+    // A program killed by a signal must not look like one that ended well: every report says.
+    facts.target_exit = status.map(target::ended);
+    // Finished once the target's end is known, so a replay reports it too. A recording that
+    // failed (a full disk) must not cost the report.
+    let recorded = match session
+        .take_recorder()
+        .map(|recorder| recorder.finish(&facts))
+    {
+        Some(Err(error)) => {
+            eprintln!("async-inspect: {error}");
+            None
+        }
+        other => other.and_then(Result::ok),
+    };
 
     let report = make_report(&catalogue, &session, facts, settings);
     if let Some(mut tui) = tui {
         tui.update(report.clone());
         tui.set_status(format!(
             "{}; q to leave and print the report",
-            match (ended, status) {
-                (Ended::TargetExited(_), Some(status)) => format!(
-                    "the program exited with status {}",
-                    target::exit_code(status)
-                ),
-                (Ended::TargetExited(_), None) => "the program exited".to_owned(),
-                (Ended::Duration, _) => "probed for the --duration given".to_owned(),
-                _ => "stopped".to_owned(),
-            }
+            final_status(ended, report.summary.target_exit.as_ref())
         ));
         // A terminal that went away (SIGHUP) must not cost the report and the files.
         if let Err(error) = tui.wait_for_quit() {
@@ -538,9 +562,13 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
         present::write_files(&report, &session, &catalogue, &config.output)?;
         // A passing test: one line, so CI logs stay short.
         eprintln!(
-            "async-inspect test: no hang ({} tasks seen); exit status {}",
+            "async-inspect test: no hang ({} tasks seen); {}",
             report.summary.tasks,
-            status.map_or(0, target::exit_code)
+            report
+                .summary
+                .target_exit
+                .as_ref()
+                .map_or_else(|| "the program exited".to_owned(), TargetExit::describe)
         );
         return Ok(status.map_or(0, target::exit_code));
     }
@@ -570,6 +598,67 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
         return Ok(HANG_EXIT);
     }
     Ok(status.map_or(0, target::exit_code))
+}
+
+/// "7 tasks found in the program's memory, besides 2 runtime workers": tasks counted as the
+/// table counts them (once each, without the runtime workers, which the table leaves out).
+fn count_found(catalogue: &Catalogue, model: &TaskModel, found: &[usize]) -> String {
+    let distinct: std::collections::BTreeSet<usize> = found.iter().copied().collect();
+    let workers = distinct
+        .iter()
+        .filter(|&&index| {
+            probe_user::report::is_runtime_worker(catalogue, model, &model.tasks()[index])
+        })
+        .count();
+    let tasks = distinct.len() - workers;
+    let found = format!("{tasks} tasks found in the program's memory");
+    match workers {
+        0 => found,
+        1 => format!("{found}, besides 1 runtime worker"),
+        _ => format!("{found}, besides {workers} runtime workers"),
+    }
+}
+
+/// Checks that the plan fits the file the target runs (another build's `--binary` would put the
+/// probes inside its instructions), before anything is launched, attached or read. Returns notes
+/// on what could not be checked.
+fn verify_plan(
+    plan: &resolve::ProbePlan,
+    running: &std::path::Path,
+    binary: Option<&std::path::Path>,
+    debuginfo: Option<&std::path::Path>,
+) -> anyhow::Result<Vec<String>> {
+    let files = resolve::verify::Files {
+        running,
+        running_name: target::display_name(running),
+        binary,
+        debuginfo,
+    };
+    Ok(resolve::verify::verify(plan, &files)?)
+}
+
+/// Runs `command` as it is (a test binary without tokio, under `test`), with its status.
+async fn run_unprobed(command: &[OsString]) -> anyhow::Result<i32> {
+    let status = tokio::process::Command::new(&command[0])
+        .args(&command[1..])
+        .status()
+        .await
+        .map_err(|source| target::TargetError::Spawn {
+            program: command[0].to_string_lossy().into_owned(),
+            source,
+        })?;
+    Ok(target::exit_code(status))
+}
+
+/// The live view's last status line: how the run ended, and how the program did.
+fn final_status(ended: Ended, exit: Option<&TargetExit>) -> String {
+    match (ended, exit) {
+        (Ended::TargetExited(_), Some(exit)) => exit.describe(),
+        (Ended::TargetExited(_), None) => "the program exited".to_owned(),
+        (Ended::Duration, _) => "probed for the --duration given".to_owned(),
+        (_, Some(exit)) => format!("stopped; {}", exit.describe()),
+        _ => "stopped".to_owned(),
+    }
 }
 
 /// How long a task stays idle before its backtrace is read: shorter waits are a busy
@@ -616,7 +705,10 @@ async fn test_through_cargo(args: &TestArgs) -> anyhow::Result<i32> {
         .env(CARGO_RUNNER_VAR, runner.join(" "))
         .status()
         .await
-        .map_err(|error| anyhow::anyhow!("cannot run {}: {error}", args.command[0].display()))?;
+        .map_err(|source| target::TargetError::Spawn {
+            program: args.command[0].to_string_lossy().into_owned(),
+            source,
+        })?;
     Ok(target::exit_code(status))
 }
 
@@ -656,11 +748,8 @@ fn replay(args: &ReportArgs) -> anyhow::Result<i32> {
         .facts
         .started_ns;
     let replayed = record::replay(&args.recording, Exports::new(&args.output, started_ns))?;
-    if replayed.cut_short {
-        eprintln!(
-            "async-inspect: note: {} ends without its trailer (the probe was killed?): reporting what it holds",
-            args.recording.display()
-        );
+    if let Some(note) = replayed.note(&args.recording) {
+        eprintln!("async-inspect: note: {note}");
     }
     let recorded = replayed.header.settings;
     let settings = record::Settings {
@@ -670,6 +759,7 @@ fn replay(args: &ReportArgs) -> anyhow::Result<i32> {
         long_poll_ns: args
             .long_poll
             .map_or(recorded.long_poll_ns, |d| d.as_nanos() as u64),
+        keep_every_task: recorded.keep_every_task,
     };
     let catalogue = &replayed.header.catalogue;
     let report = make_report(catalogue, &replayed.session, replayed.facts, settings);
@@ -727,10 +817,18 @@ impl LiveView<'_> {
 /// `async-inspect dump`: find every task in memory, read where each waits, report.
 fn dump(args: &DumpArgs) -> anyhow::Result<i32> {
     let (pid, exe) = target::existing(args.pid)?;
-    let plan = resolve::resolve_with(
+    let mut plan = resolve::resolve_with(
         args.binary.as_deref().unwrap_or(&exe),
         args.debuginfo.as_deref(),
     )?;
+    // Another build's vtables and layout would find no tasks, or wrong ones, and say so calmly.
+    let notes = verify_plan(
+        &plan,
+        &exe,
+        args.binary.as_deref(),
+        args.debuginfo.as_deref(),
+    )?;
+    plan.notes.extend(notes);
     if plan.types.is_none() {
         eprintln!(
             "async-inspect: note: no DWARF in {}: tasks are listed without await points or backtraces \
@@ -770,6 +868,7 @@ fn dump(args: &DumpArgs) -> anyhow::Result<i32> {
             probe_points: 0,
             links: 0,
             overhead: None,
+            target_exit: None,
         },
         Analysis {
             stacks: &stacks,

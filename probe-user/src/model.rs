@@ -3,6 +3,8 @@
 //! freed; the tokio task id, when the event carries it, tells two tasks at one address apart even
 //! when the free was lost.
 
+mod fold;
+
 use foldhash::{HashMap, HashMapExt as _};
 
 use probe_common::{EventKind, flags, state};
@@ -110,6 +112,9 @@ pub struct Task {
     pub max_scheduled_ns: u64,
     /// Cancelled after it had started: dropped at an await, without running to completion.
     pub cancelled_at_await: bool,
+    /// Cancelled by its runtime shutting down (tokio calls `raw::shutdown` only then: an
+    /// abort cancels the task in a poll of its own).
+    pub shut_down: bool,
     /// How long each poll took.
     pub poll_times: Histogram,
     /// How long each wait between a wake (or spawn) and the next poll took.
@@ -125,9 +130,10 @@ pub const MAX_WAKERS: usize = 8;
 
 /// Counts of durations by power-of-two bucket: bucket 0 holds durations below 1024 ns, bucket
 /// `i` those from `2^(i+9)` up to `2^(i+10)` ns; the last bucket also holds everything longer.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// The buckets are allocated at the first count: most of a crowd of parked tasks never gets one.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Histogram {
-    counts: [u32; Histogram::BUCKETS],
+    counts: Option<Box<[u32; Histogram::BUCKETS]>>,
 }
 
 impl Histogram {
@@ -135,7 +141,8 @@ impl Histogram {
 
     pub fn record(&mut self, ns: u64) {
         let bucket = (u64::BITS - (ns >> 10).leading_zeros()) as usize;
-        let count = &mut self.counts[bucket.min(Self::BUCKETS - 1)];
+        let counts = self.counts.get_or_insert_with(Default::default);
+        let count = &mut counts[bucket.min(Self::BUCKETS - 1)];
         *count = count.saturating_add(1);
     }
 
@@ -150,11 +157,21 @@ impl Histogram {
 
     /// Every bucket's count, shortest durations first.
     pub fn counts(&self) -> &[u32; Self::BUCKETS] {
-        &self.counts
+        const NONE: [u32; Histogram::BUCKETS] = [0; Histogram::BUCKETS];
+        self.counts.as_deref().unwrap_or(&NONE)
+    }
+
+    /// Adds `other`'s counts to these.
+    pub fn merge(&mut self, other: &Histogram) {
+        let Some(more) = &other.counts else { return };
+        let counts = self.counts.get_or_insert_with(Default::default);
+        for (count, more) in counts.iter_mut().zip(more.iter()) {
+            *count = count.saturating_add(*more);
+        }
     }
 
     pub fn total(&self) -> u64 {
-        self.counts.iter().map(|&count| u64::from(count)).sum()
+        self.counts().iter().map(|&count| u64::from(count)).sum()
     }
 }
 
@@ -300,6 +317,8 @@ pub struct Anomalies {
     pub lost_frees: u64,
 }
 
+pub use fold::{Folded, KEEP_ENDED};
+
 pub struct TaskModel {
     tasks: Vec<Task>,
     live: HashMap<u64, usize>,
@@ -320,6 +339,16 @@ pub struct TaskModel {
     pub workers: std::collections::BTreeMap<u32, WorkerStats>,
     /// When a task last started a poll: progress, for hang detection.
     pub last_poll_ns: Option<u64>,
+    /// Ended tasks folded into their type's totals (key: task type), to bound memory.
+    folded: std::collections::BTreeMap<Option<usize>, Folded>,
+    /// Keep every task one by one (no folding).
+    keep_all: bool,
+    /// Tasks not followed any more (freed, or replaced after a lost free) since the last fold.
+    retired: usize,
+    /// How indices moved in the last fold, until taken.
+    remap: Option<Vec<Option<usize>>>,
+    /// The most tasks alive at once, runtime workers included.
+    peak_active: usize,
 }
 
 /// One thread's polling, from the polls that ran on it (containers of other polls excluded).
@@ -350,6 +379,11 @@ impl TaskModel {
             thread_polls: HashMap::new(),
             workers: std::collections::BTreeMap::new(),
             last_poll_ns: None,
+            folded: std::collections::BTreeMap::new(),
+            keep_all: false,
+            retired: 0,
+            remap: None,
+            peak_active: 0,
         }
     }
 
@@ -365,6 +399,16 @@ impl TaskModel {
 
     /// Applies one event; returns the index of the task it concerned, if any.
     pub fn apply(&mut self, event: &TaskEvent) -> Option<usize> {
+        let task = self.apply_event(event);
+        self.fold_if_due();
+        // A fold moves indices: the event's task is live, and kept.
+        match &self.remap {
+            Some(remap) => task.and_then(|task| remap.get(task).copied().flatten()),
+            None => task,
+        }
+    }
+
+    fn apply_event(&mut self, event: &TaskEvent) -> Option<usize> {
         self.events += 1;
         self.first_ns.get_or_insert(event.ts_ns);
         self.last_ns = self.last_ns.max(event.ts_ns);
@@ -444,6 +488,7 @@ impl TaskModel {
                 let index = self.task_for(event, TaskState::Idle);
                 let task = &mut self.tasks[index];
                 task.cancel_requested = true;
+                task.shut_down = true;
                 // A running task is cancelled by its own poll, which reports CANCELLED.
                 if task.state != TaskState::Running {
                     self.finish(index, TaskState::Cancelled, now);
@@ -613,6 +658,7 @@ impl TaskModel {
             max_poll_tid: 0,
             max_scheduled_ns: 0,
             cancelled_at_await: false,
+            shut_down: false,
             poll_times: Histogram::default(),
             scheduled_times: Histogram::default(),
             woken_by: Vec::new(),
@@ -620,6 +666,7 @@ impl TaskModel {
         *generation += 1;
         self.live.insert(event.header, index);
         self.active += 1;
+        self.peak_active = self.peak_active.max(self.active);
         index
     }
 
@@ -655,7 +702,9 @@ impl TaskModel {
 
     /// The header's memory was freed (or reused): later events there belong to a new task.
     fn retire(&mut self, header: u64) {
-        self.live.remove(&header);
+        if self.live.remove(&header).is_some() {
+            self.retired += 1;
+        }
     }
 
     /// Brings every live task's time accounting up to `now` (the end of the probe).
@@ -712,6 +761,11 @@ impl TaskModel {
 
     /// Takes in a change of coverage (see [`Coverage`]).
     pub fn coverage(&mut self, change: Coverage) {
+        self.apply_coverage(change);
+        self.fold_if_due();
+    }
+
+    fn apply_coverage(&mut self, change: Coverage) {
         match change {
             Coverage::Paused { now_ns } => self.pause(now_ns),
             Coverage::Resumed { now_ns } => {
@@ -800,6 +854,11 @@ impl TaskModel {
     pub fn idle_since(&self, index: usize) -> Option<u64> {
         let task = self.tasks.get(index)?;
         (task.state == TaskState::Idle).then_some(task.entered_ns)
+    }
+
+    /// The most tasks alive at once (runtime workers included), folded ones too.
+    pub fn peak_active(&self) -> usize {
+        self.peak_active
     }
 
     /// Tasks not yet ended.

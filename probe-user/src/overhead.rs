@@ -140,6 +140,11 @@ pub struct Governor {
     attached_ns: u64,
 }
 
+/// The share of the budget the governor aims at. Its cost estimate prices hits as calibrated in
+/// a tight loop; on the server benchmark the real cost per hit was up to 1.5x that (cold caches,
+/// a busy kernel), so aiming at the whole budget overshot it.
+const AIM: f64 = 0.6;
+
 /// A window long enough to see polls and wakes of a busy service, and to measure their cost.
 const WINDOW_NS: u64 = 200_000_000;
 /// The gap after a window never exceeds this: a probe that sees nothing for long is no probe.
@@ -149,7 +154,7 @@ impl Governor {
     /// `budget_percent` of the target's own CPU; starts attached, at `now_ns`.
     pub fn new(budget_percent: f64, now_ns: u64, sample: Sample) -> Self {
         Self {
-            budget: budget_percent / 100.0,
+            budget: budget_percent / 100.0 * AIM,
             duty: 1.0,
             attached: true,
             since_ns: now_ns,
@@ -261,19 +266,20 @@ mod tests {
             None,
             "the window runs"
         );
-        // Following every poll costs 50 % of the target's work: 10 % of the time is allowed.
+        // Following every poll costs 50 % of the target's work: 6 % of the time is allowed (the
+        // governor aims at 60 % of a 5 % budget), so the gap lasts 200 ms x (1 / 0.06 - 1).
         assert_eq!(
             governor.tick(200 * MS, sample(150, 50)),
             Some(Switch::Detach)
         );
-        assert_eq!(governor.tick(1_000 * MS, sample(300, 50)), None);
+        assert_eq!(governor.tick(3_000 * MS, sample(300, 50)), None);
         assert_eq!(
-            governor.tick(2_000 * MS, sample(450, 50)),
+            governor.tick(3_400 * MS, sample(450, 50)),
             Some(Switch::Attach)
         );
         assert_eq!(governor.windows, 2);
-        let coverage = governor.coverage(0, 2_000 * MS);
-        assert!((coverage - 0.1).abs() < 1e-9, "{coverage}");
+        let coverage = governor.coverage(0, 3_400 * MS);
+        assert!((coverage - 200.0 / 3_400.0).abs() < 1e-9, "{coverage}");
     }
 
     #[test]

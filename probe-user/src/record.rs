@@ -7,7 +7,10 @@
 //! The file is the 8-byte magic [`MAGIC`] followed by one LZ4 frame of items, each a
 //! little-endian `u32` length and a postcard-encoded [`Item`]. Events carry their timestamp as a
 //! difference from the previous one, so a typical event takes a dozen bytes before compression.
-//! A recording cut short (the probe was killed) replays up to where it stops.
+//! The frame's blocks are independent, at most 64 KiB each, and carry a checksum (recordings
+//! made before the checksums read the same way, unchecked); the header is a block of its own.
+//! A recording cut short (the probe was killed) replays up to where it stops, and a damaged one
+//! up to the block where the damage is ([`Replayed::damage`]).
 
 use std::{
     fs::File,
@@ -31,6 +34,11 @@ pub const MAGIC: &[u8; 8] = b"AIREC001";
 
 /// A length prefix larger than this is corruption, not an item.
 const MAX_ITEM: u32 = 64 << 20;
+/// Items up to this size are read into a buffer of their length at once; larger ones as their
+/// bytes arrive.
+const SMALL_ITEM: u32 = 64 << 10;
+
+mod frame;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
@@ -50,12 +58,33 @@ pub enum RecordError {
         found: String,
         expected: String,
     },
-    #[error("{path} is damaged at item {item}: {reason}")]
-    Corrupt {
+    #[error("{path} is cut short before its header ends: nothing to replay")]
+    CutInHeader { path: PathBuf },
+    #[error("{path} is damaged in its header (byte {offset}: {reason}): nothing to replay")]
+    DamagedHeader {
         path: PathBuf,
-        item: u64,
+        offset: u64,
         reason: String,
     },
+    #[error("{path} is damaged at byte {offset} (item {item}): {reason}")]
+    Corrupt {
+        path: PathBuf,
+        /// The item that could not be read, counting from 1 (the header).
+        item: u64,
+        /// Where in the file: the start of the compressed block the item's bytes came from.
+        offset: u64,
+        reason: String,
+    },
+}
+
+/// Where a recording stops being readable: [`replay`] plays everything before it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Damage {
+    /// The item that could not be read, counting from 1 (the header).
+    pub item: u64,
+    /// Byte offset in the file of the compressed block where the damage is.
+    pub offset: u64,
+    pub reason: String,
 }
 
 /// How the live run's report was made, so a replay makes the same one.
@@ -63,6 +92,9 @@ pub enum RecordError {
 pub struct Settings {
     pub stuck_after_ns: u64,
     pub long_poll_ns: u64,
+    /// No ended task was folded into its type's totals: a replay must fold as the run did.
+    #[serde(default)]
+    pub keep_every_task: bool,
 }
 
 /// What a recording starts with.
@@ -128,13 +160,21 @@ impl Recorder {
         file.write_all(MAGIC).map_err(write_error)?;
         let mut recorder = Self {
             path: path.to_owned(),
-            out: Some(lz4_flex::frame::FrameEncoder::new(file)),
+            out: Some(lz4_flex::frame::FrameEncoder::with_frame_info(
+                lz4_flex::frame::FrameInfo::new()
+                    .block_size(lz4_flex::frame::BlockSize::Max64KB)
+                    .block_checksums(true),
+                file,
+            )),
             last_ts: header.facts.started_ns,
             buf: Vec::with_capacity(128),
             error: None,
             events: 0,
         };
         recorder.item(&Item::Header(to_json(header)));
+        // The header in a block of its own, on disk: a recording cut short anywhere later, or
+        // damaged past it, still has what a replay needs.
+        recorder.flush();
         match recorder.error.take() {
             Some(source) => Err(write_error(source)),
             None => Ok(recorder),
@@ -236,10 +276,11 @@ pub enum Entry {
 /// Reads a recording item by item.
 pub struct Reader {
     path: PathBuf,
-    input: lz4_flex::frame::FrameDecoder<BufReader<File>>,
+    input: frame::Blocks<BufReader<File>>,
     pub header: Header,
     last_ts: u64,
-    items: u64,
+    /// The item being read, or last read, counting from 1 (the header).
+    item: u64,
     buf: Vec<u8>,
 }
 
@@ -250,18 +291,19 @@ impl Reader {
             source,
         };
         let mut file = BufReader::new(File::open(path).map_err(open_error)?);
-        let mut magic = [0u8; 8];
-        match file.read_exact(&mut magic) {
-            Ok(()) => {}
-            Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => {
-                return Err(RecordError::NotARecording {
-                    path: path.to_owned(),
-                });
-            }
-            Err(error) => return Err(open_error(error)),
-        }
-        if magic[..5] != MAGIC[..5] {
+        let mut magic = Vec::with_capacity(MAGIC.len());
+        (&mut file)
+            .take(MAGIC.len() as u64)
+            .read_to_end(&mut magic)
+            .map_err(open_error)?;
+        let known = magic.len().min(5);
+        if magic[..known] != MAGIC[..known] {
             return Err(RecordError::NotARecording {
+                path: path.to_owned(),
+            });
+        }
+        if magic.len() < MAGIC.len() {
+            return Err(RecordError::CutInHeader {
                 path: path.to_owned(),
             });
         }
@@ -274,7 +316,7 @@ impl Reader {
         }
         let mut reader = Self {
             path: path.to_owned(),
-            input: lz4_flex::frame::FrameDecoder::new(file),
+            input: frame::Blocks::new(file, MAGIC.len() as u64),
             header: Header {
                 tool: String::new(),
                 catalogue: Catalogue {
@@ -287,25 +329,44 @@ impl Reader {
                 settings: Settings {
                     stuck_after_ns: 0,
                     long_poll_ns: 0,
+                    keep_every_task: false,
                 },
                 facts: RunFacts::default(),
             },
             last_ts: 0,
-            items: 0,
+            item: 0,
             buf: Vec::new(),
         };
+        let damaged = |reader: &Self, reason: String| RecordError::DamagedHeader {
+            path: path.to_owned(),
+            offset: reader.input.block_at,
+            reason,
+        };
         let header = match reader.read_item() {
-            Ok(Some(Item::Header(json))) => reader.parse_json::<Header>(&json)?,
-            Ok(_) | Err(_) => {
-                return Err(reader.corrupt("it does not start with a header".into()));
+            Ok(Some(Item::Header(json))) => serde_json::from_str::<Header>(&json)
+                .map_err(|error| damaged(&reader, error.to_string()))?,
+            Ok(Some(_)) => {
+                return Err(damaged(&reader, "it does not start with a header".into()));
             }
+            Ok(None) => {
+                return Err(RecordError::CutInHeader {
+                    path: path.to_owned(),
+                });
+            }
+            Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => {
+                return Err(RecordError::CutInHeader {
+                    path: path.to_owned(),
+                });
+            }
+            Err(error) => return Err(damaged(&reader, error.to_string())),
         };
         reader.last_ts = header.facts.started_ns;
         reader.header = header;
         Ok(reader)
     }
 
-    /// The next entry; `Ok(None)` at the end of the file, or where it was cut short.
+    /// The next entry; `Ok(None)` at the end of the file, or where it was cut short;
+    /// [`RecordError::Corrupt`] where it is damaged.
     pub fn next_entry(&mut self) -> Result<Option<Entry>, RecordError> {
         let item = match self.read_item() {
             Ok(Some(item)) => item,
@@ -342,6 +403,7 @@ impl Reader {
     }
 
     fn read_item(&mut self) -> io::Result<Option<Item>> {
+        self.item += 1;
         let mut len = [0u8; 4];
         // End of file exactly between items is the normal end.
         match self.input.read(&mut len[..1])? {
@@ -355,9 +417,19 @@ impl Reader {
                 format!("an item of {len} bytes"),
             ));
         }
-        self.buf.resize(len as usize, 0);
-        self.input.read_exact(&mut self.buf)?;
-        self.items += 1;
+        self.buf.clear();
+        if len <= SMALL_ITEM {
+            self.buf.resize(len as usize, 0);
+            self.input.read_exact(&mut self.buf)?;
+        } else {
+            // As much as is there, not what the length says: a damaged length allocates little.
+            (&mut self.input)
+                .take(len.into())
+                .read_to_end(&mut self.buf)?;
+            if self.buf.len() < len as usize {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+        }
         postcard::from_bytes(&self.buf)
             .map(Some)
             .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))
@@ -370,7 +442,8 @@ impl Reader {
     fn corrupt(&self, reason: String) -> RecordError {
         RecordError::Corrupt {
             path: self.path.clone(),
-            item: self.items,
+            item: self.item,
+            offset: self.input.block_at,
             reason,
         }
     }
@@ -384,15 +457,80 @@ pub struct Replayed<O> {
     pub facts: RunFacts,
     /// The recording ended without its trailer.
     pub cut_short: bool,
+    /// Where the recording is damaged: what follows was not replayed.
+    pub damage: Option<Damage>,
+    /// The entries replayed (the header aside).
+    pub entries: u64,
+    /// The recording's size in bytes.
+    pub file_len: u64,
+}
+
+impl<O> Replayed<O> {
+    /// What to tell a user about a replay that did not reach the recording's end, if it did not.
+    pub fn note(&self, path: &Path) -> Option<String> {
+        let replayed = format!(
+            "{} entries: {} events, the first {} of the run",
+            self.entries,
+            self.session.model.events,
+            crate::report::duration(
+                self.facts
+                    .ended_ns
+                    .saturating_sub(self.header.facts.started_ns)
+            ),
+        );
+        match &self.damage {
+            Some(damage) => Some(format!(
+                "{} is damaged at byte {} of {} (item {}: {}): the report covers what precedes \
+                 the damage ({replayed})",
+                path.display(),
+                damage.offset,
+                self.file_len,
+                damage.item,
+                damage.reason,
+            )),
+            None if self.cut_short => Some(format!(
+                "{} ends without its trailer (the probe was killed?): reporting what it holds \
+                 ({replayed})",
+                path.display(),
+            )),
+            None => None,
+        }
+    }
 }
 
 /// Feeds every event and backtrace of the recording at `path` to a new session, as the live run
 /// did, and closes it at the run's end.
 pub fn replay<O: Observer>(path: &Path, observer: O) -> Result<Replayed<O>, RecordError> {
     let mut reader = Reader::open(path)?;
-    let mut session = Session::new(&reader.header.catalogue, observer);
+    let mut session = Session::new(
+        &reader.header.catalogue,
+        observer,
+        reader.header.settings.keep_every_task,
+    );
     let mut facts = None;
-    while let Some(entry) = reader.next_entry()? {
+    let mut damage = None;
+    let mut entries = 0;
+    loop {
+        let entry = match reader.next_entry() {
+            Ok(Some(entry)) => entry,
+            Ok(None) => break,
+            // Everything before the damage is replayed; nothing after it can be trusted.
+            Err(RecordError::Corrupt {
+                item,
+                offset,
+                reason,
+                ..
+            }) => {
+                damage = Some(Damage {
+                    item,
+                    offset,
+                    reason,
+                });
+                break;
+            }
+            Err(error) => return Err(error),
+        };
+        entries += 1;
         match entry {
             Entry::Event(event) => session.event(&event),
             Entry::Observed(found) => {
@@ -414,6 +552,9 @@ pub fn replay<O: Observer>(path: &Path, observer: O) -> Result<Replayed<O>, Reco
         session,
         facts,
         cut_short,
+        damage,
+        entries,
+        file_len: std::fs::metadata(path).map_or(0, |metadata| metadata.len()),
     })
 }
 
@@ -448,6 +589,7 @@ mod tests {
             settings: Settings {
                 stuck_after_ns: 5,
                 long_poll_ns: 10,
+                keep_every_task: false,
             },
             facts: RunFacts {
                 target: "/bin/app".into(),
@@ -546,7 +688,7 @@ mod tests {
     #[test]
     fn a_replay_gives_the_live_report() {
         let path = temp("roundtrip");
-        let mut live = Session::new(&catalogue(), ());
+        let mut live = Session::new(&catalogue(), (), false);
         live.record_to(Recorder::create(&path, &header(900)).unwrap());
         run(&mut live);
         let facts = RunFacts {
@@ -574,7 +716,7 @@ mod tests {
     #[test]
     fn a_recording_cut_short_replays_what_it_holds() {
         let path = temp("cut");
-        let mut live = Session::new(&catalogue(), ());
+        let mut live = Session::new(&catalogue(), (), false);
         live.record_to(Recorder::create(&path, &header(900)).unwrap());
         run(&mut live);
         live.recorder().unwrap().flush();
@@ -642,5 +784,62 @@ mod tests {
         let per_event = bytes as f64 / 100_000.0;
         // The ring buffer's record is 72 bytes.
         assert!(per_event < 24.0, "{per_event:.1} bytes per event");
+    }
+
+    #[test]
+    fn a_damaged_recording_replays_up_to_the_damage_and_says_where() {
+        let path = temp("damaged");
+        let mut recorder = Recorder::create(&path, &header(900)).unwrap();
+        let header_end = std::fs::metadata(&path).unwrap().len() as usize;
+        for i in 0..100 {
+            recorder.event(&event(1_000 + i * 1_000, EventKind::WakeByRef, HDR, 0));
+        }
+        recorder.flush();
+        let intact = std::fs::metadata(&path).unwrap().len();
+        for i in 100..200 {
+            recorder.event(&event(1_000 + i * 1_000, EventKind::WakeByRef, HDR, 0));
+        }
+        recorder.finish(&header(900).facts).unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[intact as usize + 10] ^= 0x40;
+        std::fs::write(&path, &bytes).unwrap();
+        let replayed = replay(&path, ()).unwrap();
+        std::fs::write(&path, &bytes[..header_end - 1]).unwrap();
+        let cut = Reader::open(&path).err().unwrap();
+        bytes[header_end - 10] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        let damaged_header = Reader::open(&path).err().unwrap();
+        std::fs::remove_file(&path).unwrap();
+
+        assert_eq!(replayed.entries, 100);
+        assert_eq!(replayed.session.model.events, 100);
+        assert!(replayed.cut_short);
+        let reason = "the block's checksum does not match";
+        assert_eq!(
+            replayed.damage,
+            Some(Damage {
+                item: 102,
+                offset: intact,
+                reason: reason.into(),
+            })
+        );
+        assert_eq!(
+            replayed.note(Path::new("run.airec")).unwrap(),
+            format!(
+                "run.airec is damaged at byte {intact} of {} (item 102: {reason}): the report \
+                 covers what precedes the damage (100 entries: 100 events, the first 99.1us of \
+                 the run)",
+                bytes.len()
+            )
+        );
+        assert!(matches!(cut, RecordError::CutInHeader { .. }));
+        assert!(
+            cut.to_string()
+                .ends_with("is cut short before its header ends: nothing to replay")
+        );
+        assert!(
+            matches!(damaged_header, RecordError::DamagedHeader { offset, .. } if offset == 15),
+            "{damaged_header}"
+        );
     }
 }

@@ -31,6 +31,55 @@ pub struct Report {
     pub chains: Vec<ChainRow>,
     /// Per thread that polled tasks (probe only).
     pub workers: Vec<WorkerRow>,
+    /// Ended tasks folded into their type's totals (not in `tasks`), busiest type first.
+    pub folded_types: Vec<FoldedRow>,
+}
+
+/// The ended tasks of one type that were folded into totals to keep memory bounded.
+#[derive(Clone, Debug, Serialize)]
+pub struct FoldedRow {
+    pub name: String,
+    pub tasks: u64,
+    pub completed: u64,
+    pub cancelled: u64,
+    pub panicked: u64,
+    pub polls: u64,
+    pub busy_ns: u64,
+    pub scheduled_ns: u64,
+    pub idle_ns: u64,
+    pub wakes: u64,
+    pub max_poll_ns: u64,
+    pub poll_histogram: Vec<Bucket>,
+    pub scheduled_histogram: Vec<Bucket>,
+}
+
+impl FoldedRow {
+    /// The folded tasks of every type, busiest type first.
+    fn all(plan: &Catalogue, model: &TaskModel) -> Vec<Self> {
+        let mut rows: Vec<Self> = model
+            .folded()
+            .iter()
+            .map(|(task_type, folded)| Self {
+                name: task_type
+                    .and_then(|index| plan.task_types.get(index))
+                    .map_or_else(|| "(unknown type)".to_owned(), |t| t.name.clone()),
+                tasks: folded.tasks,
+                completed: folded.completed,
+                cancelled: folded.cancelled,
+                panicked: folded.panicked,
+                polls: folded.polls,
+                busy_ns: folded.busy_ns,
+                scheduled_ns: folded.scheduled_ns,
+                idle_ns: folded.idle_ns,
+                wakes: folded.wakes,
+                max_poll_ns: folded.max_poll_ns,
+                poll_histogram: Bucket::rows(&folded.poll_times),
+                scheduled_histogram: Bucket::rows(&folded.scheduled_times),
+            })
+            .collect();
+        rows.sort_by(|a, b| b.busy_ns.cmp(&a.busy_ns).then(a.name.cmp(&b.name)));
+        rows
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -45,9 +94,9 @@ pub struct StuckRow {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct AwaitPoint {
-    pub file: Option<String>,
+    pub file: Option<std::sync::Arc<str>>,
     pub line: Option<u64>,
-    pub function: String,
+    pub function: std::sync::Arc<str>,
 }
 
 /// How the report's facts were gathered.
@@ -75,6 +124,9 @@ pub struct Summary {
     pub cancelled: usize,
     pub panicked: usize,
     pub live_at_end: usize,
+    /// Ended tasks folded into per-type totals (`folded_types`), counted in `tasks` and the
+    /// counts above but not listed one by one.
+    pub folded: u64,
     /// Worker-loop tasks of multi-thread runtimes: left out of `tasks` and the counts above.
     pub runtime_workers: usize,
     pub events: u64,
@@ -90,7 +142,33 @@ pub struct Summary {
     pub links: usize,
     /// What the probe cost the target, and how much of the run it saw every poll of.
     pub overhead: Option<Overhead>,
+    /// How a launched program ended (null when attached by pid, or it was killed for a hang).
+    pub target_exit: Option<TargetExit>,
     pub notes: Vec<String>,
+}
+
+/// How a launched program ended: `{"code": N}` or `{"signal": "SIGSEGV", "core_dumped": true}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(untagged)]
+pub enum TargetExit {
+    Code { code: i32 },
+    Signal { signal: String, core_dumped: bool },
+}
+
+impl TargetExit {
+    /// In words: "the program exited with status 0", "the program was killed by SIGSEGV".
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Code { code } => format!("the program exited with status {code}"),
+            Self::Signal {
+                signal,
+                core_dumped,
+            } => format!(
+                "the program was killed by {signal}{}",
+                if *core_dumped { " (core dumped)" } else { "" }
+            ),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -195,6 +273,78 @@ pub struct RunFacts {
     /// What the probe cost the target (None for a dump).
     #[serde(default)]
     pub overhead: Option<Overhead>,
+    /// How a launched program ended.
+    #[serde(default)]
+    pub target_exit: Option<TargetExit>,
+}
+
+impl TaskRow {
+    /// One task's row: its figures, where it waits and who woke it.
+    fn new(
+        plan: &Catalogue,
+        model: &TaskModel,
+        analysis: &Analysis<'_>,
+        facts: &RunFacts,
+        index: usize,
+        task: &Task,
+    ) -> Self {
+        let since = |ts: u64| ts.saturating_sub(facts.started_ns);
+        // A report made during the run (the live view) counts the current state's time so far;
+        // a snapshot has no history to count.
+        let now_ns = match facts.mode {
+            Mode::Probe => facts.ended_ns,
+            Mode::Dump => 0,
+        };
+        let name = |task: &Task| task_name(plan, model, task).to_owned();
+        TaskRow {
+            id: task.id,
+            name: name(task),
+            state: task.state,
+            polls: task.polls,
+            busy_ns: task.time_at(TaskState::Running, now_ns),
+            scheduled_ns: task.time_at(TaskState::Scheduled, now_ns),
+            idle_ns: task.time_at(TaskState::Idle, now_ns),
+            wakes: task.wakes,
+            self_wakes: task.self_wakes,
+            spawned_ns: task.spawned_ns.map(since),
+            ended_ns: task.ended_ns.map(since),
+            max_poll_ns: task.max_poll_ns,
+            live_wakers: task.live_wakers(),
+            parent: task.parent.and_then(|index| model.tasks()[index].id),
+            header: format!("{:#x}", task.header),
+            await_point: analysis.stacks.get(index).and_then(|stack| {
+                let frame = stack.await_point()?;
+                Some(AwaitPoint {
+                    file: frame.file.clone(),
+                    line: frame.line,
+                    function: frame.function.clone(),
+                })
+            }),
+            backtrace: analysis
+                .stacks
+                .get(index)
+                .map(|stack| stack.frames.clone())
+                .unwrap_or_default(),
+            poll_histogram: Bucket::rows(&task.poll_times),
+            scheduled_histogram: Bucket::rows(&task.scheduled_times),
+            woken_by: {
+                let mut rows: Vec<WakerRow> = task
+                    .woken_by
+                    .iter()
+                    .map(|&(waker, wakes)| WakerRow {
+                        task: waker.and_then(|waker| model.tasks()[waker].id),
+                        name: waker.map_or_else(
+                            || "(outside any task)".to_owned(),
+                            |waker| name(&model.tasks()[waker]),
+                        ),
+                        wakes,
+                    })
+                    .collect();
+                rows.sort_by(|a, b| b.wakes.cmp(&a.wakes).then(a.task.cmp(&b.task)));
+                rows
+            },
+        }
+    }
 }
 
 /// The probe's cost in one line: its share of the target's CPU, and how much it saw.
@@ -252,8 +402,8 @@ pub struct WaiterRow {
 #[derive(Clone, Debug, Serialize)]
 pub struct HeldRow {
     pub resource: Resource,
-    pub function: String,
-    pub file: Option<String>,
+    pub function: std::sync::Arc<str>,
+    pub file: Option<std::sync::Arc<str>>,
     pub line: Option<u64>,
 }
 
@@ -285,13 +435,6 @@ impl Report {
         facts: RunFacts,
         analysis: Analysis<'_>,
     ) -> Self {
-        let since = |ts: u64| ts.saturating_sub(facts.started_ns);
-        // A report made during the run (the live view) counts the current state's time so far;
-        // a snapshot has no history to count.
-        let now_ns = match facts.mode {
-            Mode::Probe => facts.ended_ns,
-            Mode::Dump => 0,
-        };
         let task_type = |task: &Task| task_type(plan, model, task);
         let is_worker = |task: &Task| is_runtime_worker(plan, model, task);
         let runtime_workers = model.tasks().iter().filter(|task| is_worker(task)).count();
@@ -301,54 +444,7 @@ impl Report {
             .iter()
             .enumerate()
             .filter(|(_, task)| !is_worker(task))
-            .map(|(index, task)| TaskRow {
-                id: task.id,
-                name: name(task),
-                state: task.state,
-                polls: task.polls,
-                busy_ns: task.time_at(TaskState::Running, now_ns),
-                scheduled_ns: task.time_at(TaskState::Scheduled, now_ns),
-                idle_ns: task.time_at(TaskState::Idle, now_ns),
-                wakes: task.wakes,
-                self_wakes: task.self_wakes,
-                spawned_ns: task.spawned_ns.map(since),
-                ended_ns: task.ended_ns.map(since),
-                max_poll_ns: task.max_poll_ns,
-                live_wakers: task.live_wakers(),
-                parent: task.parent.and_then(|index| model.tasks()[index].id),
-                header: format!("{:#x}", task.header),
-                await_point: analysis.stacks.get(index).and_then(|stack| {
-                    let frame = stack.await_point()?;
-                    Some(AwaitPoint {
-                        file: frame.file.clone(),
-                        line: frame.line,
-                        function: frame.function.clone(),
-                    })
-                }),
-                backtrace: analysis
-                    .stacks
-                    .get(index)
-                    .map(|stack| stack.frames.clone())
-                    .unwrap_or_default(),
-                poll_histogram: Bucket::rows(&task.poll_times),
-                scheduled_histogram: Bucket::rows(&task.scheduled_times),
-                woken_by: {
-                    let mut rows: Vec<WakerRow> = task
-                        .woken_by
-                        .iter()
-                        .map(|&(waker, wakes)| WakerRow {
-                            task: waker.and_then(|waker| model.tasks()[waker].id),
-                            name: waker.map_or_else(
-                                || "(outside any task)".to_owned(),
-                                |waker| name(&model.tasks()[waker]),
-                            ),
-                            wakes,
-                        })
-                        .collect();
-                    rows.sort_by(|a, b| b.wakes.cmp(&a.wakes).then(a.task.cmp(&b.task)));
-                    rows
-                },
-            })
+            .map(|(index, task)| TaskRow::new(plan, model, &analysis, &facts, index, task))
             .collect();
         let stuck = hangs::stuck_tasks(model, facts.ended_ns, analysis.stuck_after_ns, |task| {
             !is_worker(task)
@@ -473,17 +569,25 @@ impl Report {
                 }
             })
             .collect();
+        let folded_types = FoldedRow::all(plan, model);
+        let folded = |field: fn(&FoldedRow) -> u64| -> usize {
+            folded_types.iter().map(field).sum::<u64>() as usize
+        };
         let count = |state| tasks.iter().filter(|task| task.state == state).count();
         let summary = Summary {
             mode: facts.mode,
             target: facts.target,
             pid: facts.pid,
             duration_ns: facts.ended_ns.saturating_sub(facts.started_ns),
-            tasks: tasks.len(),
-            peak_concurrency: model.peak_concurrency(|task| !is_worker(task)),
-            completed: count(TaskState::Completed),
-            cancelled: count(TaskState::Cancelled),
-            panicked: count(TaskState::Panicked),
+            tasks: tasks.len() + folded(|row| row.tasks),
+            // Folded tasks no longer say when they lived: the model's running peak does.
+            peak_concurrency: model
+                .peak_concurrency(|task| !is_worker(task))
+                .max(model.peak_active().saturating_sub(runtime_workers)),
+            completed: count(TaskState::Completed) + folded(|row| row.completed),
+            cancelled: count(TaskState::Cancelled) + folded(|row| row.cancelled),
+            panicked: count(TaskState::Panicked) + folded(|row| row.panicked),
+            folded: folded(|row| row.tasks) as u64,
             live_at_end: tasks
                 .iter()
                 .filter(|task| !task.state.is_terminal())
@@ -500,6 +604,7 @@ impl Report {
             probe_points: facts.probe_points,
             links: facts.links,
             overhead: facts.overhead,
+            target_exit: facts.target_exit,
             notes: plan.notes.clone(),
         };
         Self {
@@ -510,6 +615,7 @@ impl Report {
             deadlocks,
             chains,
             workers,
+            folded_types,
         }
     }
 
@@ -527,6 +633,9 @@ impl Report {
             s.pid,
             duration(s.duration_ns)
         )?;
+        if let Some(exit) = &s.target_exit {
+            writeln!(out, "  {}", exit.describe())?;
+        }
         writeln!(
             out,
             "  tasks: {} seen, peak {} at once; {} completed, {} cancelled, {} panicked, {} live at the end",
@@ -558,7 +667,33 @@ impl Report {
         for note in &s.notes {
             writeln!(out, "  note: {note}")?;
         }
-        self.write_table(out, top)
+        self.write_table(&mut out, top)?;
+        self.write_folded(out)
+    }
+
+    /// The ended tasks folded into per-type totals, if any were.
+    pub fn write_folded(&self, mut out: impl Write) -> io::Result<()> {
+        if self.folded_types.is_empty() {
+            return Ok(());
+        }
+        writeln!(
+            out,
+            "\n  {} ended tasks folded into their types (the slowest, latest, panicked and cancelled \
+             are listed above; --keep-all-tasks lists every one):",
+            self.summary.folded
+        )?;
+        for row in &self.folded_types {
+            writeln!(
+                out,
+                "    {:<50} {:>9} tasks {:>10} polls  busy {:>9}  longest poll {}",
+                row.name,
+                row.tasks,
+                row.polls,
+                duration(row.busy_ns),
+                duration(row.max_poll_ns)
+            )?;
+        }
+        Ok(())
     }
 
     /// What each kind of probe cost (`probe --explain`).

@@ -20,6 +20,11 @@ pub trait Observer {
     /// `task` was found in the target's memory, in the state the model now gives it, with no
     /// history before.
     fn observed(&mut self, _task: usize, _model: &TaskModel) {}
+    /// Whether it needs every task kept one by one (a timeline needs every task's history):
+    /// the model then folds no ended task into its type's totals.
+    fn needs_every_task(&self) -> bool {
+        false
+    }
 }
 
 /// Nobody follows.
@@ -41,6 +46,9 @@ impl<O: Observer> Observer for Option<O> {
             observer.observed(task, model);
         }
     }
+    fn needs_every_task(&self) -> bool {
+        self.as_ref().is_some_and(Observer::needs_every_task)
+    }
 }
 
 pub struct Session<O = ()> {
@@ -48,15 +56,37 @@ pub struct Session<O = ()> {
     pub stacks: Stacks,
     pub observer: O,
     recorder: Option<Recorder>,
+    /// How task indices moved in the model's last fold, for whoever else keeps indices.
+    remap: Option<Vec<Option<usize>>>,
 }
 
 impl<O: Observer> Session<O> {
-    pub fn new(catalogue: &Catalogue, observer: O) -> Self {
+    /// `keep_every_task`: fold no ended task into its type's totals (a replay must do as the
+    /// recorded run did).
+    pub fn new(catalogue: &Catalogue, observer: O, keep_every_task: bool) -> Self {
+        let mut model = TaskModel::new(catalogue.site_types.clone());
+        if keep_every_task {
+            model.keep_every_task();
+        }
         Self {
-            model: TaskModel::new(catalogue.site_types.clone()),
+            model,
             stacks: Stacks::default(),
             observer,
             recorder: None,
+            remap: None,
+        }
+    }
+
+    /// How task indices moved in the last fold of ended tasks, once (see [`TaskModel::folded`]).
+    pub fn take_remap(&mut self) -> Option<Vec<Option<usize>>> {
+        self.remap.take()
+    }
+
+    /// After the model folded ended tasks: the backtraces follow their tasks' new indices.
+    fn follow_fold(&mut self) {
+        if let Some(remap) = self.model.take_remap() {
+            self.stacks.remap(&remap);
+            self.remap = Some(remap);
         }
     }
 
@@ -75,6 +105,7 @@ impl<O: Observer> Session<O> {
 
     pub fn event(&mut self, event: &TaskEvent) {
         let task = self.model.apply(event);
+        self.follow_fold();
         if let Some(recorder) = &mut self.recorder {
             recorder.event(event);
         }
@@ -99,6 +130,7 @@ impl<O: Observer> Session<O> {
             recorder.coverage(&change);
         }
         self.model.coverage(change);
+        self.follow_fold();
     }
 
     pub fn stack(&mut self, task: usize, stack: TaskStack) {

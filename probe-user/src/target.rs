@@ -10,15 +10,30 @@ use std::{
     process::ExitStatus,
 };
 
+use crate::report::TargetExit;
+
 /// The hidden first argument that turns `async-inspect` into the launch gate.
 pub const GATE_ARG: &str = "__async-inspect-gate";
+
+/// Exit statuses of our own, as `env`, `timeout` and `docker run` use them, so that a launched
+/// program's status (passed through unchanged) is never mistaken for ours: async-inspect
+/// itself failed.
+pub const EXIT_FAILED: u8 = 125;
+/// The command was found but cannot be run (not executable, wrong format).
+pub const EXIT_CANNOT_RUN: u8 = 126;
+/// The command was not found.
+pub const EXIT_NOT_FOUND: u8 = 127;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
     #[error("no process with pid {0}")]
     NoSuchPid(u32),
-    #[error("cannot inspect process {pid}: {source} (probing another user's process needs root)")]
-    Inaccessible { pid: u32, source: std::io::Error },
+    #[error("cannot inspect process {pid} (reading /proc/{pid}/exe): {source}; {denial}")]
+    Inaccessible {
+        pid: u32,
+        source: std::io::Error,
+        denial: Denial,
+    },
     #[error("{0}: no such file")]
     NoSuchProgram(PathBuf),
     #[error("{path} is not executable")]
@@ -30,6 +45,99 @@ pub enum TargetError {
     },
     #[error("{0}")]
     Io(#[from] std::io::Error),
+}
+
+impl TargetError {
+    /// The exit status for this error: the command's own faults get the shell's 126 and 127.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::NoSuchProgram(_) => EXIT_NOT_FOUND,
+            Self::NotExecutable { .. } => EXIT_CANNOT_RUN,
+            Self::Spawn { source, .. } => spawn_exit_code(source),
+            _ => EXIT_FAILED,
+        }
+    }
+}
+
+/// 127 when the program is not there, 126 when it is but cannot be run.
+pub fn spawn_exit_code(error: &std::io::Error) -> u8 {
+    match error.kind() {
+        std::io::ErrorKind::NotFound => EXIT_NOT_FOUND,
+        _ => EXIT_CANNOT_RUN,
+    }
+}
+
+/// Why the kernel would not let us look at a process, as far as we can tell from outside.
+#[derive(Debug)]
+pub enum Denial {
+    /// Another user's process, and we lack CAP_SYS_PTRACE.
+    OtherUser { owner: u32 },
+    /// We are privileged, so it is not about privileges.
+    DespitePrivileges,
+    /// Our own user's process that refuses tracing (setuid, or dumping turned off).
+    NotDumpable,
+}
+
+impl std::fmt::Display for Denial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::OtherUser { owner } => write!(
+                f,
+                "it belongs to user {owner}: run async-inspect as root (sudo), or give it CAP_SYS_PTRACE"
+            ),
+            Self::DespitePrivileges => f.write_str(
+                "async-inspect already has CAP_SYS_PTRACE, so more privileges will not help: the \
+                 kernel's ptrace access check refused anyway. Most likely the process is not \
+                 dumpable and belongs to another user namespace (a container's or a sandbox's \
+                 init, say), or a security module (Yama ptrace_scope 3, SELinux, AppArmor) forbids \
+                 tracing it: run async-inspect in the process's own namespace (inside its \
+                 container), or lift that policy",
+            ),
+            Self::NotDumpable => f.write_str(
+                "it runs as your user but is not dumpable (a setuid program, or one that turned \
+                 dumping off with prctl): run async-inspect as root",
+            ),
+        }
+    }
+}
+
+impl Denial {
+    /// Tells apart the reasons for a refused look at `pid`.
+    fn of(pid: u32) -> Self {
+        if has_ptrace_capability() {
+            return Self::DespitePrivileges;
+        }
+        // SAFETY: geteuid has no preconditions.
+        let me = unsafe { libc::geteuid() };
+        match owner(pid) {
+            Some(owner) if owner != me => Self::OtherUser { owner },
+            _ => Self::NotDumpable,
+        }
+    }
+}
+
+/// Whether we hold CAP_SYS_PTRACE, which lets us look at any process the kernel's other checks allow.
+fn has_ptrace_capability() -> bool {
+    const CAP_SYS_PTRACE: u32 = 19;
+    status_field("self", "CapEff:")
+        .and_then(|hex| u64::from_str_radix(&hex, 16).ok())
+        .is_some_and(|caps| caps & (1 << CAP_SYS_PTRACE) != 0)
+}
+
+/// The real uid of process `pid`.
+fn owner(pid: u32) -> Option<u32> {
+    status_field(&pid.to_string(), "Uid:")?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The value of one line of `/proc/<who>/status`.
+fn status_field(who: &str, field: &str) -> Option<String> {
+    let status = std::fs::read_to_string(format!("/proc/{who}/status")).ok()?;
+    let line = status.lines().find(|line| line.starts_with(field))?;
+    Some(line[field.len()..].trim().to_owned())
 }
 
 /// A process we started, still waiting at the gate.
@@ -137,7 +245,7 @@ pub fn run_gate(args: &[OsString]) -> i32 {
         args.get(2),
     ) else {
         eprintln!("async-inspect: {GATE_ARG} is internal");
-        return 2;
+        return EXIT_FAILED.into();
     };
     let mut go = [0u8; 1];
     // SAFETY: reading into a 1-byte buffer from the inherited pipe.
@@ -146,7 +254,7 @@ pub fn run_gate(args: &[OsString]) -> i32 {
     unsafe { libc::close(fd) };
     if read != 1 {
         // The probe went away before attaching: do not run the target unprobed.
-        return 125;
+        return EXIT_FAILED.into();
     }
     let error = std::process::Command::new(binary)
         .arg0(argv0)
@@ -156,7 +264,7 @@ pub fn run_gate(args: &[OsString]) -> i32 {
         "async-inspect: cannot run {}: {error}",
         binary.to_string_lossy()
     );
-    127
+    spawn_exit_code(&error).into()
 }
 
 /// How reports name an executable: by pid it is `/proc/PID/exe`, so name what that points at.
@@ -177,7 +285,11 @@ pub fn existing(pid: u32) -> Result<(NonZeroU32, PathBuf), TargetError> {
     let exe = proc_dir.join("exe");
     std::fs::read_link(&exe).map_err(|source| match source.kind() {
         std::io::ErrorKind::NotFound => TargetError::NoSuchPid(pid),
-        _ => TargetError::Inaccessible { pid, source },
+        _ => TargetError::Inaccessible {
+            pid,
+            denial: Denial::of(pid),
+            source,
+        },
     })?;
     // /proc/PID/exe opens the very file the process runs, even if it was replaced or deleted.
     Ok((nonzero, exe))
@@ -215,6 +327,66 @@ pub fn is_alive(pid: NonZeroU32) -> bool {
     })
 }
 
+/// How a launched program ended, for the reports.
+pub fn ended(status: ExitStatus) -> TargetExit {
+    use std::os::unix::process::ExitStatusExt as _;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => TargetExit::Code { code },
+        (None, Some(signal)) => TargetExit::Signal {
+            signal: signal_name(signal),
+            core_dumped: status.core_dumped(),
+        },
+        // Stopped or continued: `wait` reports neither for a child it was not asked to trace.
+        (None, None) => TargetExit::Code {
+            code: exit_code(status),
+        },
+    }
+}
+
+/// `SIGSEGV` for 11: what `kill -l` says, with the prefix.
+pub fn signal_name(signal: i32) -> String {
+    const NAMES: [(i32, &str); 31] = [
+        (libc::SIGHUP, "SIGHUP"),
+        (libc::SIGINT, "SIGINT"),
+        (libc::SIGQUIT, "SIGQUIT"),
+        (libc::SIGILL, "SIGILL"),
+        (libc::SIGTRAP, "SIGTRAP"),
+        (libc::SIGABRT, "SIGABRT"),
+        (libc::SIGBUS, "SIGBUS"),
+        (libc::SIGFPE, "SIGFPE"),
+        (libc::SIGKILL, "SIGKILL"),
+        (libc::SIGUSR1, "SIGUSR1"),
+        (libc::SIGSEGV, "SIGSEGV"),
+        (libc::SIGUSR2, "SIGUSR2"),
+        (libc::SIGPIPE, "SIGPIPE"),
+        (libc::SIGALRM, "SIGALRM"),
+        (libc::SIGTERM, "SIGTERM"),
+        (libc::SIGSTKFLT, "SIGSTKFLT"),
+        (libc::SIGCHLD, "SIGCHLD"),
+        (libc::SIGCONT, "SIGCONT"),
+        (libc::SIGSTOP, "SIGSTOP"),
+        (libc::SIGTSTP, "SIGTSTP"),
+        (libc::SIGTTIN, "SIGTTIN"),
+        (libc::SIGTTOU, "SIGTTOU"),
+        (libc::SIGURG, "SIGURG"),
+        (libc::SIGXCPU, "SIGXCPU"),
+        (libc::SIGXFSZ, "SIGXFSZ"),
+        (libc::SIGVTALRM, "SIGVTALRM"),
+        (libc::SIGPROF, "SIGPROF"),
+        (libc::SIGWINCH, "SIGWINCH"),
+        (libc::SIGIO, "SIGIO"),
+        (libc::SIGPWR, "SIGPWR"),
+        (libc::SIGSYS, "SIGSYS"),
+    ];
+    match NAMES.iter().find(|(number, _)| *number == signal) {
+        Some((_, name)) => (*name).to_owned(),
+        None if (libc::SIGRTMIN()..=libc::SIGRTMAX()).contains(&signal) => {
+            format!("SIGRTMIN+{}", signal - libc::SIGRTMIN())
+        }
+        None => format!("signal {signal}"),
+    }
+}
+
 /// The exit code `async-inspect probe -- CMD` ends with: the target's own, or 128 + signal.
 pub fn exit_code(status: ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt as _;
@@ -222,4 +394,58 @@ pub fn exit_code(status: ExitStatus) -> i32 {
         .code()
         .or_else(|| status.signal().map(|signal| 128 + signal))
         .unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::ExitStatusExt as _;
+
+    use super::*;
+
+    #[test]
+    fn how_a_program_ended_is_named() {
+        // wait(2)'s raw status: the code in the second byte, or the signal and the core flag.
+        assert_eq!(
+            ended(ExitStatus::from_raw(3 << 8)),
+            TargetExit::Code { code: 3 }
+        );
+        let segv = ended(ExitStatus::from_raw(libc::SIGSEGV | 0x80));
+        assert_eq!(
+            segv,
+            TargetExit::Signal {
+                signal: "SIGSEGV".into(),
+                core_dumped: true
+            }
+        );
+        assert_eq!(
+            segv.describe(),
+            "the program was killed by SIGSEGV (core dumped)"
+        );
+        assert_eq!(
+            serde_json::to_string(&segv).unwrap(),
+            r#"{"signal":"SIGSEGV","core_dumped":true}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&TargetExit::Code { code: 0 }).unwrap(),
+            r#"{"code":0}"#
+        );
+        assert_eq!(exit_code(ExitStatus::from_raw(libc::SIGABRT)), 134);
+        assert_eq!(signal_name(libc::SIGRTMIN() + 2), "SIGRTMIN+2");
+    }
+
+    #[test]
+    fn a_command_that_cannot_run_gets_the_shells_statuses() {
+        assert_eq!(
+            TargetError::NoSuchProgram("/no/such".into()).exit_code(),
+            EXIT_NOT_FOUND
+        );
+        assert_eq!(
+            TargetError::NotExecutable {
+                path: "/etc/passwd".into()
+            }
+            .exit_code(),
+            EXIT_CANNOT_RUN
+        );
+        assert_eq!(TargetError::NoSuchPid(7).exit_code(), EXIT_FAILED);
+    }
 }

@@ -414,7 +414,7 @@ fn probe_error(args: &[&str]) -> String {
         .args(args)
         .output()
         .expect("running async-inspect");
-    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    assert_eq!(output.status.code(), Some(125), "{output:?}");
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
@@ -426,7 +426,16 @@ fn bad_targets_get_clear_errors() {
     assert!(probe_error(&["--", script.to_str().unwrap()]).contains("is not an ELF executable"));
     let plain = fixture("debug/inspect-demo-plain");
     assert!(probe_error(&["--", plain.to_str().unwrap()]).contains("is it a tokio program?"));
-    assert!(probe_error(&["--", "/no/such/program"]).contains("no such file"));
+    let missing = Command::new(probe_binary())
+        .args(["probe", "--", "/no/such/program"])
+        .output()
+        .expect("running async-inspect");
+    assert_eq!(
+        missing.status.code(),
+        Some(127),
+        "not found, as the shell says"
+    );
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no such file"));
     let stripped =
         std::env::temp_dir().join(format!("inspect-demo-stripped-{}", std::process::id()));
     let status = Command::new("strip")
@@ -462,7 +471,7 @@ fn unprivileged_users_are_told_what_is_needed() {
         return;
     };
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert_eq!(output.status.code(), Some(125), "{stderr}");
     assert!(stderr.contains("needs root"), "{stderr}");
     assert!(
         !stderr.contains("inspect-demo: ready"),
@@ -1091,4 +1100,33 @@ fn the_overhead_budget_attaches_the_per_poll_probes_in_windows() {
     assert!(stdout.contains("what each kind of probe cost"), "{stdout}");
     assert_eq!(exact["summary"]["overhead"]["coverage"], 1.0);
     assert_eq!(exact["summary"]["overhead"]["budget_percent"], Value::Null);
+}
+
+/// A runtime shutting down at the end of main cancels its parked tasks: that is how programs end,
+/// not a warning. The task aborted at its await is one.
+#[test]
+fn a_normal_shutdown_is_no_cancellation_to_warn_about() {
+    let Some(_serial) = privileged() else { return };
+    let report = probe_hangs("shutdown");
+    let warned: Vec<u64> = warnings_of(&report, "cancelled_while_parked")
+        .iter()
+        .map(|warning| warning["task"].as_u64().expect("task id"))
+        .collect();
+    let parked: Vec<&Value> = report["tasks"]
+        .as_array()
+        .expect("tasks")
+        .iter()
+        .filter(|task| task["name"] == "inspect_hangs::parked_forever")
+        .collect();
+    assert_eq!(parked.len(), 3, "{:#}", report["tasks"]);
+    assert!(
+        parked.iter().all(|task| task["state"] == "cancelled"),
+        "{parked:#?}"
+    );
+    assert_eq!(
+        warned.len(),
+        1,
+        "only the aborted task: {:#}",
+        report["warnings"]
+    );
 }

@@ -6,6 +6,8 @@
 //!   inspect-hangs kept-waker    the same future keeping it, woken by a thread: finishes
 //!   inspect-hangs blocking      std::thread::sleep inside async: blocks a worker for 300 ms
 //!   inspect-hangs self-wake     a future that wakes itself 500 times before finishing
+//!   inspect-hangs shutdown      one task aborted at an await, two parked when main returns and
+//!                               the runtime shuts down (the only scenario that drops it)
 //!
 //! It prints `ready` once its tasks are running and exits by itself after `--exit-after-ms`
 //! (default 3000), with status 0; the stuck scenarios never finish their tasks.
@@ -46,17 +48,23 @@ fn main() {
             "kept-waker" => wakers(true).await,
             "blocking" => blocking().await,
             "self-wake" => self_wake().await,
+            "shutdown" => shutdown().await,
             _ => usage(),
         }
         tokio::time::sleep(Duration::from_millis(exit_after_ms)).await;
     });
+    if scenario == "shutdown" {
+        // A normal end: the runtime cancels the tasks still parked.
+        drop(runtime);
+        return;
+    }
     // Exit with stuck tasks still stuck (dropping the runtime would cancel them).
     std::process::exit(0);
 }
 
 fn usage() -> ! {
     eprintln!(
-        "usage: inspect-hangs deadlock|ordered|lost-waker|kept-waker|blocking|self-wake [--exit-after-ms MS]"
+        "usage: inspect-hangs deadlock|ordered|lost-waker|kept-waker|blocking|self-wake|shutdown [--exit-after-ms MS]"
     );
     std::process::exit(2);
 }
@@ -177,4 +185,18 @@ async fn self_wake() {
 
 async fn spin() {
     SelfWaking { remaining: 500 }.await;
+}
+
+async fn shutdown() {
+    let aborted = tokio::spawn(parked_forever());
+    for _ in 0..2 {
+        tokio::spawn(parked_forever());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    aborted.abort();
+    ready();
+}
+
+async fn parked_forever() {
+    std::future::pending::<()>().await;
 }

@@ -3,6 +3,8 @@
 //! parked on. Reads race a running target, so everything read is bounds-checked and a walk
 //! that meets nonsense stops with what it has.
 
+use std::sync::Arc;
+
 use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
@@ -30,8 +32,8 @@ impl Memory for crate::memory::ProcessMemory {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Frame {
     /// `app::handler`, `tokio::sync::mutex::{impl#10}::lock`, or the leaf future's type.
-    pub function: String,
-    pub file: Option<String>,
+    pub function: Arc<str>,
+    pub file: Option<Arc<str>>,
     pub line: Option<u64>,
     /// What the leaf future is waiting for, in words, where tokio's types are recognised.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -92,8 +94,26 @@ impl std::fmt::Display for Resource {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Local {
-    pub name: String,
+    pub name: Arc<str>,
     pub value: String,
+}
+
+/// One shared copy of each name a backtrace holds: a hundred thousand tasks parked at the same
+/// await would otherwise keep a hundred thousand copies of its function and file names.
+pub fn intern(name: &str) -> Arc<str> {
+    thread_local! {
+        static NAMES: std::cell::RefCell<std::collections::HashSet<Arc<str>>> =
+            std::cell::RefCell::default();
+    }
+    NAMES.with(|names| {
+        let mut names = names.borrow_mut();
+        if let Some(known) = names.get(name) {
+            return known.clone();
+        }
+        let new: Arc<str> = Arc::from(name);
+        names.insert(new.clone());
+        new
+    })
 }
 
 impl Frame {
@@ -158,7 +178,7 @@ impl Walker<'_> {
                             })
                             .filter_map(|local| {
                                 Some(Local {
-                                    name: local.name.clone(),
+                                    name: intern(&local.name),
                                     value: self.value(address + local.offset, local.ty?),
                                 })
                             })
@@ -172,8 +192,8 @@ impl Walker<'_> {
                         .filter_map(|local| self.guard(address + local.offset, local.ty?))
                         .collect();
                     frames.push(Frame {
-                        function: function_name(&info.name),
-                        file: state.file.clone(),
+                        function: intern(&function_name(&info.name)),
+                        file: state.file.as_deref().map(intern),
                         line: Some(state.line),
                         leaf: (!state.is_suspended()).then(|| state.name.to_lowercase()),
                         locals,
@@ -196,7 +216,7 @@ impl Walker<'_> {
                     let leaf = self.describe(address, ty, &info);
                     let waits_on = self.waited(address, &info, &frames);
                     frames.push(Frame {
-                        function: info.name.clone(),
+                        function: intern(&info.name),
                         file: None,
                         line: None,
                         leaf,
@@ -562,7 +582,7 @@ mod tests {
     #[test]
     fn user_code_is_told_from_dependencies() {
         let frame = |file: &str| Frame {
-            function: String::new(),
+            function: "".into(),
             file: Some(file.into()),
             line: Some(1),
             leaf: None,

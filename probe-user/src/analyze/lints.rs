@@ -201,7 +201,8 @@ impl Lint for SchedulingLatency {
     }
 }
 
-/// Cancelled at an await: its work stopped halfway (aborted, or its runtime shut down).
+/// Aborted at an await: its work stopped halfway. A runtime shutting down cancels every task it
+/// holds, which is how programs end, not something to warn about.
 pub struct CancelledAtAwait;
 
 impl Lint for CancelledAtAwait {
@@ -212,7 +213,9 @@ impl Lint for CancelledAtAwait {
         "task was dropped while parked at an await"
     }
     fn check(&self, task: &TaskView<'_>, _: &Thresholds) -> bool {
-        task.task.state == TaskState::Cancelled && task.task.cancelled_at_await
+        task.task.state == TaskState::Cancelled
+            && task.task.cancelled_at_await
+            && !task.task.shut_down
     }
     fn format(&self, task: &TaskView<'_>, _: &Thresholds) -> String {
         format!(

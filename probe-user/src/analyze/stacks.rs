@@ -128,6 +128,18 @@ impl PendingStacks {
         }
     }
 
+    /// Follows tasks to their new indices after the model folded ended ones.
+    pub fn remap(&mut self, remap: &[Option<usize>]) {
+        self.waiting
+            .retain_mut(|(task, _)| match remap.get(*task).copied().flatten() {
+                Some(new) => {
+                    *task = new;
+                    true
+                }
+                None => false,
+            });
+    }
+
     /// The tasks idle for `after_ns` by `now_ns` without a break, each once.
     pub fn due(&mut self, model: &TaskModel, now_ns: u64, after_ns: u64) -> Vec<usize> {
         let mut due = Vec::new();
@@ -152,5 +164,13 @@ impl Stacks {
 
     pub fn insert(&mut self, index: usize, stack: TaskStack) {
         self.by_task.insert(index, stack);
+    }
+
+    /// Follows tasks to their new indices after the model folded ended ones.
+    pub fn remap(&mut self, remap: &[Option<usize>]) {
+        self.by_task = std::mem::take(&mut self.by_task)
+            .into_iter()
+            .filter_map(|(index, stack)| Some((remap.get(index).copied().flatten()?, stack)))
+            .collect();
     }
 }

@@ -78,13 +78,18 @@ fn summary(report: &Report, out: &mut dyn Write) -> io::Result<()> {
         ("target", code(&s.target)),
         ("pid", s.pid.to_string()),
         ("duration", report::duration(s.duration_ns)),
+    ];
+    if let Some(exit) = &s.target_exit {
+        rows.push(("how it ended", exit.describe()));
+    }
+    rows.extend([
         ("tasks seen", s.tasks.to_string()),
         ("peak at once", s.peak_concurrency.to_string()),
         ("completed", s.completed.to_string()),
         ("cancelled", s.cancelled.to_string()),
         ("panicked", s.panicked.to_string()),
         ("live at the end", s.live_at_end.to_string()),
-    ];
+    ]);
     if s.runtime_workers > 0 {
         rows.push((
             "runtime worker loops",
@@ -432,6 +437,7 @@ pub(crate) mod fixtures {
                 cancelled: 0,
                 panicked: 0,
                 live_at_end: 0,
+                folded: 0,
                 runtime_workers: 0,
                 events: 0,
                 dropped: 0,
@@ -444,6 +450,7 @@ pub(crate) mod fixtures {
                 probe_points: 12,
                 links: 3,
                 overhead: None,
+                target_exit: None,
                 notes: Vec::new(),
             },
             tasks: Vec::new(),
@@ -452,21 +459,22 @@ pub(crate) mod fixtures {
             deadlocks: Vec::new(),
             chains: Vec::new(),
             workers: Vec::new(),
+            folded_types: Vec::new(),
         }
     }
 
     fn at(function: &str, line: u64) -> AwaitPoint {
         AwaitPoint {
-            file: Some("/work/inspect_demo/src/main.rs".to_owned()),
+            file: Some("/work/inspect_demo/src/main.rs".into()),
             line: Some(line),
-            function: function.to_owned(),
+            function: function.into(),
         }
     }
 
     fn frame(function: &str, line: Option<u64>) -> Frame {
         Frame {
-            function: function.to_owned(),
-            file: line.map(|_| "/work/inspect_demo/src/main.rs".to_owned()),
+            function: function.into(),
+            file: line.map(|_| "/work/inspect_demo/src/main.rs".into()),
             line,
             leaf: None,
             locals: Vec::new(),
@@ -483,8 +491,8 @@ pub(crate) mod fixtures {
             at: Some(at("inspect_demo::transfer", line)),
             holds: vec![HeldRow {
                 resource: Resource::Mutex { address: holds },
-                function: "inspect_demo::transfer".to_owned(),
-                file: Some("/work/inspect_demo/src/main.rs".to_owned()),
+                function: "inspect_demo::transfer".into(),
+                file: Some("/work/inspect_demo/src/main.rs".into()),
                 line: Some(line - 1),
             }],
         }

@@ -61,6 +61,9 @@ impl Observer for Exports {
         self.timeline.observed(task, model);
         self.flame.observed(task, model);
     }
+    fn needs_every_task(&self) -> bool {
+        self.timeline.is_some() || self.flame.is_some()
+    }
 }
 
 /// Writes the requested files, then prints the report on stdout in the requested format.

@@ -118,6 +118,16 @@ pub fn classify(code: &[u8], ip: u64) -> Option<(Stepping, String)> {
     ))
 }
 
+/// Whether an instruction starts `offset` bytes into the function whose code starts at `code`
+/// (address `ip`), decoding from its start as it runs: the kernel writes its `int3` wherever it
+/// is told, so a probe offset that is no boundary corrupts an instruction.
+pub fn starts_instruction(code: &[u8], ip: u64, offset: u64) -> bool {
+    Decoder::with_ip(64, code, ip, DecoderOptions::NONE)
+        .into_iter()
+        .take_while(|instruction| !instruction.is_invalid() && instruction.ip() - ip <= offset)
+        .any(|instruction| instruction.ip() - ip == offset)
+}
+
 /// The cheapest place to probe the function whose code starts at `code` (address `ip`) and whose
 /// first argument arrives in %rdi: its entry when the first instruction is emulated; otherwise the
 /// first emulated instruction reached on every call, if the argument is still in some register
@@ -390,6 +400,20 @@ mod tests {
 
     fn at(code: &[u8]) -> Entry {
         cheapest(code, IP).expect("decodes")
+    }
+
+    #[test]
+    fn instruction_starts_are_found_by_decoding_from_the_entry() {
+        // sub rsp,0x18 (4 bytes); push rbx (1); mov rbx,rdi (3)
+        let code = [0x48, 0x83, 0xec, 0x18, 0x53, 0x48, 0x89, 0xfb];
+        for (offset, starts) in [(0, true), (2, false), (4, true), (5, true), (6, false)] {
+            assert_eq!(
+                starts_instruction(&code, IP, offset),
+                starts,
+                "offset {offset}"
+            );
+        }
+        assert!(!starts_instruction(&code, IP, 8), "past the code");
     }
 
     #[test]

@@ -129,6 +129,17 @@ pub enum TypeError {
     NoDwarf,
     #[error("reading DWARF: {0}")]
     Dwarf(#[from] gimli::Error),
+    #[error("the DWARF type at {0:#x} nests too deeply (a cycle?)")]
+    TooDeep(TypeId),
+}
+
+/// Deeper than decoding any real type goes (typedefs, a state machine's states and their
+/// discriminants): damaged DWARF whose types refer to themselves would recurse forever.
+const MAX_NESTING: usize = 32;
+
+thread_local! {
+    /// How many [`TypeIndex::get`] calls are decoding on this thread, one inside the other.
+    static NESTING: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 struct UnitData {
@@ -218,7 +229,14 @@ impl TypeIndex {
         if let Some(info) = self.types.lock().expect("type cache").get(&id) {
             return Ok(info.clone());
         }
-        let info = Arc::new(self.decode(id)?);
+        let nesting = NESTING.get();
+        if nesting >= MAX_NESTING {
+            return Err(TypeError::TooDeep(id));
+        }
+        NESTING.set(nesting + 1);
+        let decoded = self.decode(id);
+        NESTING.set(nesting);
+        let info = Arc::new(decoded?);
         self.types
             .lock()
             .expect("type cache")

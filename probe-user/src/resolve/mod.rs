@@ -10,6 +10,7 @@ pub mod entry;
 pub mod futures;
 mod names;
 mod symbols;
+pub mod verify;
 pub mod vtables;
 
 use std::path::{Path, PathBuf};
@@ -230,6 +231,12 @@ pub enum ResolveError {
     )]
     Stripped { path: PathBuf },
     #[error(
+        "{path} has no symbol table (it is stripped), and {stranger}: it does not look like a tokio \
+         program, and async-inspect probes tokio programs. If it is one after all, pass its \
+         unstripped build with --binary"
+    )]
+    StrippedNotTokio { path: PathBuf, stranger: Stranger },
+    #[error(
         "{path} contains no tokio task functions (tokio::runtime::task::raw::poll): is it a tokio program? \
          (tokio >= 1.32 is supported; a tokio linked as a shared library is not)"
     )]
@@ -238,6 +245,59 @@ pub enum ResolveError {
         "{path}: found {missing} missing from the symbol table; this tokio version is not supported"
     )]
     MissingFunction { path: PathBuf, missing: String },
+}
+
+impl ResolveError {
+    /// The binary, when it is no tokio program as far as can be told: `test` runs those unprobed.
+    pub fn not_tokio(&self) -> Option<&Path> {
+        match self {
+            Self::NoTokio { path } | Self::StrippedNotTokio { path, .. } => Some(path),
+            _ => None,
+        }
+    }
+}
+
+/// What a stripped binary without a trace of tokio is, as far as its strings tell.
+#[derive(Debug)]
+pub enum Stranger {
+    /// Rust's standard library left its marks, tokio none.
+    Rust,
+    /// No mark of Rust either: a C program, a shell, ...
+    NotRust,
+}
+
+impl std::fmt::Display for Stranger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Rust => "its read-only data has no trace of tokio (it is a Rust program)",
+            Self::NotRust => "its read-only data has no trace of tokio, nor of Rust",
+        })
+    }
+}
+
+/// Why a binary has no symbols to resolve: "rebuild without strip" is only worth saying to a
+/// tokio program. tokio's panic messages and source paths (`tokio-1.x/src/...`) stay in
+/// `.rodata` when the symbols go, as do std's (`/rustc/<hash>/library/...`, `RUST_BACKTRACE`).
+fn stripped(path: &Path, file: &object::File<'_>) -> ResolveError {
+    let rodata = file
+        .section_by_name(".rodata")
+        .and_then(|section| section.data().ok())
+        .unwrap_or_default();
+    let has = |needle: &[u8]| rodata.windows(needle.len()).any(|window| window == needle);
+    let path = path.to_owned();
+    if has(b"tokio") {
+        ResolveError::Stripped { path }
+    } else if has(b"RUST_BACKTRACE") || has(b"/rustc/") {
+        ResolveError::StrippedNotTokio {
+            path,
+            stranger: Stranger::Rust,
+        }
+    } else {
+        ResolveError::StrippedNotTokio {
+            path,
+            stranger: Stranger::NotRust,
+        }
+    }
 }
 
 /// Reads `binary` and plans every probe, with DWARF from the binary or its separate debug file.
@@ -263,9 +323,7 @@ pub fn resolve_with(binary: &Path, debuginfo: Option<&Path>) -> Result<ProbePlan
     }
     let table = symbols::SymbolTable::read(&file);
     if table.is_empty() {
-        return Err(ResolveError::Stripped {
-            path: binary.to_owned(),
-        });
+        return Err(stripped(binary, &file));
     }
     let found = table.tokio_functions();
     if found.polls.is_empty() {
@@ -507,20 +565,21 @@ fn entries(file: &object::File<'_>, address: u64) -> Option<(entry::Entry, entry
 fn file_offset(file: &object::File<'_>, address: u64) -> Option<u64> {
     file.sections().find_map(|section| {
         let (offset, size) = section.file_range()?;
-        let start = section.address();
-        (address >= start && address < start + size).then(|| address - start + offset)
+        let within = address
+            .checked_sub(section.address())
+            .filter(|&within| within < size)?;
+        offset.checked_add(within)
     })
 }
 
 /// Reads target memory at a virtual address range of the ELF (code, for call following).
 fn bytes_at<'data>(file: &object::File<'data>, address: u64, size: u64) -> Option<&'data [u8]> {
     file.sections().find_map(|section| {
-        let start = section.address();
-        if address < start || address >= start + section.size() {
-            return None;
-        }
+        let within = address
+            .checked_sub(section.address())
+            .filter(|&within| within < section.size())?;
         let data = section.data().ok()?;
-        let from = usize::try_from(address - start).ok()?;
+        let from = usize::try_from(within).ok()?;
         let to = from
             .checked_add(usize::try_from(size).ok()?)?
             .min(data.len());

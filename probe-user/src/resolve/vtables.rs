@@ -218,15 +218,19 @@ impl<'data> PointerIndex<'data> {
     fn add_absolute_words(&mut self) {
         let mut found = Vec::new();
         for section in self.image.sections.iter().filter(|s| !s.executable) {
-            let first = section.address.next_multiple_of(8);
+            let Some(first) = section.address.checked_next_multiple_of(8) else {
+                continue;
+            };
             let skip = (first - section.address) as usize;
             let Some(data) = section.data.get(skip..) else {
                 continue;
             };
             for (i, &chunk) in data.as_chunks::<8>().0.iter().enumerate() {
                 let value = self.image.word(chunk);
-                if self.image.is_code(value) {
-                    found.push((first + i as u64 * 8, value));
+                if self.image.is_code(value)
+                    && let Some(word) = first.checked_add(i as u64 * 8)
+                {
+                    found.push((word, value));
                 }
             }
         }
@@ -385,7 +389,10 @@ impl<'data> Image<'data> {
             }
             let executable = sh_flags & u64::from(elf::SHF_EXECINSTR) != 0;
             if executable {
-                code.push((section.address(), section.address() + section.size()));
+                code.push((
+                    section.address(),
+                    section.address().saturating_add(section.size()),
+                ));
             }
             let Ok(data) = section.data() else {
                 continue;

@@ -78,7 +78,7 @@ impl ParkedAt {
                 .collect(),
             await_point: stack.await_point().map(|frame| match &frame.file {
                 Some(file) => location(Some(file), frame.line),
-                None => frame.function.clone(),
+                None => frame.function.to_string(),
             }),
             leaf: stack.leaf().map(str::to_owned),
         }

@@ -78,8 +78,8 @@ pub(crate) fn frame(
     leaf: Option<&str>,
 ) -> Frame {
     Frame {
-        function: function.to_owned(),
-        file: file.map(str::to_owned),
+        function: function.into(),
+        file: file.map(Into::into),
         line,
         leaf: leaf.map(str::to_owned),
         locals: Vec::new(),
@@ -135,7 +135,7 @@ impl<O: Observer> Script<O> {
     pub fn new(observer: O) -> Self {
         let catalogue = catalogue();
         Self {
-            session: Session::new(&catalogue, observer),
+            session: Session::new(&catalogue, observer, true),
             catalogue,
         }
     }

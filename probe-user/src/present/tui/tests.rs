@@ -40,17 +40,17 @@ fn task(id: u64, name: &str, state: TaskState, busy_ns: u64) -> TaskRow {
 
 fn waiting_at(mut task: TaskRow, file: &str, line: u64) -> TaskRow {
     task.await_point = Some(AwaitPoint {
-        file: Some(format!("/home/dev/demo/src/{file}")),
+        file: Some(format!("/home/dev/demo/src/{file}").into()),
         line: Some(line),
-        function: format!("demo::{}", task.name.trim_start_matches("app::")),
+        function: format!("demo::{}", task.name.trim_start_matches("app::")).into(),
     });
     task
 }
 
 fn frame(function: &str, file: &str, line: u64) -> Frame {
     Frame {
-        function: function.to_owned(),
-        file: Some(file.to_owned()),
+        function: function.into(),
+        file: Some(file.into()),
         line: Some(line),
         leaf: None,
         locals: Vec::new(),
@@ -65,6 +65,7 @@ fn summary(tasks: &[TaskRow]) -> Summary {
         tasks: tasks.len(),
         peak_concurrency: tasks.len(),
         live_at_end: tasks.iter().filter(|t| !t.state.is_terminal()).count(),
+        folded: 0,
         events: 10_000,
         probe_points: 312,
         ..fixtures::empty(2_000_000_000).summary
@@ -81,6 +82,7 @@ fn plain(tasks: Vec<TaskRow>) -> Report {
         deadlocks: Vec::new(),
         chains: Vec::new(),
         workers: Vec::new(),
+        folded_types: Vec::new(),
     }
 }
 
@@ -90,14 +92,14 @@ fn waiter(task: &TaskRow, waits_on: Resource, file: &str, line: u64, holds: Reso
         name: task.name.clone(),
         waits_on,
         at: Some(AwaitPoint {
-            file: Some(format!("/home/dev/demo/src/{file}")),
+            file: Some(format!("/home/dev/demo/src/{file}").into()),
             line: Some(line),
-            function: task.name.clone(),
+            function: task.name.as_str().into(),
         }),
         holds: vec![HeldRow {
             resource: holds,
-            function: task.name.clone(),
-            file: Some(format!("/home/dev/demo/src/{file}")),
+            function: task.name.as_str().into(),
+            file: Some(format!("/home/dev/demo/src/{file}").into()),
             line: Some(line - 2),
         }],
     }
@@ -121,7 +123,7 @@ fn fixture() -> Report {
     handler.backtrace = vec![
         Frame {
             locals: vec![Local {
-                name: "request".to_owned(),
+                name: "request".into(),
                 value: "42".to_owned(),
             }],
             ..frame(
@@ -496,7 +498,7 @@ fn long_frames_wrap_and_held_locks_show_under_their_frame() {
         holds: vec![MUTEX_A],
         locals: (0..6)
             .map(|n| Local {
-                name: format!("local_{n}"),
+                name: format!("local_{n}").into(),
                 value: format!("value_{n}"),
             })
             .collect(),
