@@ -259,9 +259,11 @@ impl Attachment {
         Ok(attachment)
     }
 
-    /// Attaches every kind of probe that `which` selects and is not attached yet.
+    /// Attaches every kind of probe that `which` selects and is not attached yet. The most
+    /// frequently hit kinds go last: each link takes milliseconds to attach, while the collector
+    /// is not draining the ring buffer.
     fn attach_where(&mut self, which: impl Fn(&ProbeKind) -> bool) -> Result<(), AttachError> {
-        for (slot, probe) in PROBES.iter().enumerate() {
+        for (slot, probe) in PROBES.iter().enumerate().rev() {
             if !which(probe) || self.links[slot].is_some() || self.points[slot].is_empty() {
                 continue;
             }

@@ -28,6 +28,9 @@ pub struct Budget {
     fingerprints: HashMap<usize, u64>,
     /// When the governor last looked: sampling costs a few dozen system calls.
     looked_ns: u64,
+    /// The per-poll probes are back and the tasks' memory is still to be checked: on the next
+    /// tick, once the collector has drained what the probes sent meanwhile.
+    check_due: bool,
 }
 
 /// How often the governor looks at the cost figures.
@@ -50,6 +53,7 @@ impl Budget {
             start: Sample::default(),
             fingerprints: HashMap::new(),
             looked_ns: now_ns,
+            check_due: false,
         };
         budget.start = budget.sample(attachment);
         budget.governor =
@@ -67,6 +71,14 @@ impl Budget {
         layout: &Layout,
     ) -> Result<(), AttachError> {
         let now_ns = collect::monotonic_ns();
+        if self.check_due {
+            // Checking thousands of tasks takes a while, and a busy program fills the ring
+            // buffer fast: the check waits for the drain that follows the attach.
+            self.check_due = false;
+            if let Some(memory) = memory {
+                self.check_tasks(session, memory, layout, now_ns);
+            }
+        }
         if self.governor.is_none() || now_ns < self.looked_ns + LOOK_EVERY_NS {
             return Ok(());
         }
@@ -95,9 +107,7 @@ impl Budget {
                 attachment.attach_hot()?;
                 let now_ns = collect::monotonic_ns();
                 session.coverage(Coverage::Resumed { now_ns });
-                if let Some(memory) = memory {
-                    self.check_tasks(session, memory, layout, now_ns);
-                }
+                self.check_due = true;
             }
         }
         Ok(())
