@@ -8,14 +8,13 @@
 mod common;
 
 use common::{
-    assert_nothing_left_attached, fixture, number, privileged, probe_binary, probe_launch,
-    read_report, task, temp_json, workspace,
+    RunningDemo, assert_nothing_left_attached, fixture, number, privileged, probe_binary,
+    probe_launch, read_report, task, temp_json, workspace,
 };
 
 use std::{
-    io::{BufRead as _, BufReader},
     path::Path,
-    process::{Child, Command, Output, Stdio},
+    process::{Command, Output, Stdio},
     time::Duration,
 };
 
@@ -127,8 +126,21 @@ fn check_demo_run(output: &Output, report: &Value) {
 
     let summary = &report["summary"];
     assert_eq!(summary["dropped"], 0, "{summary:#}");
+    // main's block_on(run_demo()) is listed too where its poll is not inlined (debug builds):
+    // it calls process::exit inside its last poll.
+    let bodies: Vec<&Value> = report["tasks"]
+        .as_array()
+        .expect("tasks")
+        .iter()
+        .filter(|task| task["name"] == "block_on: inspect_demo::run_demo")
+        .collect();
+    assert!(
+        bodies.iter().all(|body| body["state"] == "running"),
+        "{bodies:#?}"
+    );
     assert_eq!(
-        summary["tasks"], 8,
+        number(summary, "tasks"),
+        8 + bodies.len() as u64,
         "the demo spawns eight tasks: {report:#}"
     );
     assert!(number(summary, "peak_concurrency") >= 3, "{summary:#}");
@@ -226,57 +238,25 @@ fn current_thread_runtime() {
     );
 }
 
-/// A running demo that ticks for a while; killed on drop.
-struct Running(Child);
-
-impl Running {
-    fn start(build: &str, ticks: u64) -> Self {
-        let mut child = Command::new(fixture(build))
-            .args([
-                "--ticks",
-                &ticks.to_string(),
-                "--tick-ms",
-                "20",
-                "--block-ms",
-                "10",
-            ])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("starting the demo");
-        let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().expect("stdout"))
-            .read_line(&mut line)
-            .expect("the demo's ready line");
-        assert!(line.contains("ready"), "{line}");
-        Self(child)
-    }
-
-    fn pid(&self) -> u32 {
-        self.0.id()
-    }
-
-    fn is_alive(&mut self) -> bool {
-        self.0.try_wait().expect("try_wait").is_none()
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// A running demo that ticks every 20 ms `ticks` times.
+fn ticking_demo(build: &str, ticks: u64) -> RunningDemo {
+    let ticks = ticks.to_string();
+    RunningDemo::start(
+        build,
+        &["--ticks", &ticks, "--tick-ms", "20", "--block-ms", "10"],
+    )
 }
 
 #[test]
 fn attach_by_pid_leaves_the_target_running() {
     let Some(_serial) = privileged() else { return };
-    let mut target = Running::start("release-debuginfo/inspect-demo", 1000);
+    let mut target = ticking_demo("release-debuginfo/inspect-demo", 1000);
     std::thread::sleep(Duration::from_millis(300));
     let json = temp_json("pid");
     let output = Command::new(probe_binary())
         .args(["probe", "--duration", "1s", "--json"])
         .arg(&json)
-        .args(["--pid", &target.pid().to_string()])
+        .args(["--pid", &target.pid()])
         .output()
         .expect("running async-inspect");
     assert!(
@@ -311,7 +291,7 @@ fn attach_by_pid_leaves_the_target_running() {
 #[test]
 fn attaching_finds_the_tasks_idle_since_before_it() {
     let Some(_serial) = privileged() else { return };
-    let mut target = start_parked_demo("release-debuginfo/inspect-demo");
+    let target = start_parked_demo("release-debuginfo/inspect-demo");
     let json = temp_json("seeded");
     let output = Command::new(probe_binary())
         .args([
@@ -323,11 +303,10 @@ fn attaching_finds_the_tasks_idle_since_before_it() {
             "--json",
         ])
         .arg(&json)
-        .args(["--pid", &target.id().to_string()])
+        .args(["--pid", &target.pid()])
         .output()
         .expect("running async-inspect");
-    let _ = target.kill();
-    let _ = target.wait();
+    drop(target);
     assert_nothing_left_attached();
     let report = read_report(&json, &output);
     let waiter = task(&report, "inspect_demo::lock_waiter");
@@ -361,12 +340,12 @@ fn attaching_finds_the_tasks_idle_since_before_it() {
 #[test]
 fn ctrl_c_detaches_and_reports() {
     let Some(_serial) = privileged() else { return };
-    let mut target = Running::start("release/inspect-demo", 1000);
+    let mut target = ticking_demo("release/inspect-demo", 1000);
     let json = temp_json("sigint");
     let probe = Command::new(probe_binary())
         .args(["probe", "--quiet", "--json"])
         .arg(&json)
-        .args(["--pid", &target.pid().to_string()])
+        .args(["--pid", &target.pid()])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -518,18 +497,8 @@ fn a_poll_heavy_workload_is_counted_exactly() {
 
 /// `async-inspect dump --pid` on a demo whose tasks have all been parked for a while.
 /// The demo with every task polled once and parked, none to be woken for seconds.
-fn start_parked_demo(build: &str) -> Child {
-    let mut target = Command::new(fixture(build))
-        .args(["--ticks", "3", "--tick-ms", "4000", "--block-ms", "10"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("starting the demo");
-    let mut line = String::new();
-    BufReader::new(target.stdout.as_mut().expect("stdout"))
-        .read_line(&mut line)
-        .expect("the demo's ready line");
-    std::thread::sleep(Duration::from_millis(800));
-    target
+fn start_parked_demo(build: &str) -> RunningDemo {
+    RunningDemo::parked(build)
 }
 
 fn dump_parked_demo(build: &str, extra: &[&str]) -> (Output, Value) {
@@ -538,13 +507,12 @@ fn dump_parked_demo(build: &str, extra: &[&str]) -> (Output, Value) {
     let output = Command::new(probe_binary())
         .args(["dump", "--json"])
         .arg(&json)
-        .args(["--pid", &target.id().to_string()])
+        .args(["--pid", &target.pid()])
         .args(extra)
         .output()
         .expect("running async-inspect dump");
-    let alive = target.try_wait().expect("try_wait").is_none();
-    let _ = target.kill();
-    let _ = target.wait();
+    let alive = target.is_alive();
+    drop(target);
     assert!(alive, "dump must leave the target running");
     assert!(
         output.status.success(),
@@ -929,9 +897,10 @@ fn test_mode_fails_a_hanging_command_and_passes_a_healthy_one() {
     assert_eq!(deadlocked.status.code(), Some(3), "{stdout}");
     assert!(stdout.contains("DEADLOCK"), "{stdout}");
 
+    // main's block_on body sleeps for --exit-after-ms at the end: that is no hang.
     let healthy = run_test_mode(&[
         "--hang-timeout",
-        "1s",
+        "3s",
         "--",
         hangs,
         "ordered",
@@ -1005,33 +974,40 @@ fn test_mode_follows_cargo_test_into_each_test_binary() {
         .position(|line| line.contains("contended.lock()"))
         .expect("the contended lock in the test's source") as u64
         + 1;
-    let waiter = &report["tasks"][0];
+    let tasks = report["tasks"].as_array().expect("tasks");
+    let (bodies, spawned): (Vec<&Value>, Vec<&Value>) = tasks.iter().partition(|task| {
+        task["name"]
+            .as_str()
+            .is_some_and(|name| name.starts_with("block_on: "))
+    });
+    let waiter = spawned.first().expect("the task the test spawned");
     assert_eq!(waiter["state"], "idle", "{report:#}");
     assert_eq!(waiter["await_point"]["line"], line, "{report:#}");
+    // The test's own body, parked at its await (block_on_e2e.rs checks it in detail).
+    let body = bodies.first().expect("the test's body");
+    assert_eq!(body["state"], "idle", "{body:#}");
+    assert!(
+        stdout.contains(body["name"].as_str().expect("a name")),
+        "{stdout}"
+    );
 }
 
 #[test]
 fn dump_reports_a_deadlock_from_a_snapshot() {
     let Some(_serial) = privileged() else { return };
-    let mut target = Command::new(fixture("debug/inspect-hangs"))
-        .args(["deadlock", "--exit-after-ms", "20000"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("starting inspect-hangs");
-    let mut line = String::new();
-    BufReader::new(target.stdout.as_mut().expect("stdout"))
-        .read_line(&mut line)
-        .expect("ready line");
+    let target = RunningDemo::start(
+        "debug/inspect-hangs",
+        &["deadlock", "--exit-after-ms", "20000"],
+    );
     std::thread::sleep(Duration::from_millis(500));
     let json = temp_json("dump-deadlock");
     let output = Command::new(probe_binary())
         .args(["dump", "--json"])
         .arg(&json)
-        .args(["--pid", &target.id().to_string()])
+        .args(["--pid", &target.pid()])
         .output()
         .expect("dump");
-    let _ = target.kill();
-    let _ = target.wait();
+    drop(target);
     assert!(
         output.status.success(),
         "{}",

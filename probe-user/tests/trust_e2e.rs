@@ -9,14 +9,13 @@
 mod common;
 
 use common::{
-    assert_nothing_left_attached, fixture, privileged, probe_binary, probe_launch, temp_json,
+    RunningDemo, assert_nothing_left_attached, fixture, privileged, probe_binary, probe_launch,
+    temp_json,
 };
 
 use std::{
-    io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
-    time::Duration,
+    process::{Command, Output},
 };
 
 use object::Object as _;
@@ -86,45 +85,10 @@ fn a_binary_of_another_profile_is_refused_and_nothing_is_launched() {
     }
 }
 
-/// A demo whose tasks all park for seconds; killed on drop.
-struct Parked(Child);
-
-impl Parked {
-    fn start(build: &str) -> Self {
-        let mut child = Command::new(fixture(build))
-            .args(["--ticks", "3", "--tick-ms", "4000", "--block-ms", "10"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("starting the demo");
-        let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().expect("stdout"))
-            .read_line(&mut line)
-            .expect("the demo's ready line");
-        assert!(line.contains("ready"), "{line}");
-        std::thread::sleep(Duration::from_millis(500));
-        Self(child)
-    }
-
-    fn pid(&self) -> String {
-        self.0.id().to_string()
-    }
-
-    fn is_alive(&mut self) -> bool {
-        self.0.try_wait().expect("try_wait").is_none()
-    }
-}
-
-impl Drop for Parked {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn a_binary_of_another_profile_is_refused_when_attaching_and_dumping() {
     let Some(_serial) = privileged() else { return };
-    let mut target = Parked::start(RELEASE);
+    let mut target = RunningDemo::parked(RELEASE);
     let running = fixture(RELEASE);
     let binary = fixture(RELEASE_DEBUGINFO);
     for command in ["probe", "dump"] {
@@ -141,7 +105,7 @@ fn a_binary_of_another_profile_is_refused_when_attaching_and_dumping() {
 #[test]
 fn a_debuginfo_of_another_build_is_refused() {
     let Some(_serial) = privileged() else { return };
-    let mut target = Parked::start(RELEASE);
+    let mut target = RunningDemo::parked(RELEASE);
     let debuginfo = fixture(DEBUG);
     let output = run(
         &["dump", "--pid", &target.pid(), "--debuginfo"],
@@ -338,7 +302,7 @@ fn a_refused_look_at_a_process_names_the_real_cause() {
         );
     }
     // Another user looking at root's process is told to become root.
-    let target = Parked::start(RELEASE);
+    let target = RunningDemo::parked(RELEASE);
     let output = Command::new("setpriv")
         .args([
             "--reuid=65534",
@@ -365,7 +329,7 @@ fn a_refused_look_at_a_process_names_the_real_cause() {
 #[test]
 fn the_tasks_found_in_memory_are_counted_as_the_table_counts_them() {
     let Some(_serial) = privileged() else { return };
-    let target = Parked::start(RELEASE_DEBUGINFO);
+    let target = RunningDemo::parked(RELEASE_DEBUGINFO);
     let json = temp_json("found");
     let output = Command::new(probe_binary())
         .args(["probe", "--no-tui", "--duration", "300ms", "--json"])

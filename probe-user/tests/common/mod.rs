@@ -145,3 +145,50 @@ pub fn number(task: &Value, field: &str) -> u64 {
         .as_u64()
         .unwrap_or_else(|| panic!("{field} is not a number in {task:#}"))
 }
+
+/// A demo program the tests attach to by pid, started and past its `ready` line; killed on
+/// drop, so a failing test leaves no process behind.
+pub struct RunningDemo(std::process::Child);
+
+impl RunningDemo {
+    /// `build` is a fixture path (e.g. `release-debuginfo/inspect-demo`), `args` its arguments.
+    pub fn start(build: &str, args: &[&str]) -> Self {
+        use std::io::BufRead as _;
+        let mut child = Command::new(fixture(build))
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("starting the demo");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.as_mut().expect("stdout"))
+            .read_line(&mut line)
+            .expect("the demo's ready line");
+        assert!(line.contains("ready"), "{line}");
+        Self(child)
+    }
+
+    /// The demo with every task parked for seconds (ticks of 4 s), settled.
+    pub fn parked(build: &str) -> Self {
+        let demo = Self::start(
+            build,
+            &["--ticks", "3", "--tick-ms", "4000", "--block-ms", "10"],
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        demo
+    }
+
+    pub fn pid(&self) -> String {
+        self.0.id().to_string()
+    }
+
+    pub fn is_alive(&mut self) -> bool {
+        self.0.try_wait().expect("try_wait").is_none()
+    }
+}
+
+impl Drop for RunningDemo {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
