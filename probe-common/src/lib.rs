@@ -61,6 +61,11 @@ pub mod flags {
     pub const PANICKED: u8 = 1 << 1;
     /// The task id could not be read (bad header, unreadable memory).
     pub const NO_TASK_ID: u8 = 1 << 2;
+    /// A poll of a future given to `block_on` (the body of `#[tokio::main]`, `#[tokio::test]`,
+    /// `Runtime::block_on`), not of a tokio task: `header` is the future's address, and there is
+    /// no task id, vtable or state word. At its poll end, `value` is [`state::COMPLETE`] when
+    /// the future returned `Ready` (its state machine reached `Returned`), else 0.
+    pub const BLOCK_ON: u8 = 1 << 3;
 }
 
 /// One record in the ring buffer. 72 bytes.
@@ -145,6 +150,9 @@ pub mod state {
 /// | 48-55 | the [`HIT_SLOTS`] counter this site's hits go to |
 pub mod cookie {
     pub const SITE_MASK: u64 = 0xffff_ffff;
+    /// The kind byte of a `poll_start`/`poll_end` site that polls a `block_on` future rather
+    /// than a tokio task (`raw::poll` sites carry 0).
+    pub const BLOCK_ON: u8 = super::EventKind::PollStart as u8;
     pub const KIND_SHIFT: u32 = 32;
     pub const REGISTER_SHIFT: u32 = 40;
     pub const SLOT_SHIFT: u32 = 48;
@@ -171,6 +179,18 @@ pub mod cookie {
     pub const fn slot(cookie: u64) -> u8 {
         (cookie >> SLOT_SHIFT) as u8
     }
+}
+
+/// How a `block_on` future's poll end tells `Ready` from `Pending`: the future is an async state
+/// machine, whose discriminant (`__state`, `size` bytes at `offset`) reads `returned` once it
+/// has returned `Ready`. One per `block_on` poll site, in the `BLOCK_ON_DONE` map by site index.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct BlockOnDone {
+    pub offset: u64,
+    /// 1, 2, 4 or 8.
+    pub size: u64,
+    pub returned: u64,
 }
 
 /// How many hit counters the kernel side keeps (one per kind of site, per CPU).
@@ -201,4 +221,5 @@ mod user {
     // SAFETY: both are repr(C) structs of integers with no padding holes that matter to the kernel.
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::Event {}
+    unsafe impl aya::Pod for super::BlockOnDone {}
 }

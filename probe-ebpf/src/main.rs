@@ -1,7 +1,8 @@
 //! async-inspect's kernel side. Each program is attached once as a `uprobe.multi` link over every
 //! site of its kind in the target (kernel >= 6.6); the attach cookie's low 32 bits index the probe
 //! plan's site table and, for the generic [`task_op`] program, the high 32 bits carry the
-//! [`EventKind`] to emit.
+//! [`EventKind`] to emit; on [`poll_start`]/[`poll_end`] sites they say whether the site polls a
+//! tokio task or a future given to `block_on` ([`cookie::BLOCK_ON`]).
 //!
 //! Nothing about tokio's layout is hard-coded here: the offsets come in [`CONFIG`], written by the
 //! user side before the programs are loaded.
@@ -16,10 +17,30 @@ use aya_ebpf::{
         bpf_probe_read_user,
     },
     macros::{map, uprobe, uretprobe},
-    maps::{LruHashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::{ProbeContext, RetProbeContext},
 };
-use probe_common::{Config, Event, EventKind, HIT_SLOTS, MODE_COUNT_ONLY, cookie, flags, register};
+use probe_common::{
+    BlockOnDone, Config, Event, EventKind, HIT_SLOTS, MODE_COUNT_ONLY, cookie, flags, register,
+    state,
+};
+
+/// Each program twice: as a `uprobe.multi` program (one link over every point, Linux >= 6.6) and
+/// as a plain one, attached as one perf-event uprobe per point on older kernels (cookies need
+/// 5.15). Both run the same body.
+macro_rules! programs {
+    ($multi:ident, $single:ident, $attribute:ident, $context:ty, $body:ident) => {
+        #[$attribute(multi)]
+        pub fn $multi(ctx: $context) -> u32 {
+            $body(ctx)
+        }
+
+        #[$attribute]
+        pub fn $single(ctx: $context) -> u32 {
+            $body(ctx)
+        }
+    };
+}
 
 /// Written by the user side at load time (`EbpfLoader::set_global`).
 #[unsafe(no_mangle)]
@@ -50,6 +71,11 @@ static HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(HIT_SLOTS, 0);
 /// that started. LRU, so the slots of exited threads are recycled.
 #[map]
 static CURRENT: LruHashMap<u32, Current> = LruHashMap::with_max_entries(16384, 0);
+
+/// How each `block_on` poll site's future says it returned `Ready` (key: site index), written
+/// by the user side before it attaches.
+#[map]
+static BLOCK_ON_DONE: HashMap<u32, BlockOnDone> = HashMap::with_max_entries(1024, 0);
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -147,7 +173,12 @@ fn emit(
     other: Running,
 ) {
     let ts_ns = unsafe { bpf_ktime_get_ns() };
-    let (vtable, task_id) = task_identity(config, header);
+    let (vtable, task_id) = if event_flags & flags::BLOCK_ON != 0 {
+        // A block_on future is no task: nothing at its address is a header.
+        (0, None)
+    } else {
+        task_identity(config, header)
+    };
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
         if let Some(count) = DROPS.get_ptr_mut(0) {
             // SAFETY: per-CPU slot, no concurrent writer on this CPU.
@@ -237,9 +268,25 @@ fn slot(tid: u32) -> Option<*mut Current> {
     CURRENT.get_ptr_mut(&tid)
 }
 
-/// `tokio::runtime::task::raw::poll::<T, S>(ptr: NonNull<Header>)`, every instance.
-#[uprobe(multi)]
-pub fn poll_start(ctx: ProbeContext) -> u32 {
+/// Whether this site polls a `block_on` future rather than a tokio task.
+#[inline(always)]
+fn block_on_site(ctx: &impl EbpfContext) -> bool {
+    let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
+    cookie::kind(cookie) == cookie::BLOCK_ON
+}
+
+// `tokio::runtime::task::raw::poll::<T, S>(ptr: NonNull<Header>)`, every instance; and the poll
+// function of each future given to `block_on` (`self: Pin<&mut F>`, the future's address).
+programs!(
+    poll_start,
+    poll_start_single,
+    uprobe,
+    ProbeContext,
+    poll_start_body
+);
+
+#[inline(always)]
+fn poll_start_body(ctx: ProbeContext) -> u32 {
     let config = config();
     if !counted(&ctx, &config) {
         return 0;
@@ -249,29 +296,83 @@ pub fn poll_start(ctx: ProbeContext) -> u32 {
         return 0;
     }
     let tid = current_tid();
-    let (_, task_id) = task_identity(&config, header);
     let outer = running(tid);
+    let block_on = block_on_site(&ctx);
+    if block_on && outer.header != 0 {
+        // Polled inside a task's poll: a task's own future, or a block_on nested in a task
+        // (spawn_blocking, block_in_place), which that task's entry covers. Its return is left
+        // out too (poll_end).
+        return 0;
+    }
+    let (task_id, state, entry_flags) = if block_on {
+        (0, 0, flags::BLOCK_ON)
+    } else {
+        let (_, task_id) = task_identity(&config, header);
+        let state = read_u64(header + config.header_state).unwrap_or(0);
+        (task_id.unwrap_or(0), state, 0)
+    };
     if let Some(entry) = slot(tid) {
         // SAFETY: see slot().
         unsafe {
             *entry = Current {
                 header,
-                task_id: task_id.unwrap_or(0),
-                flags: 0,
+                task_id,
+                flags: u64::from(entry_flags),
                 outer_header: outer.header,
                 outer_task_id: outer.task_id,
                 outer_flags: outer.flags,
             };
         }
     }
-    let state = read_u64(header + config.header_state).unwrap_or(0);
-    emit(&ctx, &config, EventKind::PollStart, header, state, 0, outer);
+    emit(
+        &ctx,
+        &config,
+        EventKind::PollStart,
+        header,
+        state,
+        entry_flags,
+        outer,
+    );
     0
 }
 
-/// The return of every `raw::poll` instance: reports the state word the poll left behind.
-#[uretprobe(multi)]
-pub fn poll_end(ctx: RetProbeContext) -> u32 {
+/// [`state::COMPLETE`] when the `block_on` future at `future` has returned `Ready` (its state
+/// machine's discriminant reads "returned", as the site's entry in `BLOCK_ON_DONE` says), else 0.
+#[inline(always)]
+fn block_on_done(site: u32, future: u64) -> u64 {
+    // SAFETY: map values stay valid while the program runs; the user side writes them once,
+    // before attaching.
+    let Some(done) = (unsafe { BLOCK_ON_DONE.get(&site) }) else {
+        return 0;
+    };
+    let at = future + done.offset;
+    // SAFETY: bpf_probe_read_user faults safely on bad addresses.
+    let value = unsafe {
+        match done.size {
+            1 => bpf_probe_read_user(at as *const u8).ok().map(u64::from),
+            2 => bpf_probe_read_user(at as *const u16).ok().map(u64::from),
+            4 => bpf_probe_read_user(at as *const u32).ok().map(u64::from),
+            _ => read_u64(at),
+        }
+    };
+    if value == Some(done.returned) {
+        state::COMPLETE
+    } else {
+        0
+    }
+}
+
+// The return of every `raw::poll` instance: reports the state word the poll left behind.
+programs!(
+    poll_end,
+    poll_end_single,
+    uretprobe,
+    RetProbeContext,
+    poll_end_body
+);
+
+#[inline(always)]
+fn poll_end_body(ctx: RetProbeContext) -> u32 {
     let config = config();
     if !counted(&ctx, &config) {
         return 0;
@@ -287,7 +388,15 @@ pub fn poll_end(ctx: RetProbeContext) -> u32 {
         return 0;
     }
     let event_flags = entry.flags as u8;
-    let state = if event_flags & flags::FREED_DURING_POLL != 0 {
+    let block_on = block_on_site(&ctx);
+    if block_on != (event_flags & flags::BLOCK_ON != 0) {
+        // A block_on future polled inside a task, whose start was left out.
+        return 0;
+    }
+    let state = if block_on {
+        let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
+        block_on_done(cookie::site(cookie), entry.header)
+    } else if event_flags & flags::FREED_DURING_POLL != 0 {
         0
     } else {
         read_u64(entry.header + config.header_state).unwrap_or(0)
@@ -317,10 +426,18 @@ pub fn poll_end(ctx: RetProbeContext) -> u32 {
     0
 }
 
-/// The return of a scheduler's spawn function (`multi_thread::Handle::bind_new_task::<T>`,
-/// `current_thread::Handle::spawn::<T>`), whose `JoinHandle` is the new task's header pointer.
-#[uretprobe(multi)]
-pub fn spawn_return(ctx: RetProbeContext) -> u32 {
+// The return of a scheduler's spawn function (`multi_thread::Handle::bind_new_task::<T>`,
+// `current_thread::Handle::spawn::<T>`), whose `JoinHandle` is the new task's header pointer.
+programs!(
+    spawn_return,
+    spawn_return_single,
+    uretprobe,
+    RetProbeContext,
+    spawn_return_body
+);
+
+#[inline(always)]
+fn spawn_return_body(ctx: RetProbeContext) -> u32 {
     let config = config();
     if !counted(&ctx, &config) {
         return 0;
@@ -334,11 +451,13 @@ pub fn spawn_return(ctx: RetProbeContext) -> u32 {
     0
 }
 
-/// Functions whose first argument is a task header: the wake functions, `raw::shutdown` and
-/// `raw::dealloc`; and `State::transition_to_complete`, whose `&State` points `header_state`
-/// bytes into the header. The cookie says which [`EventKind`] this site reports.
-#[uprobe(multi)]
-pub fn task_op(ctx: ProbeContext) -> u32 {
+// Functions whose first argument is a task header: the wake functions, `raw::shutdown` and
+// `raw::dealloc`; and `State::transition_to_complete`, whose `&State` points `header_state`
+// bytes into the header. The cookie says which [`EventKind`] this site reports.
+programs!(task_op, task_op_single, uprobe, ProbeContext, task_op_body);
+
+#[inline(always)]
+fn task_op_body(ctx: ProbeContext) -> u32 {
     let config = config();
     if !counted(&ctx, &config) {
         return 0;
@@ -376,20 +495,58 @@ pub fn task_op(ctx: ProbeContext) -> u32 {
     0
 }
 
-/// `rust_panic`: a panic is unwinding on this thread; if a task is being polled, its poll end
-/// carries [`flags::PANICKED`].
-#[uprobe(multi)]
-pub fn panic_start(ctx: ProbeContext) -> u32 {
-    if !counted(&ctx, &config()) {
+// `rust_panic`: a panic is unwinding on this thread; if a task is being polled, its poll end
+// carries [`flags::PANICKED`]. tokio catches a task's panic inside `raw::poll`, but not a
+// `block_on` future's: that one unwinds out of `block_on`, past its poll's return probe, so
+// its poll ends here, panicked.
+programs!(
+    panic_start,
+    panic_start_single,
+    uprobe,
+    ProbeContext,
+    panic_start_body
+);
+
+#[inline(always)]
+fn panic_start_body(ctx: ProbeContext) -> u32 {
+    let config = config();
+    if !counted(&ctx, &config) {
         return 0;
     }
     let tid = current_tid();
-    if running(tid).header != 0
-        && let Some(entry) = CURRENT.get_ptr_mut(&tid)
-    {
+    let Some(entry) = CURRENT.get_ptr_mut(&tid) else {
+        return 0;
+    };
+    // SAFETY: see slot().
+    let polled = unsafe { *entry };
+    if polled.header == 0 {
+        return 0;
+    }
+    if polled.flags & u64::from(flags::BLOCK_ON) == 0 {
         // SAFETY: see slot().
         unsafe { (*entry).flags |= u64::from(flags::PANICKED) };
+        return 0;
     }
+    // SAFETY: see slot(). Restores the poll this one was nested in, as poll_end does.
+    unsafe {
+        *entry = Current {
+            header: polled.outer_header,
+            task_id: polled.outer_task_id,
+            flags: polled.outer_flags,
+            outer_header: 0,
+            outer_task_id: 0,
+            outer_flags: 0,
+        };
+    }
+    emit(
+        &ctx,
+        &config,
+        EventKind::PollEnd,
+        polled.header,
+        state::COMPLETE,
+        flags::BLOCK_ON | flags::PANICKED,
+        NOT_RUNNING,
+    );
     0
 }
 

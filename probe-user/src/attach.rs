@@ -16,7 +16,7 @@ use aya::{
     },
     sys::UProbeMultiFeature,
 };
-use probe_common::{Config, MODE_COUNT_ONLY, MODE_EVENTS, cookie};
+use probe_common::{BlockOnDone, Config, MODE_COUNT_ONLY, MODE_EVENTS, cookie};
 
 use crate::resolve::{ProbePlan, SiteKind, entry::Stepping};
 
@@ -30,10 +30,10 @@ pub enum AttachError {
     )]
     NotPrivileged,
     #[error(
-        "this kernel cannot attach uprobe_multi links scoped to a process (Linux >= 6.6 is needed; \
-         running {kernel})"
+        "this kernel cannot give uprobes the cookies async-inspect's programs need (Linux >= 5.15 \
+         is needed, >= 6.6 for uprobe_multi links; running {kernel})"
     )]
-    NoUprobeMulti { kernel: String },
+    TooOld { kernel: String },
     #[error("loading the eBPF programs failed: {0}")]
     Load(Box<aya::EbpfError>),
     #[error("the eBPF object has no {0}: the build is inconsistent")]
@@ -70,7 +70,7 @@ const SPAWNS: &[SiteKind] = &[
     SiteKind::CellNew,
 ];
 
-pub const PROBES: [ProbeKind; 9] = [
+pub const PROBES: [ProbeKind; 11] = [
     ProbeKind {
         name: "poll (raw::poll entry)",
         program: "poll_start",
@@ -134,6 +134,22 @@ pub const PROBES: [ProbeKind; 9] = [
         returns: false,
         hot: false,
     },
+    // A program's block_on future is polled once per wake of its main thread: rare enough to
+    // stay attached through a budget's gaps, whose memory checks know nothing of it.
+    ProbeKind {
+        name: "block_on poll (its future's poll function)",
+        program: "poll_start",
+        sites: &[SiteKind::BlockOnPoll],
+        returns: false,
+        hot: false,
+    },
+    ProbeKind {
+        name: "block_on poll end (its return)",
+        program: "poll_end",
+        sites: &[SiteKind::BlockOnPoll],
+        returns: true,
+        hot: false,
+    },
 ];
 
 /// How one kind of probe was placed: how many points, and how the kernel runs them.
@@ -158,26 +174,65 @@ pub struct Attachment {
     pub placed: Vec<Placed>,
     binary: std::path::PathBuf,
     pid: NonZeroU32,
+    pub mechanism: Mechanism,
     /// Keeps the kernel's BPF run-time statistics on while it lives.
     _stats: Option<std::os::fd::OwnedFd>,
 }
 
-/// Checks privileges and kernel support before anything is loaded, for a clear error.
-pub fn preflight() -> Result<(), AttachError> {
+/// How the probes are attached, by what the kernel offers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mechanism {
+    /// One `uprobe_multi` link per kind of probe, scoped to the process (Linux >= 6.6):
+    /// attached and detached in tens of milliseconds, however many points.
+    UprobeMulti,
+    /// One perf-event uprobe per point (Linux 5.15 to 6.5; cookies need 5.15): each point
+    /// takes about 100 ms to detach, so the overhead budget's windows are not used.
+    PerfEvent,
+}
+
+impl Mechanism {
+    /// The program that runs `body` under this mechanism (the eBPF object has both).
+    fn program(self, body: &'static str) -> &'static str {
+        match (self, body) {
+            (Self::UprobeMulti, body) => body,
+            (Self::PerfEvent, "poll_start") => "poll_start_single",
+            (Self::PerfEvent, "poll_end") => "poll_end_single",
+            (Self::PerfEvent, "spawn_return") => "spawn_return_single",
+            (Self::PerfEvent, "task_op") => "task_op_single",
+            (Self::PerfEvent, "panic_start") => "panic_start_single",
+            (Self::PerfEvent, other) => other,
+        }
+    }
+}
+
+/// Checks privileges and kernel support before anything is loaded, for a clear error, and
+/// picks how to attach.
+pub fn preflight() -> Result<Mechanism, AttachError> {
     if !privileged() {
         return Err(AttachError::NotPrivileged);
     }
     match aya::sys::is_uprobe_multi_supported(UProbeMultiFeature::ProcessScopedPidFilter) {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(AttachError::NoUprobeMulti {
+        Ok(true) => Ok(Mechanism::UprobeMulti),
+        Ok(false) if kernel_at_least(5, 15) => Ok(Mechanism::PerfEvent),
+        Ok(false) => Err(AttachError::TooOld {
             kernel: kernel_release(),
         }),
         Err(error) if error.kind() == std::io::ErrorKind::PermissionDenied => {
             Err(AttachError::NotPrivileged)
         }
         // The probe itself failed for another reason: let the real attach report it.
-        Err(_) => Ok(()),
+        Err(_) => Ok(Mechanism::UprobeMulti),
     }
+}
+
+/// Whether the running kernel's release is at least `major.minor`.
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = kernel_release();
+    let mut numbers = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|part| part.parse::<u32>().ok());
+    let found = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
+    found >= (major, minor)
 }
 
 fn privileged() -> bool {
@@ -213,6 +268,7 @@ impl Attachment {
         pid: NonZeroU32,
         ring_bytes: u32,
         count_only: bool,
+        mechanism: Mechanism,
     ) -> Result<Self, AttachError> {
         let config = Config {
             header_state: plan.layout.header_state,
@@ -226,15 +282,20 @@ impl Attachment {
             },
             wake_bytes: u64::from(ring_bytes / 4),
         };
+        let block_on = block_on_done(plan);
         let mut ebpf = EbpfLoader::new()
             .override_global("CONFIG", &config, true)
             .map_max_entries("EVENTS", ring_bytes)
+            // A map cannot be empty.
+            .map_max_entries("BLOCK_ON_DONE", block_on.len().max(1) as u32)
             .load(PROGRAMS)
             .map_err(|error| AttachError::Load(Box::new(error)))?;
+        fill_block_on_done(&mut ebpf, &block_on)?;
         let mut loaded = std::collections::HashSet::new();
         for probe in &PROBES {
-            if loaded.insert(probe.program) {
-                program(&mut ebpf, probe.program)?
+            let name = mechanism.program(probe.program);
+            if loaded.insert(name) {
+                program(&mut ebpf, name)?
                     .load()
                     .map_err(|source| attach_error(probe, 0, binary, source))?;
             }
@@ -251,6 +312,7 @@ impl Attachment {
             placed,
             binary: binary.to_owned(),
             pid,
+            mechanism,
             // Without it the kernel keeps no run time per program; the probe then prices its
             // programs by their hits alone.
             _stats: aya::sys::enable_stats(aya::sys::Stats::RunTime).ok(),
@@ -268,7 +330,7 @@ impl Attachment {
                 continue;
             }
             let points = &self.points[slot];
-            let uprobe = program(&mut self.ebpf, probe.program)?;
+            let uprobe = program(&mut self.ebpf, self.mechanism.program(probe.program))?;
             let link = uprobe
                 .attach(
                     points.iter().copied(),
@@ -294,7 +356,7 @@ impl Attachment {
                 continue;
             }
             if let Some(link) = self.links[slot].take() {
-                program(&mut self.ebpf, probe.program)?
+                program(&mut self.ebpf, self.mechanism.program(probe.program))?
                     .detach(link)
                     .map_err(|source| attach_error(probe, 0, &self.binary, source))?;
             }
@@ -363,6 +425,29 @@ impl Attachment {
     }
 }
 
+/// How each `block_on` poll site's future says it returned, by site index (the cookie's).
+fn block_on_done(plan: &ProbePlan) -> Vec<(u32, BlockOnDone)> {
+    plan.sites_of(SiteKind::BlockOnPoll)
+        .filter_map(|(index, site)| {
+            let body = plan.task_types.get(site.task_type?)?.block_on.as_ref()?;
+            Some((index as u32, body.done))
+        })
+        .collect()
+}
+
+fn fill_block_on_done(ebpf: &mut Ebpf, done: &[(u32, BlockOnDone)]) -> Result<(), AttachError> {
+    let map_error = |error| AttachError::Map(Box::new(error));
+    let map = ebpf
+        .map_mut("BLOCK_ON_DONE")
+        .ok_or(AttachError::Missing("BLOCK_ON_DONE map"))?;
+    let mut map: aya::maps::HashMap<_, u32, BlockOnDone> =
+        aya::maps::HashMap::try_from(map).map_err(map_error)?;
+    for (site, done) in done {
+        map.insert(site, done, 0).map_err(map_error)?;
+    }
+    Ok(())
+}
+
 fn program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut UProbe, AttachError> {
     ebpf.program_mut(name)
         .ok_or(AttachError::Missing(name))?
@@ -410,7 +495,7 @@ fn place(
             if placed.instruction.is_empty() {
                 placed.instruction = entry.instruction.clone();
             }
-            let kind = site.kind.task_op_event().map_or(0, |kind| kind as u8);
+            let kind = site.kind.cookie_kind();
             UProbeAttachPoint {
                 location: UProbeAttachLocation::AbsoluteOffset(site.file_offset + entry.offset),
                 cookie: Some(cookie::pack(
@@ -487,7 +572,7 @@ impl Attachment {
             location: UProbeAttachLocation::AbsoluteOffset(offset),
             cookie: Some(cookie::pack(0, 0, 0, CALIBRATION_SLOT)),
         };
-        let uprobe = program(&mut self.ebpf, program_name).ok()?;
+        let uprobe = program(&mut self.ebpf, self.mechanism.program(program_name)).ok()?;
         let link = uprobe
             .attach([point], &path, UProbeScope::OneProcess(pid))
             .ok()?;

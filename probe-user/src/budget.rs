@@ -223,7 +223,8 @@ fn live_tasks<O>(session: &Session<O>) -> impl Iterator<Item = (usize, u64, u64)
         .tasks()
         .iter()
         .enumerate()
-        .filter(|(_, task)| !task.state.is_terminal())
+        // A block_on future has no header to check; its probes stay attached anyway.
+        .filter(|(_, task)| !task.state.is_terminal() && !task.block_on)
         .map(|(index, task)| (index, task.header, task.vtable))
 }
 

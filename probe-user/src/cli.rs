@@ -19,7 +19,8 @@ unmodified binary (no console-subscriber, no tokio_unstable, no rebuild) and rep
 its name, state, polls, how its time split between running, waiting for a worker and idling, the \
 .await it is parked on, and what is wrong (deadlocks, lost wakers, blocking polls). On a terminal \
 it shows a live view; it also writes Perfetto timelines, flamegraphs and recordings to replay.\n\n\
-Needs root (or CAP_BPF + CAP_PERFMON) and Linux >= 6.6.\n\n\
+Needs root (or CAP_BPF + CAP_PERFMON) and Linux >= 5.15 (>= 6.6 for uprobe_multi links and the \
+overhead budget; dump works on any kernel).\n\n\
 Exit status: a launched command's own (128 + N when signal N killed it); 3 when `test` finds a \
 hang; 125 when async-inspect itself fails; 126 when the command cannot be run; 127 when it is not \
 found.",

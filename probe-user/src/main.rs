@@ -188,8 +188,22 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
         config.debuginfo.as_deref(),
     )?;
     plan.notes.extend(notes);
+    if matches!(config.target, Target::Pid(_)) {
+        plan.notes
+            .extend(resolve::block_on::unfindable_note(&plan.task_types, true));
+    }
     let catalogue = plan.catalogue();
-    attach::preflight()?;
+    let mechanism = attach::preflight()?;
+    // Each perf-event uprobe takes ~100 ms to detach: windows of 200 ms cannot be kept.
+    let perf_event = mechanism == attach::Mechanism::PerfEvent;
+    let max_overhead = config.max_overhead.filter(|_| !perf_event);
+    if perf_event && config.max_overhead.is_some() && !config.quiet {
+        eprintln!(
+            "async-inspect: note: this kernel has no uprobe_multi (Linux >= 6.6): probes are \
+             perf-event uprobes, which cannot be attached in windows, so every poll is followed \
+             (no overhead budget)"
+        );
+    }
 
     // The live view owns the terminal: a launched program's output goes to a file meanwhile.
     let target_log = match (config.tui, launched) {
@@ -214,19 +228,25 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
         }
         (None, None) => unreachable!("a target is either launched or given by pid"),
     };
-    let mut attachment =
-        match Attachment::attach(&plan, &binary, pid, config.ring_bytes, config.count_only) {
-            Ok(attachment) => attachment,
-            Err(error) => {
-                if let Some(gate) = gate {
-                    gate.abandon().await;
-                }
-                return Err(error.into());
+    let mut attachment = match Attachment::attach(
+        &plan,
+        &binary,
+        pid,
+        config.ring_bytes,
+        config.count_only,
+        mechanism,
+    ) {
+        Ok(attachment) => attachment,
+        Err(error) => {
+            if let Some(gate) = gate {
+                gate.abandon().await;
             }
-        };
+            return Err(error.into());
+        }
+    };
     let mut collector = Collector::new(attachment.take_events()?)?;
     let prices = attachment.calibrate().unwrap_or(Prices::TYPICAL);
-    let mut budget = Budget::new(pid.get(), prices, config.max_overhead, &attachment);
+    let mut budget = Budget::new(pid.get(), prices, max_overhead, &attachment);
     // Await points are read from the target's memory when tasks go idle (needs DWARF).
     let memory = plan
         .types
@@ -243,6 +263,7 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
         undecodable: 0,
         probe_points: attachment.points(),
         links: attachment.links(),
+        perf_event_uprobes: mechanism == attach::Mechanism::PerfEvent,
         overhead: None,
         target_exit: None,
     };
@@ -304,7 +325,7 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
         }
         let found = scanner
             .map_err(|error| anyhow::anyhow!("{error}"))
-            .and_then(|scanner| Ok(snapshot::find(&plan, scanner, collect::monotonic_ns())?));
+            .and_then(|scanner| find_in_memory(&plan, scanner));
         if looking {
             eprint!("\r\x1b[K");
         }
@@ -489,11 +510,17 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
     session.model.close(ended_ns);
     // Still alive (attached by pid, or stopped early): read where every idle task waits now,
     // including tasks idle since before the probe attached.
+    let all: Vec<usize> = (0..session.model.tasks().len()).collect();
     if let Some(reader) = &reader
         && target::is_alive(pid)
     {
-        let all: Vec<usize> = (0..session.model.tasks().len()).collect();
         read_stacks(reader, &mut session, &all);
+    } else if reader.is_some() {
+        // Gone: tasks never read say so, rather than "not read yet".
+        let now_ns = collect::monotonic_ns();
+        for (task, stack) in probe_user::analyze::stacks::gone(&session.model, &all, now_ns) {
+            session.stack(task, stack);
+        }
     }
     if let (Ended::Quit, Some(child)) = (ended, child.as_ref())
         && let Some(child_pid) = child.id()
@@ -598,6 +625,19 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
         return Ok(HANG_EXIT);
     }
     Ok(status.map_or(0, target::exit_code))
+}
+
+/// The tasks in the program's memory, and the futures given to `block_on` parked on its stacks.
+fn find_in_memory(
+    plan: &resolve::ProbePlan,
+    memory: &ProcessMemory,
+) -> anyhow::Result<snapshot::Found> {
+    let now_ns = collect::monotonic_ns();
+    let mut found = snapshot::find(plan, memory, now_ns)?;
+    found
+        .tasks
+        .extend(snapshot::find_block_on(plan, memory, now_ns)?);
+    Ok(found)
 }
 
 /// "7 tasks found in the program's memory, besides 2 runtime workers": tasks counted as the
@@ -829,6 +869,8 @@ fn dump(args: &DumpArgs) -> anyhow::Result<i32> {
         args.debuginfo.as_deref(),
     )?;
     plan.notes.extend(notes);
+    plan.notes
+        .extend(resolve::block_on::unfindable_note(&plan.task_types, false));
     if plan.types.is_none() {
         eprintln!(
             "async-inspect: note: no DWARF in {}: tasks are listed without await points or backtraces \
@@ -844,7 +886,10 @@ fn dump(args: &DumpArgs) -> anyhow::Result<i32> {
         None
     };
     let now_ns = collect::monotonic_ns();
-    let snapshot = snapshot::take(&plan, &memory, now_ns)?;
+    let mut snapshot = snapshot::take(&plan, &memory, now_ns)?;
+    for body in snapshot::find_block_on(&plan, &memory, now_ns)? {
+        snapshot.model.observe(body);
+    }
     let mut stacks = Stacks::default();
     let reader = StackReader {
         plan: &plan,
@@ -867,6 +912,7 @@ fn dump(args: &DumpArgs) -> anyhow::Result<i32> {
             undecodable: 0,
             probe_points: 0,
             links: 0,
+            perf_event_uprobes: false,
             overhead: None,
             target_exit: None,
         },

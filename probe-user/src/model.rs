@@ -75,6 +75,7 @@ impl TaskState {
 
 #[derive(Clone, Debug)]
 pub struct Task {
+    /// The task's header address; for a `block_on` future, the future's own address.
     pub header: u64,
     /// How many earlier tasks this model saw at the same header address.
     pub generation: u32,
@@ -123,6 +124,11 @@ pub struct Task {
     /// task (the timer, the I/O driver, another thread). At most [`MAX_WAKERS`] entries; wakes
     /// from further tasks are not itemised.
     pub woken_by: Vec<(Option<usize>, u64)>,
+    /// A future given to `block_on` (`#[tokio::main]`, `#[tokio::test]`), followed like a task
+    /// but none: no id, no state word (its memory holds the future itself), and no wakes (its
+    /// waker is the runtime's park-thread or driver waker, not a task's). It is running while
+    /// its poll runs and idle between polls: "scheduled" is never seen, woken time counts idle.
+    pub block_on: bool,
 }
 
 /// How many distinct wakers a task keeps count of.
@@ -302,10 +308,30 @@ pub enum Coverage {
 pub struct Observed {
     pub header: u64,
     pub task_id: Option<u64>,
+    /// The task's vtable, by which it was found; 0 for a future given to `block_on`.
     pub vtable: u64,
     pub task_type: usize,
     pub state_word: u64,
     pub now_ns: u64,
+}
+
+impl Observed {
+    /// A future given to `block_on`, found parked at `address` (recordings carry it as a task
+    /// without a vtable, which no task found in memory is: the format stays as it was).
+    pub fn block_on(address: u64, task_type: usize, now_ns: u64) -> Self {
+        Self {
+            header: address,
+            task_id: None,
+            vtable: 0,
+            task_type,
+            state_word: 0,
+            now_ns,
+        }
+    }
+
+    pub fn is_block_on(&self) -> bool {
+        self.vtable == 0
+    }
 }
 
 /// Counts of things the model could not place, for an honest summary.
@@ -548,8 +574,9 @@ impl TaskModel {
             return Some(index);
         }
         let freed = event.flags & flags::FREED_DURING_POLL != 0 || task.freed_in_poll;
+        // A block_on future's "word" only says whether it returned (see flags::BLOCK_ON).
         let word = event.value;
-        if !freed {
+        if !freed && !task.block_on {
             task.state_word = Some((word, now));
         }
         let next = if event.flags & flags::PANICKED != 0 && (freed || word & state::COMPLETE != 0) {
@@ -588,6 +615,9 @@ impl TaskModel {
     }
 
     fn same_task(&self, index: usize, event: &TaskEvent) -> bool {
+        if self.tasks[index].block_on != (event.flags & flags::BLOCK_ON != 0) {
+            return false;
+        }
         match (self.tasks[index].id, event.task_id) {
             (Some(a), Some(b)) => a == b,
             _ => !self.tasks[index].state.is_terminal(),
@@ -662,6 +692,7 @@ impl TaskModel {
             poll_times: Histogram::default(),
             scheduled_times: Histogram::default(),
             woken_by: Vec::new(),
+            block_on: event.flags & flags::BLOCK_ON != 0,
         });
         *generation += 1;
         self.live.insert(event.header, index);
@@ -720,10 +751,12 @@ impl TaskModel {
     /// Records a task found in memory by a snapshot (no history: counts stay zero). A task the
     /// model already follows at that address (the probe saw it first) is left as it is.
     pub fn observe(&mut self, found: Observed) -> usize {
+        let block_on = found.is_block_on();
         if let Some(&index) = self.live.get(&found.header) {
-            if self.tasks[index]
-                .id
-                .is_none_or(|id| Some(id) == found.task_id)
+            if self.tasks[index].block_on == block_on
+                && self.tasks[index]
+                    .id
+                    .is_none_or(|id| Some(id) == found.task_id)
             {
                 return index;
             }
@@ -742,16 +775,23 @@ impl TaskModel {
             value: found.state_word,
             site: u32::MAX,
             tid: 0,
-            flags: 0,
+            flags: if block_on { flags::BLOCK_ON } else { 0 },
         };
         self.first_ns.get_or_insert(found.now_ns);
         self.last_ns = self.last_ns.max(found.now_ns);
         let word = found.state_word;
-        let state = state_of_word(word);
+        // A block_on future is found parked at an await (see `Observed::block_on`).
+        let state = if block_on {
+            TaskState::Idle
+        } else {
+            state_of_word(word)
+        };
         let index = self.create(&event, state);
         let task = &mut self.tasks[index];
         task.task_type = Some(found.task_type);
-        task.state_word = Some((word, found.now_ns));
+        if !block_on {
+            task.state_word = Some((word, found.now_ns));
+        }
         if state.is_terminal() {
             // Finished, but its JoinHandle still holds it: when it ended is unknown.
             self.active -= 1;
@@ -783,13 +823,16 @@ impl TaskModel {
     /// Polls in flight end unseen: their tasks wait for a worker, as far as anyone knows, until
     /// their memory is checked.
     fn pause(&mut self, now: u64) {
-        for task in &mut self.tasks {
+        // block_on futures' probes stay attached: their poll ends are still seen.
+        for task in self.tasks.iter_mut().filter(|task| !task.block_on) {
             if task.state == TaskState::Running {
                 task.poll = None;
                 task.enter(TaskState::Scheduled, now);
             }
         }
-        self.thread_polls.clear();
+        for polls in self.thread_polls.values_mut() {
+            polls.retain(|&(task, _)| self.tasks[task].block_on);
+        }
         self.last_ns = self.last_ns.max(now);
     }
 
@@ -798,7 +841,8 @@ impl TaskModel {
         let Some(task) = self.tasks.get(index) else {
             return;
         };
-        if task.state.is_terminal() {
+        // A block_on future has no state word: its memory says nothing of the kind.
+        if task.state.is_terminal() || task.block_on {
             return;
         }
         let Some(word) = word else {
@@ -836,6 +880,7 @@ impl TaskModel {
     pub fn refresh_word(&mut self, index: usize, word: u64, now: u64) {
         if let Some(task) = self.tasks.get_mut(index)
             && !task.state.is_terminal()
+            && !task.block_on
             && task.state_word.is_none_or(|(_, read)| read <= now)
         {
             task.state_word = Some((word, now));
@@ -1221,6 +1266,67 @@ mod tests {
         assert_eq!(m.active(), 2);
         // The freed task's address may hold a new task now.
         m.apply(&event(101, EventKind::Spawn, gone, 9));
+        assert_eq!(m.tasks().len(), 4);
+    }
+
+    #[test]
+    fn a_block_on_future_is_followed_without_a_state_word() {
+        let mut m = TaskModel::new(vec![Some(0), None, Some(1)]);
+        let body = 0x7ffd_0000_1000;
+        let poll = |ts_ns, kind, value, extra| TaskEvent {
+            ts_ns,
+            kind,
+            header: body,
+            task_id: None,
+            vtable: 0,
+            other_header: 0,
+            value,
+            site: 2,
+            tid: 7,
+            flags: flags::BLOCK_ON | extra,
+        };
+        m.apply(&poll(10, EventKind::PollStart, 0, 0));
+        m.apply(&TaskEvent {
+            other_header: body,
+            ..event(11, EventKind::Spawn, HDR, 1)
+        });
+        m.apply(&poll(20, EventKind::PollEnd, 0, 0));
+        let entry = &m.tasks()[0];
+        assert!(entry.block_on);
+        assert_eq!(m.task_type(entry), Some(1));
+        assert_eq!(
+            (entry.state, entry.polls, entry.busy_ns),
+            (TaskState::Idle, 1, 10)
+        );
+        assert_eq!(entry.live_wakers(), None, "no state word, no waker count");
+        assert_eq!(m.tasks()[1].parent, Some(0), "spawned from its poll");
+        // Its memory holds the future: neither a read nor a budget's gap makes a word of it.
+        m.refresh_word(0, 5 << state::REF_COUNT_SHIFT, 30);
+        m.coverage(Coverage::Paused { now_ns: 35 });
+        m.coverage(Coverage::Checked {
+            task: 0,
+            word: None,
+            changed: true,
+            now_ns: 40,
+        });
+        assert_eq!(m.tasks()[0].state_word, None);
+        assert_eq!(m.tasks()[0].state, TaskState::Idle);
+        m.apply(&poll(50, EventKind::PollStart, 0, 0));
+        m.apply(&poll(60, EventKind::PollEnd, state::COMPLETE, 0));
+        assert_eq!(m.tasks()[0].state, TaskState::Completed);
+        assert_eq!(m.tasks()[0].idle_ns, 30);
+        // The next test's body at the same stack address is another entry; it panics.
+        m.apply(&poll(70, EventKind::PollStart, 0, 0));
+        m.apply(&poll(
+            80,
+            EventKind::PollEnd,
+            state::COMPLETE,
+            flags::PANICKED,
+        ));
+        assert_eq!(m.tasks().len(), 3);
+        assert_eq!(m.tasks()[2].state, TaskState::Panicked);
+        // A tokio task at an address a block_on future had is not mistaken for it.
+        m.apply(&event(90, EventKind::PollStart, body, 9));
         assert_eq!(m.tasks().len(), 4);
     }
 

@@ -658,9 +658,11 @@ mod tests {
                     locals: Vec::new(),
                     holds: Vec::new(),
                     waits_on: None,
+                    bound: None,
                 }],
                 read_ns: 1_310,
                 state_word: Some(0x80),
+                missing: None,
             },
         );
     }

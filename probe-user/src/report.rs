@@ -11,7 +11,7 @@ use crate::{
         deadlocks::WaitGraph,
         hangs,
         lints::{self, TaskView, Thresholds, Warning},
-        stacks::Stacks,
+        stacks::{NoBacktrace, Stacks, TaskStack, await_point_of},
     },
     model::{Histogram, Task, TaskModel, TaskState},
     overhead::Overhead,
@@ -39,6 +39,9 @@ pub struct Report {
 #[derive(Clone, Debug, Serialize)]
 pub struct FoldedRow {
     pub name: String,
+    /// tokio's own tasks (see `Summary::internal_tasks`): left out of the counts.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub internal: bool,
     pub tasks: u64,
     pub completed: u64,
     pub cancelled: u64,
@@ -63,6 +66,9 @@ impl FoldedRow {
                 name: task_type
                     .and_then(|index| plan.task_types.get(index))
                     .map_or_else(|| "(unknown type)".to_owned(), |t| t.name.clone()),
+                internal: task_type
+                    .and_then(|index| plan.task_types.get(index))
+                    .is_some_and(TypeName::is_internal),
                 tasks: folded.tasks,
                 completed: folded.completed,
                 cancelled: folded.cancelled,
@@ -90,6 +96,93 @@ pub struct StuckRow {
     pub leaf: Option<String>,
     /// Innermost last.
     pub backtrace: Vec<Frame>,
+    /// Why `backtrace` is empty.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub no_backtrace: Option<String>,
+    /// Whether anything on its await chain ends the wait.
+    #[serde(flatten)]
+    pub wait: Wait,
+}
+
+/// Whether anything on a waiting task's await chain ends its wait whatever it waits for: a
+/// `tokio::time::timeout`, a sleep, a sleep branch of a `select!`, an interval. Nothing is said
+/// without a backtrace.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Wait {
+    /// The timer that ends the wait soonest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bounded_by: Option<BoundRow>,
+    /// Nothing on the chain bounds it: only what it waits for can end it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub can_wait_forever: bool,
+    /// Where a timeout would go: the innermost await in the program's own code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wrap_at: Option<AwaitPoint>,
+}
+
+/// A timer that bounds a wait, and the await it belongs to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct BoundRow {
+    /// `tokio::time::Timeout`, `tokio::time::Sleep in a tokio::select! branch`, ...
+    pub by: String,
+    /// How long it had left at the end of the observation, where its deadline could be read.
+    pub remaining_ns: Option<u64>,
+    pub file: Option<std::sync::Arc<str>>,
+    pub line: Option<u64>,
+}
+
+impl Wait {
+    /// The wait of a task parked with `frames` (outermost first), as of `now_ns`.
+    pub fn of(frames: &[Frame], now_ns: u64) -> Self {
+        if frames.is_empty() {
+            return Self::default();
+        }
+        if let Some((bound, at)) = crate::analyze::backtrace::wait_bound(frames) {
+            return Self {
+                bounded_by: Some(BoundRow {
+                    by: bound.by.clone(),
+                    remaining_ns: bound.deadline_ns.map(|at| at.saturating_sub(now_ns)),
+                    file: at.and_then(|frame| frame.file.clone()),
+                    line: at.and_then(|frame| frame.line),
+                }),
+                ..Self::default()
+            };
+        }
+        Self {
+            bounded_by: None,
+            can_wait_forever: true,
+            wrap_at: await_point_of(frames).map(AwaitPoint::of),
+        }
+    }
+
+    /// The sentence the reports print under a waiting task, if there is anything to say.
+    pub fn sentence(&self) -> Option<String> {
+        if let Some(bound) = &self.bounded_by {
+            let at = location(bound.file.as_deref(), bound.line);
+            // A timeout times out; a sleep or a tick ends the wait.
+            let ends = match bound.by.starts_with("tokio::time::Timeout") {
+                true => "times out",
+                false => "the wait ends",
+            };
+            let when = match bound.remaining_ns {
+                Some(0) => "now".to_owned(),
+                Some(ns) => format!("in {}", duration(ns)),
+                None => return Some(format!("bounded: {} at {at} ends the wait", bound.by)),
+            };
+            return Some(format!("bounded: {ends} {when} ({} at {at})", bound.by));
+        }
+        if !self.can_wait_forever {
+            return None;
+        }
+        Some(match &self.wrap_at {
+            Some(point) => format!(
+                "no timeout on this path: it can wait forever (wrap the await at {} in \
+                 tokio::time::timeout)",
+                location(point.file.as_deref(), point.line)
+            ),
+            None => "no timeout on this path: it can wait forever".to_owned(),
+        })
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -97,6 +190,16 @@ pub struct AwaitPoint {
     pub file: Option<std::sync::Arc<str>>,
     pub line: Option<u64>,
     pub function: std::sync::Arc<str>,
+}
+
+impl AwaitPoint {
+    pub fn of(frame: &Frame) -> Self {
+        Self {
+            file: frame.file.clone(),
+            line: frame.line,
+            function: frame.function.clone(),
+        }
+    }
 }
 
 /// How the report's facts were gathered.
@@ -129,6 +232,9 @@ pub struct Summary {
     pub folded: u64,
     /// Worker-loop tasks of multi-thread runtimes: left out of `tasks` and the counts above.
     pub runtime_workers: usize,
+    /// tokio's own other tasks (its blocking tasks for files, stdio, DNS): listed in `tasks`
+    /// with `internal: true`, left out of the counts above, the table and the stuck tasks.
+    pub internal_tasks: usize,
     pub events: u64,
     /// Events lost because the ring buffer was full.
     pub dropped: u64,
@@ -140,6 +246,8 @@ pub struct Summary {
     pub debuginfo: bool,
     pub probe_points: usize,
     pub links: usize,
+    /// One perf-event uprobe per point, on a kernel without uprobe_multi (Linux < 6.6).
+    pub perf_event_uprobes: bool,
     /// What the probe cost the target, and how much of the run it saw every poll of.
     pub overhead: Option<Overhead>,
     /// How a launched program ended (null when attached by pid, or it was killed for a hang).
@@ -176,6 +284,9 @@ pub struct TaskRow {
     /// The tokio task id (`tokio::task::Id`), if it could be read.
     pub id: Option<u64>,
     pub name: String,
+    /// One of tokio's own tasks, not the program's (see `Summary::internal_tasks`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub internal: bool,
     pub state: TaskState,
     pub polls: u64,
     pub busy_ns: u64,
@@ -198,6 +309,12 @@ pub struct TaskRow {
     pub await_point: Option<AwaitPoint>,
     /// The async backtrace read when the task last went idle, innermost last.
     pub backtrace: Vec<Frame>,
+    /// Why a task that is alive has no `backtrace`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub no_backtrace: Option<String>,
+    /// For a waiting task: whether anything on its await chain ends the wait.
+    #[serde(flatten)]
+    pub wait: Wait,
     /// How long its polls took (non-empty buckets only).
     pub poll_histogram: Vec<Bucket>,
     /// How long it waited for a worker after each wake (non-empty buckets only).
@@ -270,6 +387,9 @@ pub struct RunFacts {
     pub undecodable: u64,
     pub probe_points: usize,
     pub links: usize,
+    /// The probes are one perf-event uprobe per point (a kernel without uprobe_multi).
+    #[serde(default)]
+    pub perf_event_uprobes: bool,
     /// What the probe cost the target (None for a dump).
     #[serde(default)]
     pub overhead: Option<Overhead>,
@@ -296,9 +416,12 @@ impl TaskRow {
             Mode::Dump => 0,
         };
         let name = |task: &Task| task_name(plan, model, task).to_owned();
+        let stack = analysis.stacks.get(index);
+        let waiting = task.state == TaskState::Idle;
         TaskRow {
             id: task.id,
             name: name(task),
+            internal: is_internal(plan, model, task),
             state: task.state,
             polls: task.polls,
             busy_ns: task.time_at(TaskState::Running, now_ns),
@@ -312,19 +435,13 @@ impl TaskRow {
             live_wakers: task.live_wakers(),
             parent: task.parent.and_then(|index| model.tasks()[index].id),
             header: format!("{:#x}", task.header),
-            await_point: analysis.stacks.get(index).and_then(|stack| {
-                let frame = stack.await_point()?;
-                Some(AwaitPoint {
-                    file: frame.file.clone(),
-                    line: frame.line,
-                    function: frame.function.clone(),
-                })
-            }),
-            backtrace: analysis
-                .stacks
-                .get(index)
-                .map(|stack| stack.frames.clone())
-                .unwrap_or_default(),
+            await_point: stack.and_then(TaskStack::await_point).map(AwaitPoint::of),
+            backtrace: stack.map(|stack| stack.frames.clone()).unwrap_or_default(),
+            no_backtrace: missing_backtrace(plan, stack, task),
+            wait: match (waiting, stack) {
+                (true, Some(stack)) => Wait::of(&stack.frames, facts.ended_ns),
+                _ => Wait::default(),
+            },
             poll_histogram: Bucket::rows(&task.poll_times),
             scheduled_histogram: Bucket::rows(&task.scheduled_times),
             woken_by: {
@@ -446,8 +563,9 @@ impl Report {
             .filter(|(_, task)| !is_worker(task))
             .map(|(index, task)| TaskRow::new(plan, model, &analysis, &facts, index, task))
             .collect();
+        let internal = |task: &Task| is_internal(plan, model, task);
         let stuck = hangs::stuck_tasks(model, facts.ended_ns, analysis.stuck_after_ns, |task| {
-            !is_worker(task)
+            !internal(task)
         })
         .into_iter()
         .map(|stuck| {
@@ -459,6 +577,10 @@ impl Report {
                 idle_ns: stuck.idle_ns,
                 leaf: stack.and_then(|stack| stack.leaf().map(str::to_owned)),
                 backtrace: stack.map(|stack| stack.frames.clone()).unwrap_or_default(),
+                no_backtrace: missing_backtrace(plan, stack, task),
+                wait: stack.map_or_else(Wait::default, |stack| {
+                    Wait::of(&stack.frames, facts.ended_ns)
+                }),
             }
         })
         .collect();
@@ -468,7 +590,7 @@ impl Report {
             .tasks()
             .iter()
             .enumerate()
-            .filter(|(_, task)| !is_worker(task))
+            .filter(|(_, task)| !internal(task))
             .map(|(index, task)| TaskView {
                 index,
                 task,
@@ -482,7 +604,7 @@ impl Report {
             .collect();
         let type_name = |task: &Task| {
             task_type(task)
-                .filter(|t| !t.runtime_worker)
+                .filter(|t| !t.is_internal())
                 .map(|t| t.name.clone())
         };
         let warnings = lints::check_all(&views, model, &type_name, &analysis.limits);
@@ -496,13 +618,7 @@ impl Report {
                 task: task.id,
                 name: name(task),
                 waits_on,
-                at: stack
-                    .and_then(|stack| stack.await_point())
-                    .map(|frame| AwaitPoint {
-                        file: frame.file.clone(),
-                        line: frame.line,
-                        function: frame.function.clone(),
-                    }),
+                at: stack.and_then(TaskStack::await_point).map(AwaitPoint::of),
                 holds: stack
                     .map(|stack| {
                         stack
@@ -571,28 +687,32 @@ impl Report {
             .collect();
         let folded_types = FoldedRow::all(plan, model);
         let folded = |field: fn(&FoldedRow) -> u64| -> usize {
-            folded_types.iter().map(field).sum::<u64>() as usize
+            let rows = folded_types.iter().filter(|row| !row.internal);
+            rows.map(field).sum::<u64>() as usize
         };
-        let count = |state| tasks.iter().filter(|task| task.state == state).count();
+        // The program's own tasks: what the counts count.
+        let own: Vec<&TaskRow> = tasks.iter().filter(|task| !task.internal).collect();
+        let internal_tasks = tasks.len() - own.len();
+        let count = |state| own.iter().filter(|task| task.state == state).count();
         let summary = Summary {
             mode: facts.mode,
             target: facts.target,
             pid: facts.pid,
             duration_ns: facts.ended_ns.saturating_sub(facts.started_ns),
-            tasks: tasks.len() + folded(|row| row.tasks),
+            tasks: own.len() + folded(|row| row.tasks),
             // Folded tasks no longer say when they lived: the model's running peak does.
-            peak_concurrency: model
-                .peak_concurrency(|task| !is_worker(task))
-                .max(model.peak_active().saturating_sub(runtime_workers)),
+            peak_concurrency: model.peak_concurrency(|task| !internal(task)).max(
+                model
+                    .peak_active()
+                    .saturating_sub(runtime_workers + internal_tasks),
+            ),
             completed: count(TaskState::Completed) + folded(|row| row.completed),
             cancelled: count(TaskState::Cancelled) + folded(|row| row.cancelled),
             panicked: count(TaskState::Panicked) + folded(|row| row.panicked),
             folded: folded(|row| row.tasks) as u64,
-            live_at_end: tasks
-                .iter()
-                .filter(|task| !task.state.is_terminal())
-                .count(),
+            live_at_end: own.iter().filter(|task| !task.state.is_terminal()).count(),
             runtime_workers,
+            internal_tasks,
             events: model.events,
             dropped: facts.dropped_per_cpu.iter().sum(),
             dropped_per_cpu: facts.dropped_per_cpu,
@@ -603,6 +723,7 @@ impl Report {
             debuginfo: plan.has_dwarf,
             probe_points: facts.probe_points,
             links: facts.links,
+            perf_event_uprobes: facts.perf_event_uprobes,
             overhead: facts.overhead,
             target_exit: facts.target_exit,
             notes: plan.notes.clone(),
@@ -641,6 +762,14 @@ impl Report {
             "  tasks: {} seen, peak {} at once; {} completed, {} cancelled, {} panicked, {} live at the end",
             s.tasks, s.peak_concurrency, s.completed, s.cancelled, s.panicked, s.live_at_end
         )?;
+        if s.internal_tasks > 0 {
+            writeln!(
+                out,
+                "  and {} of tokio's own tasks (blocking file, stdio or DNS work), left out of the \
+                 counts, the table and the stuck tasks (--json marks them `internal: true`)",
+                s.internal_tasks
+            )?;
+        }
         let seconds = (s.duration_ns as f64 / 1e9).max(1e-9);
         writeln!(
             out,
@@ -656,9 +785,19 @@ impl Report {
         )?;
         writeln!(
             out,
-            "  probes: {} points in {} uprobe_multi links; task names from {}",
-            s.probe_points,
-            s.links,
+            "  probes: {}; task names from {}",
+            if s.perf_event_uprobes {
+                format!(
+                    "{} points as perf-event uprobes, one per point (this kernel has no uprobe_multi, \
+                     Linux >= 6.6)",
+                    s.probe_points
+                )
+            } else {
+                format!(
+                    "{} points in {} uprobe_multi links",
+                    s.probe_points, s.links
+                )
+            },
             s.naming.describe()
         )?;
         if let Some(overhead) = &s.overhead {
@@ -682,7 +821,7 @@ impl Report {
              are listed above; --keep-all-tasks lists every one):",
             self.summary.folded
         )?;
-        for row in &self.folded_types {
+        for row in self.folded_types.iter().filter(|row| !row.internal) {
             writeln!(
                 out,
                 "    {:<50} {:>9} tasks {:>10} polls  busy {:>9}  longest poll {}",
@@ -743,9 +882,15 @@ impl Report {
         Ok(())
     }
 
+    /// The program's own tasks, busiest first: every task but tokio's internal ones.
+    pub fn own_tasks(&self) -> Vec<&TaskRow> {
+        self.tasks.iter().filter(|task| !task.internal).collect()
+    }
+
     /// The task table, busiest first, `top` rows (all when 0).
     pub fn write_table(&self, mut out: impl Write, top: usize) -> io::Result<()> {
-        if self.tasks.is_empty() {
+        let tasks = self.own_tasks();
+        if tasks.is_empty() {
             writeln!(
                 out,
                 "\n  no tasks were polled, spawned or woken while the probe was attached"
@@ -753,11 +898,11 @@ impl Report {
             return Ok(());
         }
         let shown = if top == 0 {
-            self.tasks.len()
+            tasks.len()
         } else {
-            top.min(self.tasks.len())
+            top.min(tasks.len())
         };
-        let width = self.tasks[..shown]
+        let width = tasks[..shown]
             .iter()
             .map(|task| task.name.chars().count())
             .max()
@@ -771,7 +916,7 @@ impl Report {
                 "\n  {:>6}  {:<width$}  {:<9}  AWAIT",
                 "ID", "TASK", "STATE"
             )?;
-            for task in &self.tasks[..shown] {
+            for &task in &tasks[..shown] {
                 let name: String = task.name.chars().take(width).collect();
                 writeln!(
                     out,
@@ -789,7 +934,7 @@ impl Report {
             "\n  {:>6}  {:<width$}  {:<9}  {:>7}  {:>9}  {:>9}  {:>9}  {:>6}  {:>5}  AWAIT",
             "ID", "TASK", "STATE", "POLLS", "BUSY", "SCHED", "IDLE", "WAKES", "SELF"
         )?;
-        for task in &self.tasks[..shown] {
+        for &task in &tasks[..shown] {
             let name: String = task.name.chars().take(width).collect();
             writeln!(
                 out,
@@ -806,11 +951,11 @@ impl Report {
                 await_point(task),
             )?;
         }
-        if shown < self.tasks.len() {
+        if shown < tasks.len() {
             writeln!(
                 out,
                 "  … {} more (--top 0 shows all, --json FILE writes every task)",
-                self.tasks.len() - shown
+                tasks.len() - shown
             )?;
         }
         Ok(())
@@ -832,21 +977,22 @@ impl Report {
         )?;
         for stuck in &self.stuck {
             let what = format!("idle {}", duration(stuck.idle_ns));
-            write_parked(
-                &mut out,
-                stuck.id,
-                &stuck.name,
-                &what,
-                stuck.leaf.as_deref(),
-                &stuck.backtrace,
-            )?;
+            Parked {
+                id: stuck.id,
+                name: &stuck.name,
+                what: &what,
+                leaf: stuck.leaf.as_deref(),
+                backtrace: &stuck.backtrace,
+                no_backtrace: stuck.no_backtrace.as_deref(),
+                wait: &stuck.wait,
+            }
+            .write(&mut out)?;
         }
         Ok(())
     }
 
     /// Deadlocks, wait chains, warnings and worker health.
     pub fn write_diagnosis(&self, mut out: impl Write) -> io::Result<()> {
-        let id = id_text;
         let waiter_line = WaiterRow::describe;
         for deadlock in &self.deadlocks {
             writeln!(
@@ -861,10 +1007,9 @@ impl Report {
         for chain in &self.chains {
             writeln!(
                 out,
-                "\n  blocked: {}, held by task {} {}{}",
+                "\n  blocked: {}, held by {}{}",
                 waiter_line(&chain.waiter),
-                id(chain.holder),
-                chain.holder_name,
+                task_text(chain.holder, &chain.holder_name),
                 chain
                     .holder_leaf
                     .as_ref()
@@ -893,8 +1038,8 @@ impl Report {
                         .longest_poll_name
                         .as_ref()
                         .map_or_else(String::new, |name| format!(
-                            " (task {} {name})",
-                            id(worker.longest_poll_task)
+                            " ({})",
+                            task_text(worker.longest_poll_task, name)
                         ))
                 )?;
             }
@@ -904,49 +1049,59 @@ impl Report {
 
     /// Every live task with its async backtrace (the `dump` view).
     pub fn write_backtraces(&self, mut out: impl Write) -> io::Result<()> {
-        for task in self.tasks.iter().filter(|task| !task.state.is_terminal()) {
-            let leaf = task
-                .backtrace
-                .last()
-                .and_then(|frame| frame.leaf.as_deref());
-            write_parked(
-                &mut out,
-                task.id,
-                &task.name,
-                task.state.as_str(),
-                leaf,
-                &task.backtrace,
-            )?;
+        let live = self.own_tasks().into_iter();
+        for task in live.filter(|task| !task.state.is_terminal()) {
+            Parked {
+                id: task.id,
+                name: &task.name,
+                what: task.state.as_str(),
+                leaf: task
+                    .backtrace
+                    .last()
+                    .and_then(|frame| frame.leaf.as_deref()),
+                backtrace: &task.backtrace,
+                no_backtrace: task.no_backtrace.as_deref(),
+                wait: &task.wait,
+            }
+            .write(&mut out)?;
         }
         Ok(())
     }
 }
 
-/// One task, Go-dump style: `task 12 app::audit — idle 12.3s — waiting for ...`, then its
-/// frames innermost first.
-fn write_parked(
-    out: &mut impl Write,
+/// One waiting task as the hang reports show it.
+struct Parked<'a> {
     id: Option<u64>,
-    name: &str,
-    what: &str,
-    leaf: Option<&str>,
-    backtrace: &[Frame],
-) -> io::Result<()> {
-    let task = task_text(id, name);
-    match leaf {
-        Some(leaf) => writeln!(out, "\n  {task} — {what} — {leaf}")?,
-        None => writeln!(out, "\n  {task} — {what}")?,
+    name: &'a str,
+    /// `idle 12.3s`, or its state.
+    what: &'a str,
+    leaf: Option<&'a str>,
+    backtrace: &'a [Frame],
+    no_backtrace: Option<&'a str>,
+    wait: &'a Wait,
+}
+
+impl Parked<'_> {
+    /// Go-dump style: `task 12 app::audit — idle 12.3s — waiting for ...`, then its frames
+    /// innermost first, then whether anything bounds the wait.
+    fn write(&self, out: &mut impl Write) -> io::Result<()> {
+        let (task, what) = (task_text(self.id, self.name), self.what);
+        match self.leaf {
+            Some(leaf) => writeln!(out, "\n  {task} — {what} — {leaf}")?,
+            None => writeln!(out, "\n  {task} — {what}")?,
+        }
+        if self.backtrace.is_empty() {
+            let why = self.no_backtrace.unwrap_or("none was read");
+            writeln!(out, "      (no backtrace: {why})")?;
+        }
+        for (depth, frame) in self.backtrace.iter().rev().enumerate() {
+            writeln!(out, "      {}", frame_line(frame, depth))?;
+        }
+        if let Some(sentence) = self.wait.sentence() {
+            writeln!(out, "      {sentence}")?;
+        }
+        Ok(())
     }
-    if backtrace.is_empty() {
-        writeln!(
-            out,
-            "      (no backtrace: needs DWARF, and the target alive when read)"
-        )?;
-    }
-    for (depth, frame) in backtrace.iter().rev().enumerate() {
-        writeln!(out, "      {}", frame_line(frame, depth))?;
-    }
-    Ok(())
 }
 
 /// A tokio task id, or `?` when it could not be read.
@@ -954,8 +1109,12 @@ pub fn id_text(id: Option<u64>) -> String {
     id.map_or_else(|| "?".to_owned(), |id| id.to_string())
 }
 
-/// `task 12 app::worker`, the way every report names a task.
+/// `task 12 app::worker`, the way every report names a task; a future given to `block_on`,
+/// which is no task and has no id, by its name alone: `block_on: app::main::{async block#0}`.
 pub fn task_text(id: Option<u64>, name: &str) -> String {
+    if id.is_none() && name.starts_with(crate::resolve::block_on::PREFIX) {
+        return name.to_owned();
+    }
     format!("task {} {name}", id_text(id))
 }
 
@@ -1022,6 +1181,36 @@ pub fn task_name<'a>(catalogue: &'a Catalogue, model: &TaskModel, task: &Task) -
     task_type(catalogue, model, task).map_or("(unknown type: never polled)", |t| t.name.as_str())
 }
 
+/// One of tokio's own tasks: left out of the counts, the table and the stuck tasks.
+pub fn is_internal(catalogue: &Catalogue, model: &TaskModel, task: &Task) -> bool {
+    task_type(catalogue, model, task).is_some_and(TypeName::is_internal)
+}
+
+/// Why a task that is alive shows no backtrace, in words; None when it has one, or has ended
+/// (where it last waited is history).
+fn missing_backtrace(
+    catalogue: &Catalogue,
+    stack: Option<&TaskStack>,
+    task: &Task,
+) -> Option<String> {
+    if task.state.is_terminal() || stack.is_some_and(|stack| !stack.frames.is_empty()) {
+        return None;
+    }
+    if let Some(why) = stack.and_then(|stack| stack.missing.as_ref()) {
+        return Some(why.to_string());
+    }
+    Some(if !catalogue.has_dwarf {
+        NoBacktrace::NoDwarf.to_string()
+    } else if task.state == TaskState::Idle {
+        "not read yet: a backtrace is read once a task has waited 100 ms".to_owned()
+    } else {
+        format!(
+            "{} when last looked at: a backtrace is read while a task waits",
+            task.state.as_str()
+        )
+    })
+}
+
 /// A multi-thread worker's loop: runtime plumbing that reports leave out of the task counts.
 pub fn is_runtime_worker(catalogue: &Catalogue, model: &TaskModel, task: &Task) -> bool {
     task_type(catalogue, model, task).is_some_and(|t| t.runtime_worker)
@@ -1075,6 +1264,68 @@ mod tests {
             "tokio-1.54.1/src/sync/mutex.rs:3"
         );
         assert_eq!(location(None, None), "?");
+    }
+
+    #[test]
+    fn a_wait_says_what_bounds_it_or_that_nothing_does() {
+        use super::{BoundRow, Wait};
+        use crate::analyze::backtrace::{Bound, Frame};
+        let bounded = |by: &str, remaining_ns| Wait {
+            bounded_by: Some(BoundRow {
+                by: by.into(),
+                remaining_ns,
+                file: Some("/app/src/main.rs".into()),
+                line: Some(40),
+            }),
+            ..Wait::default()
+        };
+        assert_eq!(
+            bounded("tokio::time::Timeout", Some(4_200_000_000)).sentence(),
+            Some("bounded: times out in 4.20s (tokio::time::Timeout at app/src/main.rs:40)".into())
+        );
+        assert_eq!(
+            bounded("tokio::time::Sleep", Some(0)).sentence(),
+            Some("bounded: the wait ends now (tokio::time::Sleep at app/src/main.rs:40)".into())
+        );
+        assert_eq!(
+            bounded("tokio::time::Interval", None).sentence(),
+            Some("bounded: tokio::time::Interval at app/src/main.rs:40 ends the wait".into())
+        );
+        let user = |line| Frame {
+            function: "app::serve".into(),
+            file: Some("/app/src/main.rs".into()),
+            line: Some(line),
+            ..Frame::default()
+        };
+        let leaf = Frame {
+            function: "tokio::sync::oneshot::Receiver<u8>".into(),
+            ..Frame::default()
+        };
+        let forever = Wait::of(&[user(42), leaf.clone()], 0);
+        assert_eq!(
+            forever.sentence(),
+            Some(
+                "no timeout on this path: it can wait forever (wrap the await at \
+                 app/src/main.rs:42 in tokio::time::timeout)"
+                    .into()
+            )
+        );
+        let sleeping = Frame {
+            bound: Some(Bound {
+                by: "tokio::time::Sleep".into(),
+                deadline_ns: Some(5_000),
+            }),
+            ..leaf
+        };
+        let wait = Wait::of(&[user(42), sleeping], 2_000);
+        assert_eq!(
+            wait.bounded_by.as_ref().map(|b| b.remaining_ns),
+            Some(Some(3_000))
+        );
+        assert_eq!(wait.bounded_by.as_ref().and_then(|b| b.line), Some(42));
+        assert!(!wait.can_wait_forever);
+        // Nothing is said of a wait whose backtrace was not read.
+        assert_eq!(Wait::of(&[], 0).sentence(), None);
     }
 
     #[test]

@@ -77,6 +77,12 @@ pub fn find(plan: &ProbePlan, memory: &ProcessMemory, now_ns: u64) -> Result<Fou
     let wanted: HashSet<u64> = by_vtable.keys().copied().collect();
     let mut candidates = Vec::new();
     let mappings = memory.mappings()?;
+    // A task cell is always allocated on the heap: a copy of one on a thread's stack is a
+    // temporary of the spawn that made it (debug builds build the cell there, then move it).
+    let stacks: Vec<_> = thread_stacks(memory, &mappings)
+        .into_iter()
+        .map(|(_, stack)| stack)
+        .collect();
     let scan = memory.scan_words(
         &mappings,
         &wanted,
@@ -87,6 +93,10 @@ pub fn find(plan: &ProbePlan, memory: &ProcessMemory, now_ns: u64) -> Result<Fou
     let mut tasks = Vec::new();
     let mut rejected = 0;
     for (header, vtable) in candidates {
+        if stacks.iter().any(|stack| stack.contains(header)) {
+            rejected += 1;
+            continue;
+        }
         let task_type = by_vtable[&vtable];
         let Some(id_offset) = plan.task_types[task_type].vtable.map(|v| v.id_offset) else {
             continue;
@@ -115,4 +125,122 @@ pub fn find(plan: &ProbePlan, memory: &ProcessMemory, now_ns: u64) -> Result<Fou
         scan,
         rejected,
     })
+}
+
+/// The futures given to `block_on` that are parked on a thread's stack, found by the pointer to
+/// their `dyn Future` vtable that `block_on` keeps next to their address (a `#[tokio::test]`'s
+/// body goes to `block_on` as `Pin<&mut dyn Future>`). Only the live part of each stack (from
+/// the thread's stack pointer up) is read. A future passed by value (`#[tokio::main]`,
+/// `Runtime::block_on(run())`) has no such marker and is not found.
+pub fn find_block_on(
+    plan: &ProbePlan,
+    memory: &ProcessMemory,
+    now_ns: u64,
+) -> Result<Vec<Observed>, SnapshotError> {
+    let bias = memory.executable_load_bias(&plan.segments)?;
+    let by_vtable: HashMap<u64, usize> = plan
+        .task_types
+        .iter()
+        .enumerate()
+        .filter_map(|(index, task_type)| {
+            Some((
+                task_type.block_on.as_ref()?.vtable?.wrapping_add(bias),
+                index,
+            ))
+        })
+        .collect();
+    if by_vtable.is_empty() {
+        return Ok(Vec::new());
+    }
+    let wanted: HashSet<u64> = by_vtable.keys().copied().collect();
+    let mut pointers = Vec::new();
+    // The live part of each stack, from the thread's stack pointer up; the main thread's is
+    // labelled `[stack]`, scanned as the anonymous memory it is.
+    let live: Vec<_> = thread_stacks(memory, &memory.mappings()?)
+        .into_iter()
+        .map(|(sp, stack)| crate::memory::Mapping {
+            start: sp & !7,
+            path: None,
+            pseudo: None,
+            ..stack
+        })
+        .collect();
+    // A fat pointer: the future's address, then its vtable.
+    memory.scan_words(&live, &wanted, 8, 8, |at, vtable| {
+        pointers.push((at, vtable))
+    })?;
+    let mut found = std::collections::BTreeMap::new();
+    for (at, vtable) in pointers {
+        let task_type = by_vtable[&vtable];
+        if let Ok(address) = memory.read_u64(at)
+            && parked_at_an_await(plan, memory, task_type, address)
+        {
+            found.insert(address, task_type);
+        }
+    }
+    Ok(found
+        .into_iter()
+        .map(|(address, task_type)| Observed::block_on(address, task_type, now_ns))
+        .collect())
+}
+
+/// Whether the state machine of `task_type` at `address` reads as suspended at an await: a
+/// stale pointer to a future that returned, or to memory reused since, does not.
+fn parked_at_an_await(
+    plan: &ProbePlan,
+    memory: &ProcessMemory,
+    task_type: usize,
+    address: u64,
+) -> bool {
+    use crate::resolve::futures::TypeKind;
+    let (Some(types), Some(future)) = (&plan.types, plan.task_types[task_type].future) else {
+        return false;
+    };
+    let Ok(info) = types.get(future.ty) else {
+        return false;
+    };
+    let TypeKind::StateMachine {
+        discriminant,
+        states,
+    } = &info.kind
+    else {
+        return false;
+    };
+    let mut bytes = [0u8; 8];
+    let size = (discriminant.size as usize).clamp(1, 8);
+    if memory
+        .read(address + discriminant.offset, &mut bytes[..size])
+        .is_err()
+    {
+        return false;
+    }
+    let value = u64::from_le_bytes(bytes);
+    states
+        .iter()
+        .any(|state| state.discriminant == value && state.is_suspended())
+}
+
+/// Each thread's stack pointer (as `/proc/PID/task/TID/syscall` gives it for a thread blocked in
+/// a system call, as a parked one is; not for one running on a CPU) and the mapping it is in.
+fn thread_stacks(
+    memory: &ProcessMemory,
+    mappings: &[crate::memory::Mapping],
+) -> Vec<(u64, crate::memory::Mapping)> {
+    let Ok(threads) = std::fs::read_dir(format!("/proc/{}/task", memory.pid())) else {
+        return Vec::new();
+    };
+    threads
+        .filter_map(Result::ok)
+        .filter_map(|thread| std::fs::read_to_string(thread.path().join("syscall")).ok())
+        .filter_map(|syscall| {
+            // `NR args... SP PC`, or `running`.
+            let fields: Vec<&str> = syscall.split_whitespace().collect();
+            let sp = fields.len().checked_sub(2).map(|at| fields[at])?;
+            u64::from_str_radix(sp.strip_prefix("0x")?, 16).ok()
+        })
+        .filter_map(|sp| {
+            let stack = mappings.iter().find(|mapping| mapping.contains(sp))?;
+            Some((sp, stack.clone()))
+        })
+        .collect()
 }

@@ -8,6 +8,13 @@
 //!   inspect-hangs self-wake     a future that wakes itself 500 times before finishing
 //!   inspect-hangs shutdown      one task aborted at an await, two parked when main returns and
 //!                               the runtime shuts down (the only scenario that drops it)
+//!   inspect-hangs select        a task parked in a select! between a oneshot and an mpsc channel,
+//!                               no timeout; another racing a oneshot against a 60 s sleep
+//!   inspect-hangs join          a task in a join! of two futures, one done, one waiting forever
+//!   inspect-hangs timeout       a task waiting for a oneshot inside tokio::time::timeout(60 s)
+//!   inspect-hangs impl-method   a struct's async method spawned as a task, which spawns an async
+//!                               block; both wait forever (after a tokio::fs call: a blocking task
+//!                               of tokio's own)
 //!
 //! It prints `ready` once its tasks are running and exits by itself after `--exit-after-ms`
 //! (default 3000), with status 0; the stuck scenarios never finish their tasks.
@@ -49,6 +56,10 @@ fn main() {
             "blocking" => blocking().await,
             "self-wake" => self_wake().await,
             "shutdown" => shutdown().await,
+            "select" => select().await,
+            "join" => join().await,
+            "timeout" => timeout().await,
+            "impl-method" => impl_method().await,
             _ => usage(),
         }
         tokio::time::sleep(Duration::from_millis(exit_after_ms)).await;
@@ -64,7 +75,8 @@ fn main() {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: inspect-hangs deadlock|ordered|lost-waker|kept-waker|blocking|self-wake|shutdown [--exit-after-ms MS]"
+        "usage: inspect-hangs deadlock|ordered|lost-waker|kept-waker|blocking|self-wake|shutdown|\
+         select|join|timeout|impl-method [--exit-after-ms MS]"
     );
     std::process::exit(2);
 }
@@ -199,4 +211,82 @@ async fn shutdown() {
 
 async fn parked_forever() {
     std::future::pending::<()>().await;
+}
+
+async fn select() {
+    let (once_tx, once_rx) = tokio::sync::oneshot::channel::<u32>();
+    let (many_tx, many_rx) = tokio::sync::mpsc::channel::<u32>(1);
+    tokio::spawn(select_forever(once_rx, many_rx));
+    let (late_tx, late_rx) = tokio::sync::oneshot::channel::<u32>();
+    tokio::spawn(select_with_deadline(late_rx));
+    // The senders live on and never send: the tasks wait for them, not for a closed channel.
+    std::mem::forget((once_tx, many_tx, late_tx));
+    ready();
+}
+
+async fn select_forever(
+    once: tokio::sync::oneshot::Receiver<u32>,
+    mut many: tokio::sync::mpsc::Receiver<u32>,
+) -> u32 {
+    tokio::select! { // select_forever
+        value = once => value.unwrap_or(0),
+        value = many.recv() => value.unwrap_or(0),
+    }
+}
+
+async fn select_with_deadline(late: tokio::sync::oneshot::Receiver<u32>) -> u32 {
+    tokio::select! { // select_with_deadline
+        value = late => value.unwrap_or(0),
+        () = tokio::time::sleep(Duration::from_secs(60)) => 0,
+    }
+}
+
+async fn join() {
+    let (tx, rx) = tokio::sync::oneshot::channel::<u32>();
+    tokio::spawn(join_both(rx));
+    std::mem::forget(tx);
+    ready();
+}
+
+/// One branch done within 10 ms, the other never.
+async fn join_both(never: tokio::sync::oneshot::Receiver<u32>) -> u32 {
+    let ((), value) = tokio::join!(tokio::time::sleep(Duration::from_millis(10)), never);
+    value.unwrap_or(0)
+}
+
+async fn timeout() {
+    let (tx, rx) = tokio::sync::oneshot::channel::<u32>();
+    tokio::spawn(wait_with_timeout(rx));
+    std::mem::forget(tx);
+    ready();
+}
+
+async fn wait_with_timeout(value: tokio::sync::oneshot::Receiver<u32>) -> u32 {
+    match tokio::time::timeout(Duration::from_secs(60), value).await {
+        Ok(Ok(value)) => value,
+        _ => 0,
+    }
+}
+
+/// A listener as servers write them: a struct whose async method is the task.
+struct Listener {
+    connections: tokio::sync::mpsc::Receiver<u32>,
+}
+
+impl Listener {
+    async fn run(mut self) -> u32 {
+        let (tx, rx) = tokio::sync::oneshot::channel::<u32>();
+        tokio::spawn(async move { rx.await.unwrap_or(0) });
+        std::mem::forget(tx);
+        self.connections.recv().await.unwrap_or(0)
+    }
+}
+
+async fn impl_method() {
+    // tokio runs file operations as blocking tasks of its own.
+    let _ = tokio::fs::metadata("/").await;
+    let (tx, connections) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(Listener { connections }.run());
+    std::mem::forget(tx);
+    ready();
 }

@@ -9,7 +9,12 @@ use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 
-use crate::resolve::futures::{BaseEncoding, TypeIndex, TypeInfo, TypeKind};
+use crate::resolve::futures::{BaseEncoding, State, TypeIndex, TypeInfo, TypeKind, Variant};
+
+mod macros;
+mod timers;
+
+pub use timers::wait_bound;
 
 /// Reads target memory; `false` when the range cannot be read.
 pub trait Memory {
@@ -20,16 +25,51 @@ pub trait Memory {
         self.read(address, &mut bytes)
             .then(|| u64::from_le_bytes(bytes))
     }
+
+    /// Why `len` bytes at `address` cannot be read, or None when they can.
+    fn unreadable(&self, address: u64, len: usize) -> Option<Unreadable> {
+        let mut bytes = vec![0u8; len];
+        (!self.read(address, &mut bytes)).then(|| Unreadable {
+            gone: false,
+            error: "unreadable".into(),
+        })
+    }
+}
+
+/// A read that failed, and whether because the process is gone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unreadable {
+    pub gone: bool,
+    /// The system's words, with the errno: `... No such process (os error 3)`.
+    pub error: String,
 }
 
 impl Memory for crate::memory::ProcessMemory {
     fn read(&self, address: u64, buf: &mut [u8]) -> bool {
         crate::memory::ProcessMemory::read(self, address, buf).is_ok()
     }
+
+    fn unreadable(&self, address: u64, len: usize) -> Option<Unreadable> {
+        use crate::memory::MemoryError;
+        let mut bytes = vec![0u8; len];
+        let error = crate::memory::ProcessMemory::read(self, address, &mut bytes).err()?;
+        let gone = match &error {
+            MemoryError::NoSuchProcess { .. } => true,
+            MemoryError::Read { source, .. } => source.raw_os_error() == Some(libc::ESRCH),
+            _ => false,
+        };
+        Some(Unreadable {
+            gone,
+            error: error.to_string(),
+        })
+    }
 }
 
+/// `tokio::time::sleep`'s future.
+const SLEEP: &str = "tokio::time::sleep::Sleep";
+
 /// One async frame, or the leaf future under the innermost one.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Frame {
     /// `app::handler`, `tokio::sync::mutex::{impl#10}::lock`, or the leaf future's type.
     pub function: Arc<str>,
@@ -47,6 +87,21 @@ pub struct Frame {
     /// What the leaf waits for, when it is a lock or another task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waits_on: Option<Resource>,
+    /// A timer that ends the wait at this frame whatever the rest waits for: a
+    /// `tokio::time::timeout`, a sleep, a sleep branch of a `select!`, an interval's tick.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bound: Option<Bound>,
+}
+
+/// What bounds a wait: a timer on the await chain.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bound {
+    /// What it is, in words: `tokio::time::Timeout`, `tokio::time::Sleep in a tokio::select!
+    /// branch`.
+    pub by: String,
+    /// When it fires (CLOCK_MONOTONIC ns), where that could be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_ns: Option<u64>,
 }
 
 /// Something a task can hold or wait for. Locks are identified by their semaphore's address
@@ -149,102 +204,146 @@ pub struct Walker<'a> {
 
 impl Walker<'_> {
     /// The backtrace of the future of type `ty` at `address`, outermost first.
-    pub fn walk(&self, mut address: u64, mut ty: usize) -> Vec<Frame> {
+    pub fn walk(&self, address: u64, ty: usize) -> Vec<Frame> {
+        self.walk_nested(address, ty, 0)
+    }
+
+    /// [`Walker::walk`] inside `nesting` `select!`/`join!` branches: corrupted memory could
+    /// nest them without end.
+    fn walk_nested(&self, address: u64, ty: usize, nesting: usize) -> Vec<Frame> {
+        let mut frames = self.chain(address, ty, nesting);
+        describe_innermost(&mut frames);
+        frames
+    }
+
+    /// The frames from the future at `address` down through `__awaitee` to its leaf.
+    fn chain(&self, mut address: u64, mut ty: usize, nesting: usize) -> Vec<Frame> {
         let mut frames: Vec<Frame> = Vec::new();
         let mut seen = HashSet::new();
         while frames.len() < MAX_DEPTH && seen.insert((address, ty)) {
             let Ok(info) = self.types.get(ty) else { break };
-            match &info.kind {
+            let next = match &info.kind {
                 TypeKind::StateMachine {
                     discriminant,
                     states,
                 } => {
-                    let Some(value) =
-                        self.read_uint(address + discriminant.offset, discriminant.size)
-                    else {
-                        break;
-                    };
-                    let Some(state) = states.iter().find(|state| state.discriminant == value)
-                    else {
-                        break;
-                    };
-                    let locals = if self.values {
-                        state
-                            .locals
-                            .iter()
-                            // `__awaitee` and the compiler's `_ref__x` copies of captures.
-                            .filter(|local| {
-                                !local.name.starts_with("__") && !local.name.starts_with("_ref__")
-                            })
-                            .filter_map(|local| {
-                                Some(Local {
-                                    name: intern(&local.name),
-                                    value: self.value(address + local.offset, local.ty?),
-                                })
-                            })
-                            .collect()
-                    } else {
-                        Vec::new()
-                    };
-                    let holds = state
-                        .locals
+                    let value = self.read_uint(address + discriminant.offset, discriminant.size);
+                    let Some(state) = states
                         .iter()
-                        .filter_map(|local| self.guard(address + local.offset, local.ty?))
-                        .collect();
-                    frames.push(Frame {
-                        function: intern(&function_name(&info.name)),
-                        file: state.file.as_deref().map(intern),
-                        line: Some(state.line),
-                        leaf: (!state.is_suspended()).then(|| state.name.to_lowercase()),
-                        locals,
-                        holds,
-                        waits_on: None,
-                    });
-                    let Some(awaitee) = &state.awaitee else { break };
-                    let Some(next) = awaitee.ty else { break };
-                    address += awaitee.offset;
-                    ty = next;
+                        .find(|state| Some(state.discriminant) == value)
+                    else {
+                        break;
+                    };
+                    frames.push(self.state_frame(address, &info, state));
+                    self.awaited(address, state, nesting, &mut frames)
                 }
-                _ => {
-                    // A future that is not an async state machine: unwrap the wrappers we
-                    // know, else it is the leaf.
-                    if let Some((next_address, next_ty)) = self.unwrap(address, &info) {
-                        address = next_address;
-                        ty = next_ty;
-                        continue;
-                    }
-                    let leaf = self.describe(address, ty, &info);
-                    let waits_on = self.waited(address, &info, &frames);
-                    frames.push(Frame {
-                        function: intern(&info.name),
-                        file: None,
-                        line: None,
-                        leaf,
-                        locals: Vec::new(),
-                        holds: Vec::new(),
-                        waits_on,
-                    });
-                    break;
-                }
-            }
-        }
-        // A recognised tokio async fn (Mutex::lock, mpsc recv...) says more than a bare leaf;
-        // a leaf that knows its own story (a sleep's deadline) keeps it.
-        if let Some(description) = frames
-            .iter()
-            .rev()
-            .find_map(|frame| describe_function(&frame.function))
-        {
-            let last = frames.last_mut().expect("found in frames");
-            last.leaf = Some(match last.leaf.take() {
-                Some(detail) if detail.starts_with("semaphore ") => {
-                    format!("{description} ({detail})")
-                }
-                Some(detail) if detail.starts_with("sleeping") => detail,
-                _ => description,
-            });
+                _ => self.plain_future(address, ty, &info, &mut frames),
+            };
+            let Some(next) = next else { break };
+            (address, ty) = next;
         }
         frames
+    }
+
+    /// The frame of an async fn or block in `state`, with the locals it keeps across the await
+    /// and the locks among them.
+    fn state_frame(&self, address: u64, info: &TypeInfo, state: &State) -> Frame {
+        let locals = if self.values {
+            state
+                .locals
+                .iter()
+                // `__awaitee` and the compiler's `_ref__x` copies of captures.
+                .filter(|local| !local.name.starts_with("__") && !local.name.starts_with("_ref__"))
+                .filter_map(|local| {
+                    Some(Local {
+                        name: intern(&local.name),
+                        value: self.value(address + local.offset, local.ty?),
+                    })
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let holds = state
+            .locals
+            .iter()
+            .filter_map(|local| self.guard(address + local.offset, local.ty?))
+            .collect();
+        let function = self.types.function_name(&info.name);
+        Frame {
+            bound: self.interval_bound(address, &function, state),
+            function: intern(&function),
+            file: state.file.as_deref().map(intern),
+            line: Some(state.line),
+            leaf: (!state.is_suspended()).then(|| state.name.to_lowercase()),
+            locals,
+            holds,
+            waits_on: None,
+        }
+    }
+
+    /// Where the walk goes on from the state machine at `address` in `state` (whose frame is
+    /// the last of `frames`): into the future it awaits, or nowhere once a `select!` or
+    /// `join!` is summed up in a frame of its own.
+    fn awaited(
+        &self,
+        address: u64,
+        state: &State,
+        nesting: usize,
+        frames: &mut Vec<Frame>,
+    ) -> Option<(u64, usize)> {
+        let awaitee = state.awaitee.as_ref()?;
+        let next = (address + awaitee.offset, awaitee.ty?);
+        let awaited = self.types.get(next.1).ok()?;
+        let frame = frames.last_mut()?;
+        // An await a macro wrote is located in the macro's source; DWARF keeps the line where
+        // the user wrote the macro on the function's `__awaitee` variable.
+        if let Some((file, line)) = self.types.macro_await(&awaited.name) {
+            frame.file = Some(intern(file));
+            frame.line = Some(line);
+        }
+        let Some(which) = state.file.as_deref().and_then(macros::TokioMacro::of) else {
+            return Some(next);
+        };
+        which.hide_locals(&mut frame.locals);
+        let (file, line) = (frame.file.clone(), frame.line);
+        let summary = self.macro_frame(which, next.0, &awaited, nesting);
+        frames.push(Frame {
+            file,
+            line,
+            ..summary
+        });
+        None
+    }
+
+    /// A future that is no async state machine: a wrapper to see through (`Pin<Box<_>>`, a
+    /// timeout, ...), or the leaf.
+    fn plain_future(
+        &self,
+        address: u64,
+        ty: usize,
+        info: &TypeInfo,
+        frames: &mut Vec<Frame>,
+    ) -> Option<(u64, usize)> {
+        if let Some(next) = self.unwrap(address, info) {
+            return Some(next);
+        }
+        if let Some((frame, next)) = self.timeout(address, info) {
+            frames.push(frame);
+            return Some(next);
+        }
+        let frame = Frame {
+            function: intern(&self.types.readable(&info.name)),
+            leaf: self.describe(address, ty, info),
+            waits_on: self.waited(address, info, frames),
+            bound: (info.name == SLEEP).then(|| Bound {
+                by: "tokio::time::Sleep".into(),
+                deadline_ns: self.sleep_deadline(address, ty),
+            }),
+            ..Frame::default()
+        };
+        frames.push(frame);
+        None
     }
 
     /// The lock a guard local holds: its semaphore's address.
@@ -343,7 +442,44 @@ impl Walker<'_> {
                 .or_else(|| info.member("future"))?;
             return Some((address + inner.offset, inner.ty?));
         }
+        if name.starts_with("core::option::Option<") {
+            // A `timeout`'s sleep is an `Option<Sleep>` (none for a timeout of Duration::MAX).
+            return self.variant_field(address, info, "Some", "__0");
+        }
         None
+    }
+
+    /// The field `field` of the enum at `address`, if it holds the variant `variant` now.
+    fn variant_field(
+        &self,
+        address: u64,
+        info: &TypeInfo,
+        variant: &str,
+        field: &str,
+    ) -> Option<(u64, usize)> {
+        let active = self.active_variant(address, info)?;
+        if active.name != variant {
+            return None;
+        }
+        let (offset, ty) = self.types.offset_of(active.ty?, &[field])?;
+        Some((address + active.offset + offset, ty))
+    }
+
+    /// The variant the enum at `address` holds now: the one whose discriminant it reads, else
+    /// the one without (what a niche-optimised enum holds when its niche has no variant's value).
+    fn active_variant<'i>(&self, address: u64, info: &'i TypeInfo) -> Option<&'i Variant> {
+        let TypeKind::Struct {
+            variants: Some((tag, variants)),
+            ..
+        } = &info.kind
+        else {
+            return None;
+        };
+        let value = self.read_uint(address + tag.offset, tag.size)?;
+        variants
+            .iter()
+            .find(|known| known.discriminant == Some(value))
+            .or_else(|| variants.iter().find(|known| known.discriminant.is_none()))
     }
 
     /// `Box<T>` is `Unique<T>` -> `NonNull<T>` -> `*const T` in DWARF: find the pointee.
@@ -362,21 +498,10 @@ impl Walker<'_> {
 
     fn describe(&self, address: u64, ty: usize, info: &TypeInfo) -> Option<String> {
         let name = info.name.as_str();
-        if name == "tokio::time::sleep::Sleep" {
-            // tokio >= 1.50 keeps `deadline` in Sleep itself, older ones in `inner`.
-            let field = |path: &[&str]| self.types.offset_of(ty, path).map(|(at, _)| address + at);
-            let left = [&["deadline"][..], &["inner", "deadline"][..]]
-                .iter()
-                .find_map(|base| {
-                    let seconds = field(&[base, &["tv_sec"][..]].concat())?;
-                    let nanos = field(&[base, &["tv_nsec"][..]].concat())?;
-                    let deadline = self
-                        .memory
-                        .read_u64(seconds)?
-                        .checked_mul(1_000_000_000)?
-                        .checked_add(self.read_uint(nanos, 4)?)?;
-                    Some(deadline.saturating_sub(self.now_ns))
-                });
+        if name == SLEEP {
+            let left = self
+                .sleep_deadline(address, ty)
+                .map(|deadline| deadline.saturating_sub(self.now_ns));
             return Some(match left {
                 Some(ns) => format!("sleeping ({} left)", crate::report::duration(ns)),
                 None => "sleeping".into(),
@@ -405,6 +530,31 @@ impl Walker<'_> {
         }
         if name == "tokio::runtime::io::scheduled_io::Readiness" {
             return Some("waiting for I/O readiness".into());
+        }
+        None
+    }
+
+    /// When the `tokio::time::Sleep` at `address` (behind pins and boxes) fires,
+    /// CLOCK_MONOTONIC ns.
+    fn sleep_deadline(&self, mut address: u64, mut ty: usize) -> Option<u64> {
+        for _ in 0..4 {
+            let info = self.types.get(ty).ok()?;
+            if info.name != SLEEP {
+                (address, ty) = self.unwrap(address, &info)?;
+                continue;
+            }
+            // tokio >= 1.50 keeps `deadline` in Sleep itself, older ones in `inner`.
+            let field = |path: &[&str]| self.types.offset_of(ty, path).map(|(at, _)| address + at);
+            return [&["deadline"][..], &["inner", "deadline"][..]]
+                .iter()
+                .find_map(|base| {
+                    let seconds = field(&[base, &["tv_sec"][..]].concat())?;
+                    let nanos = field(&[base, &["tv_nsec"][..]].concat())?;
+                    self.memory
+                        .read_u64(seconds)?
+                        .checked_mul(1_000_000_000)?
+                        .checked_add(self.read_uint(nanos, 4)?)
+                });
         }
         None
     }
@@ -444,7 +594,7 @@ impl Walker<'_> {
         if let TypeKind::Pointer { .. } = info.kind
             && let Some(pointer) = self.memory.read_u64(address)
         {
-            return format!("{} @ {pointer:#x}", info.name);
+            return format!("{} @ {pointer:#x}", self.types.readable(&info.name));
         }
         let smart_pointer = ["alloc::sync::Arc<", "alloc::rc::Rc<", "alloc::boxed::Box<"]
             .iter()
@@ -453,7 +603,7 @@ impl Walker<'_> {
             && info.size == 8
             && let Some(pointer) = self.memory.read_u64(address)
         {
-            return format!("{} @ {pointer:#x}", info.name);
+            return format!("{} @ {pointer:#x}", self.types.readable(&info.name));
         }
         if info.name == "&str"
             && let (Some(pointer), Some(length)) = (
@@ -467,27 +617,33 @@ impl Walker<'_> {
                 return format!("{:?}", String::from_utf8_lossy(&bytes));
             }
         }
-        format!("{} ({} bytes)", info.name, info.size)
+        format!("{} ({} bytes)", self.types.readable(&info.name), info.size)
     }
 }
 
-/// `app::f::{async_fn_env#0}` -> `app::f`; `app::f::{async_block_env#1}` -> `app::f::{async block#1}`;
-/// generic arguments dropped: `tokio::sync::mutex::{impl#10}::lock::{async_fn_env#0}<u64>`.
-pub fn function_name(type_name: &str) -> String {
-    let base = match type_name.rfind("::{") {
-        Some(at) => {
-            let (head, tail) = type_name.split_at(at);
-            if let Some(number) = tail
-                .strip_prefix("::{async_block_env#")
-                .and_then(|rest| rest.split('}').next())
-            {
-                return format!("{head}::{{async block#{number}}}");
-            }
-            head
-        }
-        None => type_name,
+/// A recognised tokio async fn (Mutex::lock, mpsc recv...) says more than a bare leaf; a leaf
+/// that knows its own story (a sleep's deadline) keeps it, and a `select!` or `join!` frame sums
+/// up its branches itself.
+fn describe_innermost(frames: &mut [Frame]) {
+    if frames
+        .last()
+        .is_none_or(|last| last.function.ends_with('!'))
+    {
+        return;
+    }
+    let Some(description) = frames
+        .iter()
+        .rev()
+        .find_map(|frame| describe_function(&frame.function))
+    else {
+        return;
     };
-    base.to_owned()
+    let last = frames.last_mut().expect("checked above");
+    last.leaf = Some(match last.leaf.take() {
+        Some(detail) if detail.starts_with("semaphore ") => format!("{description} ({detail})"),
+        Some(detail) if detail.starts_with("sleeping") => detail,
+        _ => description,
+    });
 }
 
 /// What a recognised tokio async fn waits for.
@@ -551,44 +707,50 @@ mod tests {
     use super::*;
 
     #[test]
-    fn function_names() {
-        assert_eq!(
-            function_name("app::handler::{async_fn_env#0}"),
-            "app::handler"
-        );
-        assert_eq!(
-            function_name("tokio::sync::mutex::{impl#10}::lock::{async_fn_env#0}<u64>"),
-            "tokio::sync::mutex::{impl#10}::lock"
-        );
-        assert_eq!(
-            function_name("app::main::{async_block_env#1}"),
-            "app::main::{async block#1}"
-        );
-        assert_eq!(
-            function_name("tokio::time::sleep::Sleep"),
-            "tokio::time::sleep::Sleep"
-        );
-    }
-
-    #[test]
     fn tokio_functions_are_described() {
         assert_eq!(
             describe_function("tokio::sync::mutex::{impl#10}::lock").as_deref(),
             Some("waiting for a tokio::sync::Mutex")
         );
+        assert_eq!(
+            describe_function("tokio::sync::mpsc::bounded::Receiver::recv").as_deref(),
+            Some("waiting for an mpsc message")
+        );
         assert_eq!(describe_function("app::lock"), None);
+    }
+
+    #[test]
+    fn a_macro_frame_keeps_its_own_summary() {
+        let mut frames = vec![
+            Frame {
+                function: "tokio::sync::mpsc::bounded::Receiver::recv".into(),
+                ..Frame::default()
+            },
+            Frame {
+                function: "tokio::select!".into(),
+                leaf: Some("in tokio::select!, 1 of 2 branches pending".into()),
+                ..Frame::default()
+            },
+        ];
+        describe_innermost(&mut frames);
+        assert_eq!(
+            frames[1].leaf.as_deref(),
+            Some("in tokio::select!, 1 of 2 branches pending")
+        );
+        frames.pop();
+        describe_innermost(&mut frames);
+        assert_eq!(
+            frames[0].leaf.as_deref(),
+            Some("waiting for an mpsc message")
+        );
     }
 
     #[test]
     fn user_code_is_told_from_dependencies() {
         let frame = |file: &str| Frame {
-            function: "".into(),
             file: Some(file.into()),
             line: Some(1),
-            leaf: None,
-            locals: Vec::new(),
-            holds: Vec::new(),
-            waits_on: None,
+            ..Frame::default()
         };
         assert!(frame("/work/app/src/main.rs").is_user_code());
         assert!(

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::backtrace::{Frame, Memory, TaskLayout, Walker};
+use super::backtrace::{Frame, Memory, TaskLayout, Unreadable, Walker};
 use crate::{
     model::{TaskModel, TaskState},
     resolve::ProbePlan,
@@ -18,23 +18,72 @@ pub struct TaskStack {
     /// left (wakers dropped while the task waits send no event).
     #[serde(default)]
     pub state_word: Option<u64>,
+    /// Why `frames` is empty: what kept the backtrace from being read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missing: Option<NoBacktrace>,
+}
+
+/// Why a task has no backtrace, as the report says it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum NoBacktrace {
+    /// The binary (and any --binary/--debuginfo) has no DWARF.
+    NoDwarf,
+    /// It has DWARF, but its types could not be read.
+    DwarfUnreadable,
+    /// DWARF describes no future for this task's type (or the type itself is unknown).
+    NoFutureType,
+    /// Reading the task's memory failed.
+    Unreadable { address: u64, error: String },
+    /// The target was gone when its memory was to be read.
+    TargetGone,
+    /// The future's memory read, but did not decode as its DWARF type says.
+    Undecodable { address: u64 },
+}
+
+impl std::fmt::Display for NoBacktrace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NoDwarf => f.write_str(
+                "no DWARF in the binary: build with debug = 1 or more, or pass the unstripped \
+                 build with --binary",
+            ),
+            Self::DwarfUnreadable => f.write_str("the binary's DWARF types could not be read"),
+            Self::NoFutureType => f.write_str("DWARF describes no future for this task's type"),
+            Self::Unreadable { address, error } => {
+                write!(f, "its memory at {address:#x} could not be read: {error}")
+            }
+            Self::TargetGone => f.write_str("the target exited before it was read"),
+            Self::Undecodable { address } => write!(
+                f,
+                "its future at {address:#x} did not decode as its DWARF type (it changed while \
+                 read, or is not the type its vtable says)"
+            ),
+        }
+    }
 }
 
 impl TaskStack {
-    /// Where the task waits: the innermost frame in the program's own code, else the innermost
-    /// frame that has a source line.
+    /// Where the task waits (see [`await_point_of`]).
     pub fn await_point(&self) -> Option<&Frame> {
-        self.frames
-            .iter()
-            .rev()
-            .find(|frame| frame.is_user_code())
-            .or_else(|| self.frames.iter().rev().find(|frame| frame.line.is_some()))
+        await_point_of(&self.frames)
     }
 
     /// What the innermost future waits for, in words.
     pub fn leaf(&self) -> Option<&str> {
         self.frames.last()?.leaf.as_deref()
     }
+}
+
+/// Where a task with the backtrace `frames` waits: the innermost frame of a function in the
+/// program's own code (a `select!` frame stands for no function: its caller does, at the same
+/// line), else the innermost frame that has a source line.
+pub fn await_point_of(frames: &[Frame]) -> Option<&Frame> {
+    frames
+        .iter()
+        .rev()
+        .find(|frame| frame.is_user_code() && !frame.function.ends_with('!'))
+        .or_else(|| frames.iter().rev().find(|frame| frame.line.is_some()))
 }
 
 /// Backtraces by task (index into the model's tasks).
@@ -50,10 +99,22 @@ pub struct StackReader<'a> {
 }
 
 impl StackReader<'_> {
-    /// The backtrace of the task at `header` whose type is `task_type`, if DWARF describes it.
-    pub fn read(&self, header: u64, task_type: usize, now_ns: u64) -> Option<Vec<Frame>> {
-        let types = self.plan.types.as_deref()?;
-        let future = self.plan.task_types.get(task_type)?.future?;
+    /// The backtrace of the task at `header` whose type is `task_type`, or why it has none.
+    pub fn read(
+        &self,
+        header: u64,
+        task_type: Option<usize>,
+        now_ns: u64,
+    ) -> Result<Vec<Frame>, NoBacktrace> {
+        let Some(types) = self.plan.types.as_deref() else {
+            return Err(match self.plan.has_dwarf {
+                true => NoBacktrace::DwarfUnreadable,
+                false => NoBacktrace::NoDwarf,
+            });
+        };
+        let future = task_type
+            .and_then(|index| self.plan.task_types.get(index)?.future)
+            .ok_or(NoBacktrace::NoFutureType)?;
         let walker = Walker {
             types,
             memory: self.memory,
@@ -64,12 +125,22 @@ impl StackReader<'_> {
             values: self.values,
             now_ns,
         };
-        let frames = walker.walk(header + future.offset, future.ty);
-        (!frames.is_empty()).then_some(frames)
+        let address = header + future.offset;
+        let frames = walker.walk(address, future.ty);
+        if !frames.is_empty() {
+            return Ok(frames);
+        }
+        // Nothing decoded: the memory, or what was in it.
+        Err(match self.memory.unreadable(address, 1) {
+            Some(Unreadable { gone: true, .. }) => NoBacktrace::TargetGone,
+            Some(Unreadable { error, .. }) => NoBacktrace::Unreadable { address, error },
+            None => NoBacktrace::Undecodable { address },
+        })
     }
 
     /// Reads the backtraces of the tasks in `indices` that are idle now (a task that ran or was
-    /// freed meanwhile, or whose memory is unreadable, is left out).
+    /// freed meanwhile is left out); a task whose backtrace cannot be read gets why instead,
+    /// except in a binary without DWARF, which the report says once for all.
     pub fn read_idle(
         &self,
         model: &TaskModel,
@@ -83,16 +154,26 @@ impl StackReader<'_> {
                 if task.state != TaskState::Idle {
                     return None;
                 }
-                let frames = self.read(task.header, model.task_type(task)?, now_ns)?;
-                let state_word = self
-                    .memory
-                    .read_u64(task.header + self.plan.layout.header_state);
+                let (frames, missing) = match self.read(task.header, model.task_type(task), now_ns)
+                {
+                    Ok(frames) => (frames, None),
+                    Err(NoBacktrace::NoDwarf) => return None,
+                    Err(why) => (Vec::new(), Some(why)),
+                };
+                // A block_on future's address is the future's, not a task header's.
+                let state_word = (!task.block_on)
+                    .then(|| {
+                        self.memory
+                            .read_u64(task.header + self.plan.layout.header_state)
+                    })
+                    .flatten();
                 Some((
                     index,
                     TaskStack {
                         frames,
                         read_ns: now_ns,
                         state_word,
+                        missing,
                     },
                 ))
             })
@@ -108,6 +189,29 @@ impl StackReader<'_> {
             stacks.insert(index, stack);
         }
     }
+}
+
+/// For the idle tasks among `indices`: the target exited before their backtraces were read
+/// (a target gone by the end of a probe, whose memory must not be read: its pid may be reused).
+pub fn gone(model: &TaskModel, indices: &[usize], now_ns: u64) -> Vec<(usize, TaskStack)> {
+    indices
+        .iter()
+        .filter(|&&index| {
+            model
+                .tasks()
+                .get(index)
+                .is_some_and(|task| task.state == TaskState::Idle)
+        })
+        .map(|&index| {
+            let stack = TaskStack {
+                frames: Vec::new(),
+                read_ns: now_ns,
+                state_word: None,
+                missing: Some(NoBacktrace::TargetGone),
+            };
+            (index, stack)
+        })
+        .collect()
 }
 
 /// Tasks that went idle, waiting to have their backtrace read once they have stayed idle a
@@ -162,7 +266,17 @@ impl Stacks {
         self.by_task.get(&index)
     }
 
+    /// Keeps `stack` as `index`'s latest, unless it is a failed read and a backtrace was read
+    /// before (a task whose memory went away at the end is best shown where it last waited), or
+    /// it only says the target is gone and a read before said more.
     pub fn insert(&mut self, index: usize, stack: TaskStack) {
+        let keep = self.by_task.get(&index).is_some_and(|known| {
+            !known.frames.is_empty()
+                || (stack.frames.is_empty() && stack.missing == Some(NoBacktrace::TargetGone))
+        });
+        if stack.frames.is_empty() && keep {
+            return;
+        }
         self.by_task.insert(index, stack);
     }
 
@@ -172,5 +286,59 @@ impl Stacks {
             .into_iter()
             .filter_map(|(index, stack)| Some((remap.get(index).copied().flatten()?, stack)))
             .collect();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stack(frames: usize, missing: Option<NoBacktrace>) -> TaskStack {
+        TaskStack {
+            frames: vec![Frame::default(); frames],
+            read_ns: 0,
+            state_word: None,
+            missing,
+        }
+    }
+
+    #[test]
+    fn a_failed_read_keeps_what_was_known() {
+        let mut stacks = Stacks::default();
+        stacks.insert(0, stack(0, Some(NoBacktrace::NoFutureType)));
+        stacks.insert(0, stack(0, Some(NoBacktrace::TargetGone)));
+        assert_eq!(
+            stacks.get(0).and_then(|known| known.missing.clone()),
+            Some(NoBacktrace::NoFutureType),
+            "the target being gone explains nothing a read before did not"
+        );
+        stacks.insert(0, stack(2, None));
+        let unreadable = NoBacktrace::Unreadable {
+            address: 0x10,
+            error: "Bad address (os error 14)".into(),
+        };
+        stacks.insert(0, stack(0, Some(unreadable.clone())));
+        assert_eq!(stacks.get(0).map(|known| known.frames.len()), Some(2));
+        stacks.insert(1, stack(0, Some(unreadable.clone())));
+        assert_eq!(
+            stacks.get(1).and_then(|known| known.missing.clone()),
+            Some(unreadable)
+        );
+    }
+
+    #[test]
+    fn reasons_read_as_sentences() {
+        assert_eq!(
+            NoBacktrace::Unreadable {
+                address: 0x7f00,
+                error: "No such process (os error 3)".into()
+            }
+            .to_string(),
+            "its memory at 0x7f00 could not be read: No such process (os error 3)"
+        );
+        assert_eq!(
+            NoBacktrace::TargetGone.to_string(),
+            "the target exited before it was read"
+        );
     }
 }

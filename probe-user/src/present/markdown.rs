@@ -96,6 +96,15 @@ fn summary(report: &Report, out: &mut dyn Write) -> io::Result<()> {
             format!("{} (left out of the counts above)", s.runtime_workers),
         ));
     }
+    if s.internal_tasks > 0 {
+        rows.push((
+            "tokio's own tasks",
+            format!(
+                "{} (blocking file, stdio or DNS work: left out of the counts and tables)",
+                s.internal_tasks
+            ),
+        ));
+    }
     rows.push(("events", s.events.to_string()));
     rows.push((
         "dropped",
@@ -119,12 +128,13 @@ fn summary(report: &Report, out: &mut dyn Write) -> io::Result<()> {
 
 /// Busiest first; a snapshot has no times, only states and await points.
 fn tasks(report: &Report, top: usize, out: &mut dyn Write) -> io::Result<()> {
-    if report.tasks.is_empty() {
+    let all = report.own_tasks();
+    if all.is_empty() {
         return Ok(());
     }
     let shown = match top {
-        0 => report.tasks.len(),
-        top => top.min(report.tasks.len()),
+        0 => all.len(),
+        top => top.min(all.len()),
     };
     let timed = report.summary.mode == Mode::Probe;
     writeln!(
@@ -132,18 +142,18 @@ fn tasks(report: &Report, top: usize, out: &mut dyn Write) -> io::Result<()> {
         "\n## {}\n",
         if timed { "Slowest tasks" } else { "Tasks" }
     )?;
-    if shown < report.tasks.len() {
+    if shown < all.len() {
         writeln!(
             out,
             "The {shown} busiest of {} tasks (`--top 0` shows all).\n",
-            report.tasks.len()
+            all.len()
         )?;
     }
-    let tasks = &report.tasks[..shown];
+    let tasks = &all[..shown];
     let await_point =
         |task: &report::TaskRow| task.parked_at().map_or_else(String::new, |at| code(&at));
     if !timed {
-        let rows = tasks.iter().map(|task| {
+        let rows = tasks.iter().map(|&task| {
             vec![
                 report::id_text(task.id),
                 code(&task.name),
@@ -153,7 +163,7 @@ fn tasks(report: &Report, top: usize, out: &mut dyn Write) -> io::Result<()> {
         });
         return table(out, &["ID", "Task", "State", "Await point"], rows);
     }
-    let rows = tasks.iter().map(|task| {
+    let rows = tasks.iter().map(|&task| {
         vec![
             report::id_text(task.id),
             code(&task.name),
@@ -382,8 +392,8 @@ pub(crate) mod fixtures {
         analyze::{backtrace::Frame, backtrace::Resource, lints::Warning},
         model::TaskState,
         report::{
-            AwaitPoint, DeadlockRow, HeldRow, Mode, Report, StuckRow, Summary, TaskRow, WaiterRow,
-            WorkerRow,
+            AwaitPoint, DeadlockRow, HeldRow, Mode, Report, StuckRow, Summary, TaskRow, Wait,
+            WaiterRow, WorkerRow,
         },
         resolve::NamingSource,
     };
@@ -402,6 +412,7 @@ pub(crate) mod fixtures {
         TaskRow {
             id: Some(id),
             name: name.to_owned(),
+            internal: false,
             state,
             polls: 0,
             busy_ns: 0,
@@ -417,6 +428,8 @@ pub(crate) mod fixtures {
             header: format!("{:#x}", 0x1000 + id * 0x100),
             await_point: None,
             backtrace: Vec::new(),
+            no_backtrace: None,
+            wait: Wait::default(),
             poll_histogram: Vec::new(),
             scheduled_histogram: Vec::new(),
             woken_by: Vec::new(),
@@ -439,6 +452,7 @@ pub(crate) mod fixtures {
                 live_at_end: 0,
                 folded: 0,
                 runtime_workers: 0,
+                internal_tasks: 0,
                 events: 0,
                 dropped: 0,
                 dropped_per_cpu: Vec::new(),
@@ -449,6 +463,7 @@ pub(crate) mod fixtures {
                 debuginfo: true,
                 probe_points: 12,
                 links: 3,
+                perf_event_uprobes: false,
                 overhead: None,
                 target_exit: None,
                 notes: Vec::new(),
@@ -480,6 +495,7 @@ pub(crate) mod fixtures {
             locals: Vec::new(),
             holds: Vec::new(),
             waits_on: None,
+            bound: None,
         }
     }
 
@@ -595,6 +611,12 @@ pub(crate) mod fixtures {
             idle_ns: 1_500 * MS,
             leaf: Some("waiting for a message on a tokio::sync::mpsc channel".to_owned()),
             backtrace: stuck_backtrace,
+            no_backtrace: None,
+            wait: Wait {
+                can_wait_forever: true,
+                wrap_at: Some(at("inspect_demo::lookup", 55)),
+                ..Wait::default()
+            },
         }];
         report.warnings = vec![Warning {
             kind: "lost_waker",
@@ -737,6 +759,10 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("\n    at tokio::sync::mpsc::Receiver<T>::recv\n"));
+        assert!(md.contains(
+            "\n    no timeout on this path: it can wait forever (wrap the await at \
+             inspect_demo/src/main.rs:55 in tokio::time::timeout)\n"
+        ));
         assert_eq!(table_rows(&md, "## Threads").len(), 2);
         assert!(md.contains("\n```text\ntask 1 inspect_demo::server [idle] busy 40.0ms\n├─ "));
         assert!(md.contains("500 × inspect_demo::worker [completed]"));

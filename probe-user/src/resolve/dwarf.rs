@@ -6,7 +6,7 @@ use std::{borrow::Cow, collections::HashMap};
 use gimli::{AttributeValue, EndianSlice, RunTimeEndian, UnitOffset};
 use object::{Object as _, ObjectSection as _};
 
-use super::Layout;
+use super::{Layout, futures::udata};
 
 type Reader<'a> = EndianSlice<'a, RunTimeEndian>;
 
@@ -19,6 +19,16 @@ pub(super) struct DwarfInfo {
     pub poll_types: Vec<Option<usize>>,
     /// The task cell type `Cell<T, S>` of each poll's `T`.
     pub poll_cells: Vec<Option<usize>>,
+    /// What each impl block is for, by the impl's path: `app::server::{impl#0}` ->
+    /// `app::server::Listener` (from the linkage names of its methods).
+    pub impls: HashMap<String, String>,
+    /// Where the user wrote each await that a macro expanded to: the future a `select!` or
+    /// `join!` awaits (`PollFn<app::f::{async_fn#0}::{closure_env#0}>`) -> (file, line). The
+    /// await's own location is inside the macro's source; the `__awaitee` variable of the
+    /// function's body carries the line of the macro call.
+    pub macro_awaits: HashMap<String, (String, u64)>,
+    /// The futures given to `block_on` and their poll functions.
+    pub block_on: super::block_on::Found,
 }
 
 /// `poll_symbols` are the mangled names (no `.llvm.` suffix) of the `raw::poll` instances.
@@ -29,6 +39,9 @@ pub(super) fn read(file: &object::File<'_>, poll_symbols: &[&str]) -> DwarfInfo 
         poll_type_names: vec![None; poll_symbols.len()],
         poll_types: vec![None; poll_symbols.len()],
         poll_cells: vec![None; poll_symbols.len()],
+        impls: HashMap::new(),
+        macro_awaits: HashMap::new(),
+        block_on: Default::default(),
     };
     let has_debug_info = file
         .section_by_name(".debug_info")
@@ -59,6 +72,7 @@ pub(super) fn read(file: &object::File<'_>, poll_symbols: &[&str]) -> DwarfInfo 
         .collect();
     let mut header = LayoutParts::default();
     let mut cells: HashMap<String, usize> = HashMap::new();
+    let mut block_on = super::block_on::Collector::default();
     let mut units = dwarf.units();
     while let Ok(Some(unit_header)) = units.next() {
         let Ok(unit) = dwarf.unit(unit_header) else {
@@ -69,9 +83,13 @@ pub(super) fn read(file: &object::File<'_>, poll_symbols: &[&str]) -> DwarfInfo 
             types: &mut info.poll_types,
             cells: &mut cells,
             layout: &mut header,
+            impls: &mut info.impls,
+            macro_awaits: &mut info.macro_awaits,
+            block_on: &mut block_on,
         };
         let _ = scan_unit(&dwarf, &unit, &wanted, &mut found);
     }
+    info.block_on = block_on.finish();
     info.layout = header.layout();
     for (index, name) in info.poll_type_names.iter().enumerate() {
         info.poll_cells[index] = name.as_ref().and_then(|name| cells.get(name).copied());
@@ -104,6 +122,9 @@ struct Found<'a> {
     /// `Cell<T, S>` by the qualified name of `T`.
     cells: &'a mut HashMap<String, usize>,
     layout: &'a mut LayoutParts,
+    impls: &'a mut HashMap<String, String>,
+    macro_awaits: &'a mut HashMap<String, (String, u64)>,
+    block_on: &'a mut super::block_on::Collector,
 }
 
 /// One depth-first walk of a unit, keeping the path of enclosing namespaces and types.
@@ -118,6 +139,9 @@ fn scan_unit(
         types,
         cells,
         layout,
+        impls,
+        macro_awaits,
+        block_on,
     } = found;
     let mut path: Vec<(isize, String)> = Vec::new();
     let mut depth = 0isize;
@@ -131,6 +155,9 @@ fn scan_unit(
     let mut cell: Option<(UnitOffset, isize)> = None;
     let mut cell_refs: Vec<(UnitOffset, UnitOffset)> = Vec::new();
     let mut type_names: HashMap<UnitOffset, String> = HashMap::new();
+    // `__awaitee` variables: (their type, decl file index, decl line).
+    let mut awaitees: Vec<(UnitOffset, u64, u64)> = Vec::new();
+    block_on.begin_unit();
     let mut entries = unit.entries();
     while let Some((delta, entry)) = entries.next_dfs()? {
         depth += delta;
@@ -146,6 +173,8 @@ fn scan_unit(
         if cell.is_some_and(|(_, d)| depth <= d) {
             cell = None;
         }
+        // Its own reads failing must not cost the rest of the walk.
+        let _ = block_on.entry(dwarf, unit, entry, depth, &path);
         let name = || -> Option<String> {
             let value = entry.attr_value(gimli::DW_AT_name).ok()??;
             let name = dwarf.attr_string(unit, value).ok()?;
@@ -180,11 +209,14 @@ fn scan_unit(
                     .attr_value(gimli::DW_AT_linkage_name)?
                     .or(entry.attr_value(gimli::DW_AT_MIPS_linkage_name)?)
                     .and_then(|value| dwarf.attr_string(unit, value).ok());
-                if let Some(index) =
-                    linkage.and_then(|l| wanted.get(&*l.to_string_lossy()).copied())
+                let linkage = linkage.as_ref().map(|l| l.to_string_lossy());
+                if let Some(index) = linkage.as_deref().and_then(|l| wanted.get(l).copied())
                     && names[index].is_none()
                 {
                     poll = Some((index, depth));
+                }
+                if let Some(linkage) = &linkage {
+                    note_impl(&path, linkage, impls);
                 }
             }
             gimli::DW_TAG_template_type_parameter => {
@@ -204,6 +236,15 @@ fn scan_unit(
                 {
                     type_refs.push((offset, index));
                     poll = None;
+                }
+            }
+            gimli::DW_TAG_variable if is_named(dwarf, unit, entry, b"__awaitee") => {
+                if let Some(AttributeValue::UnitRef(offset)) =
+                    entry.attr_value(gimli::DW_AT_type)?
+                    && let Some(file) = udata(entry.attr_value(gimli::DW_AT_decl_file)?)
+                    && let Some(line) = udata(entry.attr_value(gimli::DW_AT_decl_line)?)
+                {
+                    awaitees.push((offset, file, line));
                 }
             }
             gimli::DW_TAG_member => {
@@ -227,6 +268,7 @@ fn scan_unit(
             _ => {}
         }
     }
+    block_on.end_unit(unit, &type_names);
     let global = |offset: UnitOffset| offset.to_debug_info_offset(&unit.header).map(|o| o.0);
     for (offset, index) in type_refs {
         if let Some(name) = type_names.get(&offset) {
@@ -239,7 +281,57 @@ fn scan_unit(
             cells.entry(name.clone()).or_insert(cell);
         }
     }
+    for (offset, file, line) in awaitees {
+        // A closure the function's body made for the await: a macro's `poll_fn(|cx| ...)`.
+        if let Some(name) = type_names.get(&offset)
+            && name.contains("{closure_env#")
+            && !macro_awaits.contains_key(name)
+            && let Some(file) = super::futures::file_path(dwarf, unit, file)
+        {
+            macro_awaits.insert(name.clone(), (file, line));
+        }
+    }
     Ok(())
+}
+
+/// A function inside an `{impl#N}` namespace (an async method's body, a closure in a method)
+/// names the impl's type in its linkage name: `<app::Listener>::run::{closure#0}` (v0) or
+/// `app::Listener::run::{{closure}}` (legacy) for `app::{impl#2}::run::{async_fn#0}`. (The
+/// methods themselves are declared inside their type, outside the impl's namespace.)
+fn note_impl(path: &[(isize, String)], linkage: &str, impls: &mut HashMap<String, String>) {
+    let Some(at) = path
+        .iter()
+        .rposition(|(_, name)| name.starts_with("{impl#"))
+    else {
+        return;
+    };
+    let key = qualify(&path[..at], &path[at].1);
+    if impls.contains_key(&key) {
+        return;
+    }
+    let function = format!("{:#}", rustc_demangle::demangle(linkage));
+    // The segments after the impl's: the namespaces between it and the function, and the
+    // function's own name.
+    let after = path.len() - at;
+    if let Some(ty) = super::names::impl_self_type(&function, after) {
+        impls.insert(key, ty);
+    }
+}
+
+/// Whether `entry`'s DW_AT_name is `name` (compared without allocating: every variable of the
+/// program passes here).
+fn is_named(
+    dwarf: &gimli::Dwarf<Reader<'_>>,
+    unit: &gimli::Unit<Reader<'_>>,
+    entry: &gimli::DebuggingInformationEntry<'_, '_, Reader<'_>>,
+    name: &[u8],
+) -> bool {
+    entry
+        .attr_value(gimli::DW_AT_name)
+        .ok()
+        .flatten()
+        .and_then(|value| dwarf.attr_string(unit, value).ok())
+        .is_some_and(|found| found.slice() == name)
 }
 
 #[derive(Clone, Copy)]

@@ -155,6 +155,9 @@ pub struct TypeIndex {
     unit_starts: Vec<DebugInfoOffset>,
     units: Mutex<HashMap<DebugInfoOffset, Arc<UnitData>>>,
     types: Mutex<HashMap<TypeId, Arc<TypeInfo>>>,
+    /// Found by resolve's walk over every unit: see [`TypeIndex::with_names`].
+    impls: HashMap<String, String>,
+    macro_awaits: HashMap<String, (String, u64)>,
 }
 
 impl std::fmt::Debug for TypeIndex {
@@ -199,7 +202,39 @@ impl TypeIndex {
             unit_starts,
             units: Mutex::new(HashMap::new()),
             types: Mutex::new(HashMap::new()),
+            impls: HashMap::new(),
+            macro_awaits: HashMap::new(),
         })
+    }
+
+    /// What only a walk over every unit finds, which resolve does once anyway: the type each
+    /// `{impl#N}` is for (`app::{impl#0}` -> `app::Listener`), and the user's line of each await a
+    /// macro wrote (the future `select!` awaits -> the line of the `select!`).
+    pub fn with_names(
+        mut self,
+        impls: HashMap<String, String>,
+        macro_awaits: HashMap<String, (String, u64)>,
+    ) -> Self {
+        self.impls = impls;
+        self.macro_awaits = macro_awaits;
+        self
+    }
+
+    /// A type or function name as a person reads it (see [`super::names::readable`]).
+    pub fn readable(&self, name: &str) -> String {
+        super::names::readable(name, &|key| self.impls.get(key).cloned())
+    }
+
+    /// The function a state machine type is the future of, readable.
+    pub fn function_name(&self, type_name: &str) -> String {
+        super::names::function_name(type_name, &|key| self.impls.get(key).cloned())
+    }
+
+    /// Where the user wrote the macro (`select!`, `join!`) whose await awaits `awaitee`.
+    pub fn macro_await(&self, awaitee: &str) -> Option<(&str, u64)> {
+        self.macro_awaits
+            .get(awaitee)
+            .map(|(file, line)| (file.as_str(), *line))
     }
 
     fn unit_of(&self, offset: DebugInfoOffset) -> Result<Arc<UnitData>, TypeError> {
@@ -442,20 +477,7 @@ impl TypeIndex {
         entry: &gimli::DebuggingInformationEntry<'_, '_, Reader>,
     ) -> Option<String> {
         let index = udata(entry.attr_value(gimli::DW_AT_decl_file).ok()?)?;
-        let program = unit.line_program.as_ref()?;
-        let header = program.header();
-        let file = header.file(index)?;
-        let mut path = String::new();
-        if let Some(directory) = file.directory(header) {
-            let directory = self.dwarf.attr_string(unit, directory).ok()?;
-            path.push_str(&directory.to_string_lossy().ok()?);
-        }
-        let name = self.dwarf.attr_string(unit, file.path_name()).ok()?;
-        let name = name.to_string_lossy().ok()?;
-        if name.starts_with('/') || path.is_empty() {
-            return Some(name.into_owned());
-        }
-        Some(format!("{}/{}", path.trim_end_matches('/'), name))
+        file_path(&self.dwarf, unit, index)
     }
 
     /// Follows `path` (member names, or variant names of enums) from `ty`, adding offsets:
@@ -496,7 +518,8 @@ impl TypeIndex {
     }
 }
 
-fn udata(value: Option<AttributeValue<Reader>>) -> Option<u64> {
+/// A constant, or a file index, attribute's value.
+pub(super) fn udata<R: gimli::Reader>(value: Option<AttributeValue<R>>) -> Option<u64> {
     match value? {
         AttributeValue::Udata(v) => Some(v),
         AttributeValue::Data1(v) => Some(v.into()),
@@ -506,6 +529,38 @@ fn udata(value: Option<AttributeValue<Reader>>) -> Option<u64> {
         AttributeValue::Sdata(v) => u64::try_from(v).ok(),
         AttributeValue::FileIndex(v) => Some(v),
         _ => None,
+    }
+}
+
+/// The path of file `index` (a DW_AT_decl_file) in `unit`'s line program.
+pub(super) fn file_path<R: gimli::Reader>(
+    dwarf: &gimli::Dwarf<R>,
+    unit: &gimli::Unit<R>,
+    index: u64,
+) -> Option<String> {
+    let program = unit.line_program.as_ref()?;
+    let header = program.header();
+    let file = header.file(index)?;
+    let mut path = String::new();
+    if let Some(directory) = file.directory(header) {
+        let directory = dwarf.attr_string(unit, directory).ok()?;
+        path.push_str(&directory.to_string_lossy().ok()?);
+    }
+    let name = dwarf.attr_string(unit, file.path_name()).ok()?;
+    let name = name.to_string_lossy().ok()?;
+    let joined = |directory: &str, name: &str| match (name.starts_with('/'), directory) {
+        (true, _) | (false, "") => name.to_owned(),
+        (false, directory) => format!("{}/{name}", directory.trim_end_matches('/')),
+    };
+    let relative = joined(&path, &name);
+    // A directory relative to where the compiler ran (`demo/src/bin`): anchored there.
+    match unit
+        .comp_dir
+        .as_ref()
+        .and_then(|dir| dir.to_string_lossy().ok())
+    {
+        Some(comp_dir) if !relative.starts_with('/') => Some(joined(&comp_dir, &relative)),
+        _ => Some(relative),
     }
 }
 

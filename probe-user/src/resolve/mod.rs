@@ -3,6 +3,7 @@
 //! the kernel side needs. What could not be found is recorded in [`ProbePlan::notes`] so reports
 //! can say so.
 
+pub mod block_on;
 mod calls;
 mod debuglink;
 mod dwarf;
@@ -42,6 +43,9 @@ pub enum SiteKind {
     Complete,
     /// `rust_panic`: a panic starts unwinding.
     Panic,
+    /// The poll function of a future given to `block_on` (`#[tokio::main]`, `#[tokio::test]`):
+    /// one per such future, probed by the poll programs as a pseudo-task (see [`block_on`]).
+    BlockOnPoll,
 }
 
 impl SiteKind {
@@ -55,6 +59,15 @@ impl SiteKind {
             Self::Complete => EventKind::Complete,
             _ => return None,
         })
+    }
+
+    /// The kind byte of the site's attach cookie: the event a `task_op` site reports, or
+    /// whether a poll site polls a `block_on` future.
+    pub fn cookie_kind(self) -> u8 {
+        match self {
+            Self::BlockOnPoll => probe_common::cookie::BLOCK_ON,
+            kind => kind.task_op_event().map_or(0, |event| event as u8),
+        }
     }
 }
 
@@ -90,6 +103,9 @@ pub struct TaskType {
     pub future: Option<FutureLocation>,
     /// This type's task vtable (link-time address), for finding its tasks in memory.
     pub vtable: Option<vtables::TaskVtable>,
+    /// For a future given to `block_on` (no tokio task: `poll_address` is its own poll
+    /// function, `future` is at offset 0 from the "header", its address).
+    pub block_on: Option<block_on::Body>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -214,6 +230,14 @@ pub struct TypeName {
     pub name: String,
     /// A multi-thread worker's loop: runtime plumbing, left out of the task counts.
     pub runtime_worker: bool,
+}
+
+impl TypeName {
+    /// tokio's own tasks (its blocking tasks, the worker loops): not the program's, so left out
+    /// of the stuck tasks and the counts.
+    pub fn is_internal(&self) -> bool {
+        self.runtime_worker || names::is_tokio_internal(&self.name)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -394,7 +418,7 @@ pub fn resolve_with(binary: &Path, debuginfo: Option<&Path>) -> Result<ProbePlan
         );
     }
 
-    let dwarf_info = dwarf::read(
+    let mut dwarf_info = dwarf::read(
         dwarf_source,
         &found
             .polls
@@ -413,7 +437,10 @@ pub fn resolve_with(binary: &Path, debuginfo: Option<&Path>) -> Result<ProbePlan
 
     let types = if has_dwarf {
         match futures::TypeIndex::new(dwarf_source) {
-            Ok(types) => Some(std::sync::Arc::new(types)),
+            Ok(types) => Some(std::sync::Arc::new(types.with_names(
+                dwarf_info.impls.clone(),
+                std::mem::take(&mut dwarf_info.macro_awaits),
+            ))),
             Err(error) => {
                 notes.push(format!("DWARF types unreadable ({error}): no await points"));
                 None
@@ -421,7 +448,8 @@ pub fn resolve_with(binary: &Path, debuginfo: Option<&Path>) -> Result<ProbePlan
         }
     } else {
         notes.push(
-            "no DWARF: await points and async backtraces need a build with debuginfo \
+            "no DWARF: await points, async backtraces and the futures given to block_on \
+             (#[tokio::main], #[tokio::test]) need a build with debuginfo \
              (e.g. `debug = \"line-tables-only\"` is not enough; `debug = 1` or more)"
                 .into(),
         );
@@ -438,7 +466,11 @@ pub fn resolve_with(binary: &Path, debuginfo: Option<&Path>) -> Result<ProbePlan
     for (index, poll) in found.polls.iter().enumerate() {
         let (name, source) =
             if let Some(name) = dwarf_info.poll_type_names.get(index).cloned().flatten() {
-                (task_name_from_type(&name), NamingSource::Dwarf)
+                let self_type = |key: &str| dwarf_info.impls.get(key).cloned();
+                (
+                    names::task_name_with(&name, &self_type),
+                    NamingSource::Dwarf,
+                )
             } else if let Some(name) = &poll.generic_type {
                 (task_name_from_type(name), NamingSource::V0Symbols)
             } else if let Some(name) = calls::name_by_calls(&file, &table, poll.address) {
@@ -461,7 +493,25 @@ pub fn resolve_with(binary: &Path, debuginfo: Option<&Path>) -> Result<ProbePlan
                 && name.ends_with("::launch"),
             name,
             poll_address: poll.address,
+            block_on: None,
         });
+    }
+    if let Some(types) = &types {
+        let self_type = |key: &str| dwarf_info.impls.get(key).cloned();
+        let name_of = |type_name: &str| names::task_name_with(type_name, &self_type);
+        for body in dwarf_info.block_on.bodies(types, &name_of, &mut notes) {
+            task_types.push(TaskType {
+                name: body.name.clone(),
+                poll_address: body.poll_address,
+                runtime_worker: false,
+                future: Some(FutureLocation {
+                    ty: body.ty,
+                    offset: 0,
+                }),
+                vtable: None,
+                block_on: Some(body),
+            });
+        }
     }
     match naming {
         NamingSource::Dwarf | NamingSource::V0Symbols => {}
@@ -504,6 +554,11 @@ pub fn resolve_with(binary: &Path, debuginfo: Option<&Path>) -> Result<ProbePlan
     }
     for (kind, address) in found.singles.iter().chain(&found.others) {
         push(*kind, *address, None)?;
+    }
+    for (index, task_type) in task_types.iter().enumerate() {
+        if task_type.block_on.is_some() {
+            push(SiteKind::BlockOnPoll, task_type.poll_address, Some(index))?;
+        }
     }
 
     Ok(ProbePlan {

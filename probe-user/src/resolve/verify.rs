@@ -272,6 +272,7 @@ fn describe(site: &Site) -> String {
         SiteKind::CellNew => "tokio's Cell::new",
         SiteKind::Complete => "tokio's State::transition_to_complete",
         SiteKind::Panic => "rust_panic",
+        SiteKind::BlockOnPoll => "the poll function of a future given to block_on",
     };
     format!("{function} at {:#x}", site.address)
 }

@@ -85,6 +85,7 @@ pub(crate) fn frame(
         locals: Vec::new(),
         holds: Vec::new(),
         waits_on: None,
+        bound: None,
     }
 }
 
@@ -238,6 +239,7 @@ impl<O: Observer> Script<O> {
                 frames,
                 read_ns,
                 state_word: None,
+                missing: None,
             },
         );
     }

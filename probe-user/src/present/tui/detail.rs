@@ -70,9 +70,8 @@ pub(super) fn document(report: &Report, index: usize, width: u16) -> Vec<Line<'s
         "Async backtrace, innermost first (read when the task last went idle)",
     );
     if task.backtrace.is_empty() {
-        lines.push(indented(
-            "(none: needs DWARF, and the target alive when the task went idle)".dim(),
-        ));
+        let why = task.no_backtrace.as_deref().unwrap_or("none was read");
+        lines.push(indented(Span::raw(format!("(none: {why})")).dim()));
     } else {
         if let Some(leaf) = task
             .backtrace

@@ -56,6 +56,7 @@ fn frame(function: &str, file: &str, line: u64) -> Frame {
         locals: Vec::new(),
         holds: Vec::new(),
         waits_on: None,
+        bound: None,
     }
 }
 

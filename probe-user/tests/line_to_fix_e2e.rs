@@ -1,0 +1,488 @@
+//! End to end: hang reports point at the line to fix. A task parked in a `select!` or `join!`
+//! is shown at the user's line of the macro with its pending branches, a method's task is named
+//! after its type, each stuck task says whether anything bounds its wait, and a missing
+//! backtrace says why: in the text, JSON and Markdown reports of `probe` and in `dump`.
+//!
+//! Every expected line is computed from the fixture's source (`demo/src/bin/hangs.rs`).
+//! These need root and a kernel with uprobe_multi; elsewhere they skip (see `common`).
+
+mod common;
+
+use std::{
+    io::{BufRead as _, BufReader},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use common::{
+    fixture, number, privileged, probe_binary, probe_launch, read_report, task, temp_json,
+};
+use serde_json::Value;
+
+/// The 1-based line of `needle` in the hang fixtures' source.
+fn hangs_line(needle: &str) -> u64 {
+    include_str!("../../demo/src/bin/hangs.rs")
+        .lines()
+        .position(|line| line.contains(needle))
+        .map(|index| index as u64 + 1)
+        .unwrap_or_else(|| panic!("{needle} is not in hangs.rs"))
+}
+
+/// `demo/src/bin/hangs.rs:N`, as the reports print the fixture's lines.
+fn at(needle: &str) -> String {
+    format!("demo/src/bin/hangs.rs:{}", hangs_line(needle))
+}
+
+const SELECT_FOREVER: &str = "tokio::select! { // select_forever";
+const SELECT_WITH_DEADLINE: &str = "tokio::select! { // select_with_deadline";
+const JOIN: &str = "tokio::join!(tokio::time::sleep(Duration::from_millis(10)), never)";
+const TIMEOUT: &str = "match tokio::time::timeout(Duration::from_secs(60), value).await";
+
+/// What a user reads of one probed run: the text report, the JSON, and the Markdown made again
+/// from the run's recording.
+struct Reports {
+    text: String,
+    json: Value,
+    markdown: String,
+}
+
+/// `probe` over one `inspect-hangs` scenario of `build`, which exits by itself after 1.5 s;
+/// tasks idle for 1 s are stuck.
+fn probe(build: &str, scenario: &str) -> Reports {
+    let recording = temp_json(&format!("{scenario}-recording"));
+    let (output, json) = probe_launch(
+        scenario,
+        &[
+            "--stuck-after",
+            "1s",
+            "--record",
+            recording.to_str().expect("utf-8"),
+        ],
+        &fixture(&format!("{build}/inspect-hangs")),
+        &[scenario, "--exit-after-ms", "1500"],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let replayed = Command::new(probe_binary())
+        .arg("report")
+        .arg(&recording)
+        .args(["--format", "md"])
+        .output()
+        .expect("async-inspect report");
+    let _ = std::fs::remove_file(&recording);
+    assert!(
+        replayed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replayed.stderr)
+    );
+    Reports {
+        text: String::from_utf8_lossy(&output.stdout).into_owned(),
+        json,
+        markdown: String::from_utf8_lossy(&replayed.stdout).into_owned(),
+    }
+}
+
+/// `dump` (text and JSON) of a running `inspect-hangs` scenario of `build`, its tasks parked.
+fn dump(build: &str, scenario: &str) -> (String, Value) {
+    let mut target = Command::new(fixture(&format!("{build}/inspect-hangs")))
+        .args([scenario, "--exit-after-ms", "20000"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("starting inspect-hangs");
+    let mut line = String::new();
+    BufReader::new(target.stdout.as_mut().expect("stdout"))
+        .read_line(&mut line)
+        .expect("ready line");
+    std::thread::sleep(Duration::from_millis(500));
+    let json = temp_json(&format!("dump-{scenario}"));
+    let output = Command::new(probe_binary())
+        .args(["dump", "--json"])
+        .arg(&json)
+        .args(["--pid", &target.id().to_string()])
+        .output()
+        .expect("dump");
+    let _ = target.kill();
+    let _ = target.wait();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report = read_report(&json, &output);
+    (String::from_utf8_lossy(&output.stdout).into_owned(), report)
+}
+
+/// The row of `stuck` for the task named `name`.
+fn stuck<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["stuck"]
+        .as_array()
+        .expect("stuck")
+        .iter()
+        .find(|row| row["name"] == name)
+        .unwrap_or_else(|| panic!("{name} is not stuck: {:#}", report["stuck"]))
+}
+
+/// Every line of `expected` is in `text`, each the whole of a line (after its indent).
+fn assert_lines(text: &str, expected: &[String]) {
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    for line in expected {
+        assert!(
+            lines.contains(&line.as_str()),
+            "missing line:\n{line}\nin:\n{text}"
+        );
+    }
+}
+
+/// The task header line of a stuck or dumped task, up to its state.
+fn header(report: &Value, name: &str) -> String {
+    format!("task {} {name} — ", number(task(report, name), "id"))
+}
+
+/// The line of `text` that starts with `start` (trimmed).
+fn line_starting<'a>(text: &'a str, start: &str) -> &'a str {
+    text.lines()
+        .map(str::trim)
+        .find(|line| line.starts_with(start))
+        .unwrap_or_else(|| panic!("no line starts with {start:?} in:\n{text}"))
+}
+
+const FOREVER_BRANCHES: &str = "in tokio::select!, 2 of 2 branches pending: \
+    tokio::sync::oneshot::Receiver<u32> (waiting for a oneshot value); \
+    tokio::sync::mpsc::bounded::Receiver::recv (waiting for an mpsc message)";
+
+fn forever(needle: &str) -> String {
+    format!(
+        "no timeout on this path: it can wait forever (wrap the await at {} in tokio::time::timeout)",
+        at(needle)
+    )
+}
+
+/// A select! reads at the user's line, with what each pending branch waits for, in every report.
+fn check_select_text(text: &str, report: &Value) {
+    let forever_header = line_starting(text, &header(report, "inspect_hangs::select_forever"));
+    assert!(
+        forever_header.ends_with(FOREVER_BRANCHES),
+        "{forever_header}"
+    );
+    assert_lines(
+        text,
+        &[
+            format!("at tokio::select! ({})", at(SELECT_FOREVER)),
+            format!("<- inspect_hangs::select_forever ({})", at(SELECT_FOREVER))
+                + " [many = tokio::sync::mpsc::bounded::Receiver<u32> (8 bytes), once = tokio::sync::oneshot::Receiver<u32> (8 bytes)]",
+            forever(SELECT_FOREVER),
+        ],
+    );
+    let deadline_header =
+        line_starting(text, &header(report, "inspect_hangs::select_with_deadline"));
+    assert!(
+        deadline_header.ends_with(
+            "in tokio::select!, 2 of 2 branches pending: tokio::sync::oneshot::Receiver<u32> \
+             (waiting for a oneshot value); tokio::time::sleep::Sleep (sleeping)"
+        ),
+        "{deadline_header}"
+    );
+    let bounded = line_starting(text, "bounded: the wait ends in ");
+    assert!(
+        bounded.ends_with(&format!(
+            "s (tokio::time::Sleep in a tokio::select! branch at {})",
+            at(SELECT_WITH_DEADLINE)
+        )),
+        "{bounded}"
+    );
+}
+
+#[test]
+fn a_select_is_shown_at_the_users_line_with_its_pending_branches() {
+    let Some(_serial) = privileged() else { return };
+    let reports = probe("debug", "select");
+    check_select_text(&reports.text, &reports.json);
+    check_select_text(&reports.markdown, &reports.json);
+    assert!(
+        reports.markdown.contains("## Stuck tasks"),
+        "{}",
+        reports.markdown
+    );
+
+    let forever = stuck(&reports.json, "inspect_hangs::select_forever");
+    assert_eq!(forever["leaf"], FOREVER_BRANCHES);
+    assert_eq!(forever["can_wait_forever"], true, "{forever:#}");
+    assert_eq!(forever["wrap_at"]["line"], hangs_line(SELECT_FOREVER));
+    assert_eq!(
+        forever["wrap_at"]["function"],
+        "inspect_hangs::select_forever"
+    );
+    assert!(forever.get("bounded_by").is_none(), "{forever:#}");
+    let parked = task(&reports.json, "inspect_hangs::select_forever");
+    assert_eq!(parked["await_point"]["line"], hangs_line(SELECT_FOREVER));
+    assert_eq!(
+        parked["await_point"]["function"],
+        "inspect_hangs::select_forever"
+    );
+    assert!(
+        parked["await_point"]["file"]
+            .as_str()
+            .is_some_and(|file| file.starts_with('/') && file.ends_with("demo/src/bin/hangs.rs")),
+        "an absolute path: {parked:#}"
+    );
+
+    let deadline = stuck(&reports.json, "inspect_hangs::select_with_deadline");
+    let bound = &deadline["bounded_by"];
+    assert_eq!(bound["by"], "tokio::time::Sleep in a tokio::select! branch");
+    assert_eq!(bound["line"], hangs_line(SELECT_WITH_DEADLINE));
+    let remaining = number(bound, "remaining_ns");
+    assert!(
+        (55_000_000_000..60_000_000_000).contains(&remaining),
+        "a 60 s sleep, 1.5 s in: {bound:#}"
+    );
+    assert!(deadline.get("can_wait_forever").is_none(), "{deadline:#}");
+}
+
+#[test]
+fn a_join_says_which_branches_are_still_pending_in_an_optimised_build() {
+    let Some(_serial) = privileged() else { return };
+    let reports = probe("release-debuginfo", "join");
+    let branches = "in tokio::join!, 1 of 2 branches pending: \
+                    tokio::sync::oneshot::Receiver<u32> (waiting for a oneshot value)";
+    for text in [&reports.text, &reports.markdown] {
+        let header = line_starting(text, &header(&reports.json, "inspect_hangs::join_both"));
+        assert!(header.ends_with(branches), "{header}");
+        assert_lines(
+            text,
+            &[
+                format!("at tokio::join! ({})", at(JOIN)),
+                format!(
+                    "<- inspect_hangs::join_both ({}) [never = tokio::sync::oneshot::Receiver<u32> (8 bytes)]",
+                    at(JOIN)
+                ),
+                forever(JOIN),
+            ],
+        );
+    }
+    let row = stuck(&reports.json, "inspect_hangs::join_both");
+    assert_eq!(row["leaf"], branches);
+    assert_eq!(row["can_wait_forever"], true);
+    assert_eq!(row["wrap_at"]["line"], hangs_line(JOIN));
+}
+
+#[test]
+fn a_timeout_bounds_the_wait() {
+    let Some(_serial) = privileged() else { return };
+    let reports = probe("debug", "timeout");
+    for text in [&reports.text, &reports.markdown] {
+        let header = line_starting(
+            text,
+            &header(&reports.json, "inspect_hangs::wait_with_timeout"),
+        );
+        assert!(
+            header.ends_with(" — waiting for a oneshot value"),
+            "{header}"
+        );
+        assert_lines(
+            text,
+            &[
+                "at tokio::sync::oneshot::Receiver<u32>".to_owned(),
+                "<- tokio::time::Timeout".to_owned(),
+                format!(
+                    "<- inspect_hangs::wait_with_timeout ({}) [value = tokio::sync::oneshot::Receiver<u32> (8 bytes)]",
+                    at(TIMEOUT)
+                ),
+            ],
+        );
+        let bounded = line_starting(text, "bounded: times out in ");
+        assert!(
+            bounded.ends_with(&format!("s (tokio::time::Timeout at {})", at(TIMEOUT))),
+            "{bounded}"
+        );
+    }
+    let row = stuck(&reports.json, "inspect_hangs::wait_with_timeout");
+    assert_eq!(row["bounded_by"]["by"], "tokio::time::Timeout");
+    assert_eq!(row["bounded_by"]["line"], hangs_line(TIMEOUT));
+    let remaining = number(&row["bounded_by"], "remaining_ns");
+    assert!(
+        (55_000_000_000..60_000_000_000).contains(&remaining),
+        "{row:#}"
+    );
+    assert!(row.get("can_wait_forever").is_none(), "{row:#}");
+}
+
+#[test]
+fn a_method_and_its_blocks_are_named_after_their_type() {
+    let Some(_serial) = privileged() else { return };
+    let reports = probe("debug", "impl-method");
+    let run_line = "self.connections.recv().await.unwrap_or(0)";
+    let block_line = "tokio::spawn(async move { rx.await.unwrap_or(0) });";
+    for text in [&reports.text, &reports.markdown] {
+        let run = line_starting(text, &header(&reports.json, "inspect_hangs::Listener::run"));
+        assert!(run.ends_with(" — waiting for an mpsc message"), "{run}");
+        let block = line_starting(
+            text,
+            &header(&reports.json, "inspect_hangs::Listener::run::{async block}"),
+        );
+        assert!(block.ends_with(" — waiting for a oneshot value"), "{block}");
+        // tokio's own frame, with the address of the receiver it reads.
+        line_starting(
+            text,
+            &format!(
+                "<- tokio::sync::mpsc::bounded::Receiver::recv (tokio-1.54.1/src/sync/mpsc/bounded.rs:{}) \
+                 [self = &mut tokio::sync::mpsc::bounded::Receiver<u32> @ 0x",
+                tokio_recv_line(&reports.json)
+            ),
+        );
+        assert_lines(
+            text,
+            &[
+                format!(
+                    "<- inspect_hangs::Listener::run ({}) [self = inspect_hangs::Listener (8 bytes)]",
+                    at(run_line)
+                ),
+                format!(
+                    "<- inspect_hangs::Listener::run::{{async block}} ({}) [rx = tokio::sync::oneshot::Receiver<u32> (8 bytes)]",
+                    at(block_line)
+                ),
+                forever(run_line),
+                forever(block_line),
+            ],
+        );
+    }
+    assert_eq!(
+        task(&reports.json, "inspect_hangs::Listener::run")["await_point"]["line"],
+        hangs_line(run_line)
+    );
+    // Nothing the reports show keeps the compiler's `{impl#N}` or `{async_fn#N}`.
+    for text in [&reports.text, &reports.markdown, &reports.json.to_string()] {
+        for compilers in [
+            "{impl#",
+            "{async_fn#",
+            "{async_block_env#",
+            "{async_fn_env#",
+        ] {
+            let shown: Vec<&str> = text
+                .lines()
+                .filter(|line| line.contains(compilers))
+                .filter(|line| !line.contains("\"type\""))
+                .collect();
+            assert!(shown.is_empty(), "{compilers} in {shown:#?}");
+        }
+    }
+}
+
+/// The line tokio's `Receiver::recv` awaits at, as the backtrace read it.
+fn tokio_recv_line(report: &Value) -> u64 {
+    task(report, "inspect_hangs::Listener::run")["backtrace"]
+        .as_array()
+        .expect("backtrace")
+        .iter()
+        .find(|frame| frame["function"] == "tokio::sync::mpsc::bounded::Receiver::recv")
+        .and_then(|frame| frame["line"].as_u64())
+        .expect("a recv frame")
+}
+
+#[test]
+fn tokios_own_tasks_are_marked_and_not_counted() {
+    let Some(_serial) = privileged() else { return };
+    let reports = probe("debug", "impl-method");
+    let internal: Vec<&Value> = reports.json["tasks"]
+        .as_array()
+        .expect("tasks")
+        .iter()
+        .filter(|task| task["internal"] == true)
+        .collect();
+    assert!(
+        internal.iter().any(|task| task["name"]
+            .as_str()
+            .is_some_and(|name| name.starts_with("blocking: tokio::fs::"))),
+        "the fs::metadata blocking task: {:#}",
+        reports.json["tasks"]
+    );
+    let summary = &reports.json["summary"];
+    assert_eq!(number(summary, "internal_tasks"), internal.len() as u64);
+    let own = reports.json["tasks"].as_array().expect("tasks").len() - internal.len();
+    assert_eq!(number(summary, "tasks"), own as u64, "{summary:#}");
+    let table = table_rows(&reports.text);
+    assert!(
+        table.iter().all(|row| !row.contains("blocking: tokio::")),
+        "{table:#?}"
+    );
+    assert!(
+        table
+            .iter()
+            .any(|row| row.contains("inspect_hangs::Listener::run")),
+        "{table:#?}"
+    );
+    assert!(
+        reports.text.contains(&format!(
+            "and {} of tokio's own tasks (blocking file, stdio or DNS work), left out of the \
+             counts, the table and the stuck tasks (--json marks them `internal: true`)",
+            internal.len()
+        )),
+        "{}",
+        reports.text
+    );
+    assert!(
+        !reports.markdown.contains("| `blocking: tokio::"),
+        "{}",
+        reports.markdown
+    );
+}
+
+/// The rows of the text report's task table.
+fn table_rows(text: &str) -> Vec<&str> {
+    text.lines()
+        .skip_while(|line| !line.trim_start().starts_with("ID  TASK"))
+        .skip(1)
+        .take_while(|line| !line.trim().is_empty())
+        .collect()
+}
+
+#[test]
+fn dump_shows_the_users_lines_and_whether_waits_are_bounded() {
+    let Some(_serial) = privileged() else { return };
+    let (text, report) = dump("release-debuginfo", "select");
+    let forever_header = line_starting(&text, &header(&report, "inspect_hangs::select_forever"));
+    assert!(
+        forever_header.ends_with(&format!(" — idle — {FOREVER_BRANCHES}")),
+        "{forever_header}"
+    );
+    assert_lines(
+        &text,
+        &[
+            format!("at tokio::select! ({})", at(SELECT_FOREVER)),
+            forever(SELECT_FOREVER),
+        ],
+    );
+    assert!(
+        line_starting(&text, "bounded: the wait ends in ").ends_with(&format!(
+            "s (tokio::time::Sleep in a tokio::select! branch at {})",
+            at(SELECT_WITH_DEADLINE)
+        )),
+        "{text}"
+    );
+    let forever = task(&report, "inspect_hangs::select_forever");
+    assert_eq!(forever["can_wait_forever"], true, "{forever:#}");
+    assert_eq!(forever["await_point"]["line"], hangs_line(SELECT_FOREVER));
+    let deadline = task(&report, "inspect_hangs::select_with_deadline");
+    assert_eq!(
+        deadline["bounded_by"]["line"],
+        hangs_line(SELECT_WITH_DEADLINE),
+        "{deadline:#}"
+    );
+}
+
+#[test]
+fn no_backtrace_says_why() {
+    let Some(_serial) = privileged() else { return };
+    let (text, report) = dump("release", "join");
+    let why = "no DWARF in the binary: build with debug = 1 or more, or pass the unstripped \
+               build with --binary";
+    assert_lines(&text, &[format!("(no backtrace: {why})")]);
+    let joiner = task(&report, "inspect_hangs::join_both");
+    assert_eq!(joiner["no_backtrace"], why, "{joiner:#}");
+    assert!(
+        joiner.get("can_wait_forever").is_none(),
+        "nothing is said of a wait not read: {joiner:#}"
+    );
+}
