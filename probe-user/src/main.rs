@@ -266,6 +266,7 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
         perf_event_uprobes: mechanism == attach::Mechanism::PerfEvent,
         overhead: None,
         target_exit: None,
+        exec_into: None,
     };
     let exports = Exports::new(&config.output, started_ns);
     let settings = record::Settings {
@@ -511,8 +512,10 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
     // Still alive (attached by pid, or stopped early): read where every idle task waits now,
     // including tasks idle since before the probe attached.
     let all: Vec<usize> = (0..session.model.tasks().len()).collect();
+    facts.exec_into = target::exec_since(pid, &facts.target);
     if let Some(reader) = &reader
         && target::is_alive(pid)
+        && facts.exec_into.is_none()
     {
         read_stacks(reader, &mut session, &all);
     } else if reader.is_some() {
@@ -915,6 +918,7 @@ fn dump(args: &DumpArgs) -> anyhow::Result<i32> {
             perf_event_uprobes: false,
             overhead: None,
             target_exit: None,
+            exec_into: None,
         },
         Analysis {
             stacks: &stacks,

@@ -252,6 +252,9 @@ pub struct Summary {
     pub overhead: Option<Overhead>,
     /// How a launched program ended (null when attached by pid, or it was killed for a hang).
     pub target_exit: Option<TargetExit>,
+    /// The program the target exec'd during the probe, if it did: the probes stayed in the
+    /// first program's code.
+    pub exec_into: Option<String>,
     pub notes: Vec<String>,
 }
 
@@ -396,6 +399,9 @@ pub struct RunFacts {
     /// How a launched program ended.
     #[serde(default)]
     pub target_exit: Option<TargetExit>,
+    /// The program the target exec'd during the probe.
+    #[serde(default)]
+    pub exec_into: Option<String>,
 }
 
 impl TaskRow {
@@ -726,6 +732,7 @@ impl Report {
             perf_event_uprobes: facts.perf_event_uprobes,
             overhead: facts.overhead,
             target_exit: facts.target_exit,
+            exec_into: facts.exec_into,
             notes: plan.notes.clone(),
         };
         Self {
@@ -756,6 +763,14 @@ impl Report {
         )?;
         if let Some(exit) = &s.target_exit {
             writeln!(out, "  {}", exit.describe())?;
+        }
+        if let Some(program) = &s.exec_into {
+            writeln!(
+                out,
+                "  the program exec'd {program} during the probe: the probes stayed in {}'s code, \
+                 so what it did after the exec is not seen",
+                s.target
+            )?;
         }
         writeln!(
             out,

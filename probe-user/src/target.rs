@@ -275,6 +275,12 @@ pub fn display_name(binary: &Path) -> String {
         .to_string()
 }
 
+/// The program `pid` runs now, if it is alive and no longer `probed` (it exec'd another).
+pub fn exec_since(pid: NonZeroU32, probed: &str) -> Option<String> {
+    let now = display_name(Path::new(&format!("/proc/{pid}/exe")));
+    (is_alive(pid) && now != probed && !now.starts_with("/proc/")).then_some(now)
+}
+
 /// Checks that `pid` exists and that we can read its executable.
 pub fn existing(pid: u32) -> Result<(NonZeroU32, PathBuf), TargetError> {
     let nonzero = NonZeroU32::new(pid).ok_or(TargetError::NoSuchPid(pid))?;

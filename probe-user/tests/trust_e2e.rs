@@ -376,3 +376,29 @@ fn a_probe_offset_inside_an_instruction_is_refused() {
         other => panic!("a misplaced probe was not refused: {other:?}"),
     }
 }
+
+/// A target that exec's another program mid-probe is said to have: the probes stayed in the first
+/// program's code, and the report must not pretend to have followed the new one.
+#[test]
+fn a_target_that_execs_another_program_is_said_to() {
+    let Some(_serial) = privileged() else { return };
+    let target = RunningDemo::start("release-debuginfo/inspect-crash", &["exec"]);
+    let json = temp_json("exec");
+    let output = Command::new(probe_binary())
+        .args(["probe", "--no-tui", "--duration", "2500ms", "--json"])
+        .arg(&json)
+        .args(["--pid", &target.pid()])
+        .output()
+        .expect("running async-inspect");
+    drop(target);
+    assert_nothing_left_attached();
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("the JSON report")).expect("JSON");
+    let exec_into = report["summary"]["exec_into"].as_str().unwrap_or_default();
+    assert!(exec_into.ends_with("/sleep"), "{:#}", report["summary"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains(&format!("the program exec'd {exec_into} during the probe")),
+        "{stdout}"
+    );
+}

@@ -1,17 +1,18 @@
 //! A tokio program whose task crashes the process, so tests can check that async-inspect says
 //! how a launched program ended:
 //!
-//!   inspect-crash [segv|abort]
+//!   inspect-crash [segv|abort|exec]
 //!
 //! It prints `ready`, then its task `inspect_crash::crash_soon` sleeps briefly and raises SIGSEGV
-//! (a write to an address Linux never maps) or, with `abort`, SIGABRT (`std::process::abort`).
+//! (a write to an address Linux never maps) or, with `abort`, SIGABRT (`std::process::abort`);
+//! with `exec` it replaces itself with `sleep 5` after a second (same pid, another program).
 
 use std::time::Duration;
 
 fn main() {
     let how = std::env::args().nth(1).unwrap_or_else(|| "segv".to_owned());
-    if how != "segv" && how != "abort" {
-        eprintln!("usage: inspect-crash [segv|abort]");
+    if !["segv", "abort", "exec"].contains(&how.as_str()) {
+        eprintln!("usage: inspect-crash [segv|abort|exec]");
         std::process::exit(2);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -27,9 +28,16 @@ fn main() {
 }
 
 async fn crash_soon(how: String) {
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Time for a probe to attach by pid before the program becomes another.
+    let wait_ms = if how == "exec" { 1000 } else { 100 };
+    tokio::time::sleep(Duration::from_millis(wait_ms)).await;
     if how == "abort" {
         std::process::abort();
+    }
+    if how == "exec" {
+        use std::os::unix::process::CommandExt as _;
+        let error = std::process::Command::new("sleep").arg("5").exec();
+        panic!("cannot exec sleep: {error}");
     }
     segfault();
 }

@@ -466,6 +466,7 @@ pub(crate) mod fixtures {
                 perf_event_uprobes: false,
                 overhead: None,
                 target_exit: None,
+                exec_into: None,
                 notes: Vec::new(),
             },
             tasks: Vec::new(),
