@@ -194,26 +194,9 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
     }
     let catalogue = plan.catalogue();
     let mechanism = attach::preflight()?;
-    // Each perf-event uprobe takes ~100 ms to detach: windows of 200 ms cannot be kept.
-    let perf_event = mechanism == attach::Mechanism::PerfEvent;
-    let max_overhead = config.max_overhead.filter(|_| !perf_event);
-    if perf_event && config.max_overhead.is_some() && !config.quiet {
-        eprintln!(
-            "async-inspect: note: this kernel has no uprobe_multi (Linux >= 6.6): probes are \
-             perf-event uprobes, which cannot be attached in windows, so every poll is followed \
-             (no overhead budget)"
-        );
-    }
-
-    // The live view owns the terminal: a launched program's output goes to a file meanwhile.
+    let max_overhead = budget_under(mechanism, &config);
     let target_log = match (config.tui, launched) {
-        (true, Some(_)) => {
-            let path = std::env::temp_dir()
-                .join(format!("async-inspect-output-{}.log", std::process::id()));
-            let file = std::fs::File::create(&path)
-                .map_err(|error| anyhow::anyhow!("cannot create {}: {error}", path.display()))?;
-            Some((path, file))
-        }
+        (true, Some(_)) => Some(target_log()?),
         _ => None,
     };
     let (pid, binary, gate) = match (pid, launched) {
@@ -305,57 +288,19 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
             }
         );
     }
-    let mut found_line = String::new();
-    if gate.is_none() {
-        // A running program's tasks that are idle now send no event until woken, which a hung
-        // program never does: find them in its memory. The probes are in place, so nothing
-        // that starts meanwhile is missed, and a task seen both ways is kept once.
-        let scanned = std::time::Instant::now();
-        let opened;
-        let scanner = match &memory {
-            Some(memory) => Ok(memory),
-            None => {
-                opened = ProcessMemory::open(pid.get());
-                opened.as_ref()
-            }
-        };
-        // A large heap takes a while to read: say what is going on.
-        let looking = !config.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
-        if looking {
-            eprint!("async-inspect: looking for tasks in the program's memory…");
-        }
-        let found = scanner
-            .map_err(|error| anyhow::anyhow!("{error}"))
-            .and_then(|scanner| find_in_memory(&plan, scanner));
-        if looking {
-            eprint!("\r\x1b[K");
-        }
-        match found {
-            Ok(found) => {
-                let tasks: Vec<usize> = found
-                    .tasks
-                    .into_iter()
-                    .map(|task| session.observe(task))
-                    .collect();
-                if let Some(reader) = &reader {
-                    read_stacks(reader, &mut session, &tasks);
-                }
-                found_line = format!(
-                    "{} ({} MiB read in {})",
-                    count_found(&catalogue, &session.model, &tasks),
-                    found.scan.bytes_scanned / (1024 * 1024),
-                    probe_user::report::duration(scanned.elapsed().as_nanos() as u64)
-                );
-                if !config.quiet && !config.tui {
-                    eprintln!("async-inspect: {found_line}");
-                }
-            }
-            Err(error) if !config.quiet => eprintln!(
-                "async-inspect: note: tasks idle since before the probe attached were not looked for: {error}"
-            ),
-            Err(_) => {}
-        }
-    }
+    let found_line = if gate.is_none() {
+        find_idle_since_before(
+            &plan,
+            &catalogue,
+            &config,
+            pid,
+            memory.as_ref(),
+            reader.as_ref(),
+            &mut session,
+        )
+    } else {
+        String::new()
+    };
     let mut tui = if config.tui {
         Some(Tui::start()?)
     } else {
@@ -509,22 +454,13 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
     drop(collector);
     drop(attachment);
     session.model.close(ended_ns);
-    // Still alive (attached by pid, or stopped early): read where every idle task waits now,
-    // including tasks idle since before the probe attached.
-    let all: Vec<usize> = (0..session.model.tasks().len()).collect();
     facts.exec_into = target::exec_since(pid, &facts.target);
-    if let Some(reader) = &reader
-        && target::is_alive(pid)
-        && facts.exec_into.is_none()
-    {
-        read_stacks(reader, &mut session, &all);
-    } else if reader.is_some() {
-        // Gone: tasks never read say so, rather than "not read yet".
-        let now_ns = collect::monotonic_ns();
-        for (task, stack) in probe_user::analyze::stacks::gone(&session.model, &all, now_ns) {
-            session.stack(task, stack);
-        }
-    }
+    read_final_stacks(
+        reader.as_ref(),
+        &mut session,
+        pid,
+        facts.exec_into.is_none(),
+    );
     if let (Ended::Quit, Some(child)) = (ended, child.as_ref())
         && let Some(child_pid) = child.id()
     {
@@ -602,17 +538,7 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
         );
         return Ok(status.map_or(0, target::exit_code));
     }
-    let verdict = match ended {
-        Ended::Hang => format!(
-            "\nasync-inspect test: HANG: no task was polled for {}; the command was killed",
-            probe_user::report::duration(config.watch.map_or(0, |w| w.timeout.as_nanos() as u64))
-        ),
-        Ended::Deadlock => {
-            "\nasync-inspect test: DEADLOCK: tasks wait for each other; the command was killed"
-                .into()
-        }
-        _ => String::new(),
-    };
+    let verdict = verdict(ended, &config);
     present::emit(
         &report,
         &session,
@@ -707,6 +633,131 @@ fn final_status(ended: Ended, exit: Option<&TargetExit>) -> String {
 /// How long a task stays idle before its backtrace is read: shorter waits are a busy
 /// program's ordinary rhythm, and reading each would cost more than the probe itself.
 const READ_STACK_AFTER_NS: u64 = 100_000_000;
+
+/// A running program's tasks that are idle now send no event until woken, which a hung program
+/// never does: find them in its memory. The probes are in place, so nothing that starts
+/// meanwhile is missed, and a task seen both ways is kept once. Returns the line that says what
+/// was found (empty when nothing could be looked for).
+fn find_idle_since_before<O: Observer>(
+    plan: &resolve::ProbePlan,
+    catalogue: &Catalogue,
+    config: &ProbeConfig,
+    pid: std::num::NonZeroU32,
+    memory: Option<&ProcessMemory>,
+    reader: Option<&StackReader<'_>>,
+    session: &mut Session<O>,
+) -> String {
+    let scanned = std::time::Instant::now();
+    let opened;
+    let scanner = match memory {
+        Some(memory) => Ok(memory),
+        None => {
+            opened = ProcessMemory::open(pid.get());
+            opened.as_ref()
+        }
+    };
+    // A large heap takes a while to read: say what is going on.
+    let looking = !config.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    if looking {
+        eprint!("async-inspect: looking for tasks in the program's memory…");
+    }
+    let found = scanner
+        .map_err(|error| anyhow::anyhow!("{error}"))
+        .and_then(|scanner| find_in_memory(plan, scanner));
+    if looking {
+        eprint!("\r\x1b[K");
+    }
+    let found = match found {
+        Ok(found) => found,
+        Err(error) => {
+            if !config.quiet {
+                eprintln!(
+                    "async-inspect: note: tasks idle since before the probe attached were not looked for: {error}"
+                );
+            }
+            return String::new();
+        }
+    };
+    let tasks: Vec<usize> = found
+        .tasks
+        .into_iter()
+        .map(|task| session.observe(task))
+        .collect();
+    if let Some(reader) = reader {
+        read_stacks(reader, session, &tasks);
+    }
+    let line = format!(
+        "{} ({} MiB read in {})",
+        count_found(catalogue, &session.model, &tasks),
+        found.scan.bytes_scanned / (1024 * 1024),
+        probe_user::report::duration(scanned.elapsed().as_nanos() as u64)
+    );
+    if !config.quiet && !config.tui {
+        eprintln!("async-inspect: {line}");
+    }
+    line
+}
+
+/// The overhead budget under this kernel's mechanism: none with perf-event uprobes, which take
+/// ~100 ms each to detach, so windows of 200 ms cannot be kept.
+fn budget_under(mechanism: attach::Mechanism, config: &ProbeConfig) -> Option<f64> {
+    if mechanism == attach::Mechanism::UprobeMulti {
+        return config.max_overhead;
+    }
+    if config.max_overhead.is_some() && !config.quiet {
+        eprintln!(
+            "async-inspect: note: this kernel has no uprobe_multi (Linux >= 6.6): probes are \
+             perf-event uprobes, which cannot be attached in windows, so every poll is followed \
+             (no overhead budget)"
+        );
+    }
+    None
+}
+
+/// The file a launched program's output goes to while the live view owns the terminal.
+fn target_log() -> anyhow::Result<(std::path::PathBuf, std::fs::File)> {
+    let path =
+        std::env::temp_dir().join(format!("async-inspect-output-{}.log", std::process::id()));
+    let file = std::fs::File::create(&path)
+        .map_err(|error| anyhow::anyhow!("cannot create {}: {error}", path.display()))?;
+    Ok((path, file))
+}
+
+/// At the end: while the target is alive (attached by pid, or stopped early) and still the
+/// program probed, reads where every idle task waits now, tasks idle since before the probe
+/// attached included; once it is gone, tasks never read say so rather than "not read yet".
+fn read_final_stacks<O: Observer>(
+    reader: Option<&StackReader<'_>>,
+    session: &mut Session<O>,
+    pid: std::num::NonZeroU32,
+    same_program: bool,
+) {
+    let Some(reader) = reader else { return };
+    let all: Vec<usize> = (0..session.model.tasks().len()).collect();
+    if target::is_alive(pid) && same_program {
+        read_stacks(reader, session, &all);
+        return;
+    }
+    let now_ns = collect::monotonic_ns();
+    for (task, stack) in probe_user::analyze::stacks::gone(&session.model, &all, now_ns) {
+        session.stack(task, stack);
+    }
+}
+
+/// What `test` says above the report when it failed the command.
+fn verdict(ended: Ended, config: &ProbeConfig) -> String {
+    match ended {
+        Ended::Hang => format!(
+            "\nasync-inspect test: HANG: no task was polled for {}; the command was killed",
+            probe_user::report::duration(config.watch.map_or(0, |w| w.timeout.as_nanos() as u64))
+        ),
+        Ended::Deadlock => {
+            "\nasync-inspect test: DEADLOCK: tasks wait for each other; the command was killed"
+                .into()
+        }
+        _ => String::new(),
+    }
+}
 
 /// The variable through which cargo takes a runner for the host's binaries.
 const CARGO_RUNNER_VAR: &str = "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER";
