@@ -132,6 +132,8 @@ struct BenchLine {
     tasks: u64,
     polls: u64,
     secs: f64,
+    /// CPU the command and everything it started used (0 until measured).
+    cpu_ns: u64,
 }
 
 fn parse_bench_line(stdout: &str) -> Option<BenchLine> {
@@ -144,6 +146,7 @@ fn parse_bench_line(stdout: &str) -> Option<BenchLine> {
             tasks: tasks.trim().parse().ok()?,
             polls: polls.trim().parse().ok()?,
             secs: secs.trim().parse().ok()?,
+            cpu_ns: 0,
         })
     })
 }
@@ -154,6 +157,8 @@ pub(crate) struct Summary {
     pub events: Option<u64>,
     pub dropped: Option<u64>,
     pub duration_ns: Option<u64>,
+    /// What one hit of an emulated uprobe costs here, as the probe calibrated it.
+    pub bare_hit_ns: Option<u64>,
 }
 
 impl Summary {
@@ -166,6 +171,7 @@ impl Summary {
             events: field("events"),
             dropped: field("dropped"),
             duration_ns: field("duration_ns"),
+            bare_hit_ns: report["summary"]["overhead"]["prices"]["emulated_ns"].as_u64(),
         }
     }
 
@@ -195,6 +201,9 @@ struct YieldTotals {
     sizes: Vec<f64>,
     dropped: Option<u64>,
     workload: Option<(u64, u64)>,
+    /// The probe's CPU per poll (probed run less unprobed, over the polls), in ns.
+    per_poll_ns: Vec<f64>,
+    bare_hit_ns: Vec<f64>,
 }
 
 fn yield_bench(options: &YieldOptions, sudo: &[OsString], reports: &Path) -> Result<()> {
@@ -286,6 +295,15 @@ impl YieldBench<'_> {
             or_na(per_event.map(|bytes| format!("{bytes:.1}"))),
         );
         totals.workload = Some((unprobed.tasks, unprobed.polls));
+        if unprobed.polls > 0 && probed.cpu_ns > 0 {
+            let extra = probed.cpu_ns.saturating_sub(unprobed.cpu_ns);
+            totals
+                .per_poll_ns
+                .push(extra as f64 / unprobed.polls as f64);
+        }
+        totals
+            .bare_hit_ns
+            .extend(summary.bare_hit_ns.map(|ns| ns as f64));
         Ok(())
     }
 
@@ -339,11 +357,27 @@ impl YieldTotals {
             or_na(median(&mut self.sizes).map(|bytes| format!("{bytes:.1}")))
         );
         println!("events dropped, all runs: {}", or_na(self.dropped));
+        let per_poll = median(&mut self.per_poll_ns);
+        let bare = median(&mut self.bare_hit_ns);
+        println!(
+            "probe CPU per poll (target + collector, probed less unprobed): {} ns; one bare \
+             emulated uprobe hit here: {} ns; ratio {}",
+            or_na(per_poll.map(|ns| ns.round() as u64)),
+            or_na(bare.map(|ns| ns.round() as u64)),
+            or_na(
+                per_poll
+                    .zip(bare)
+                    .map(|(poll, hit)| format!("{:.1}x", poll / hit))
+            )
+        );
     }
 }
 
 /// Runs a bench command and reads the demo's `bench:` line from its standard output.
 fn measure(command: &mut Command) -> Result<BenchLine> {
+    // The CPU of reaped children, grandchildren included: the demo, and the probe with it.
+    let children = || crate::server_bench::proc::children_ticks().unwrap_or(0);
+    let before = children();
     let Output {
         status,
         stdout,
@@ -353,8 +387,12 @@ fn measure(command: &mut Command) -> Result<BenchLine> {
         .output()
         .map_err(|error| format!("cannot run {}: {error}", describe(command)))?;
     let stdout = String::from_utf8_lossy(&stdout);
+    let tick_ns = 1_000_000_000 / crate::server_bench::sys::clock_ticks_per_second();
     match parse_bench_line(&stdout) {
-        Some(line) if status.success() => Ok(line),
+        Some(line) if status.success() => Ok(BenchLine {
+            cpu_ns: children().saturating_sub(before) * tick_ns,
+            ..line
+        }),
         _ => Err(format!(
             "{} ({status}) printed no `bench: N tasks, N polls in S s` line\n--- stdout\n{stdout}--- stderr\n{}",
             describe(command),
@@ -396,7 +434,8 @@ mod tests {
             Some(BenchLine {
                 tasks: 64,
                 polls: 1_280_064,
-                secs: 0.412
+                secs: 0.412,
+                cpu_ns: 0,
             })
         );
         assert_eq!(parse_bench_line("bench: many tasks"), None);
@@ -404,7 +443,8 @@ mod tests {
 
     #[test]
     fn reads_the_summary() {
-        let report = r#"{"summary": {"events": 2000, "dropped": 3, "duration_ns": 500000000, "x": [1, {"y": null}]},
+        let report = r#"{"summary": {"events": 2000, "dropped": 3, "duration_ns": 500000000, "x": [1, {"y": null}],
+                                     "overhead": {"prices": {"emulated_ns": 814}}},
                          "tasks": [{"id": 1, "name": "a \"b\" \u00e9", "state": "idle", "ended_ns": null}]}"#;
         let summary = Summary::from_report(report);
         assert_eq!(
@@ -412,7 +452,8 @@ mod tests {
             Summary {
                 events: Some(2000),
                 dropped: Some(3),
-                duration_ns: Some(500_000_000)
+                duration_ns: Some(500_000_000),
+                bare_hit_ns: Some(814),
             }
         );
         assert_eq!(summary.events_per_second(), Some(4000.0));

@@ -826,7 +826,7 @@ fn parse_load_line(stdout: &str) -> Option<LoadLine> {
 }
 
 /// What /proc says about processes.
-mod proc {
+pub(crate) mod proc {
     use std::{fs, io};
 
     /// The fields of /proc/PID/stat after the command name (which may hold spaces and
@@ -861,7 +861,7 @@ mod proc {
     }
 
     /// cutime + cstime (fields 16 and 17) of this process: the CPU of the children it reaped.
-    pub(super) fn children_ticks() -> io::Result<u64> {
+    pub(crate) fn children_ticks() -> io::Result<u64> {
         let stat = fs::read_to_string("/proc/self/stat")?;
         field_pair_sum(&stat, 16).ok_or_else(|| invalid("self"))
     }
@@ -910,7 +910,7 @@ mod proc {
 }
 
 /// The two libc calls std does not wrap.
-mod sys {
+pub(crate) mod sys {
     use std::ffi::{c_int, c_long};
 
     unsafe extern "C" {
@@ -923,7 +923,7 @@ mod sys {
     const SIGINT: c_int = 2;
 
     /// The unit of /proc/PID/stat's times.
-    pub(super) fn clock_ticks_per_second() -> u64 {
+    pub(crate) fn clock_ticks_per_second() -> u64 {
         // SAFETY: sysconf only reads its argument.
         let ticks = unsafe { sysconf(SC_CLK_TCK) };
         u64::try_from(ticks)
