@@ -16,6 +16,9 @@ pub enum EventKind {
     PollStart = 2,
     /// `raw::poll` returned. `value` = the state word after the poll, unless
     /// [`flags::FREED_DURING_POLL`] is set (the task was freed inside the poll: nothing to read).
+    /// `other_header` = the poll's off-CPU time, blocked and preempted ([`off_cpu::pack`]; 0
+    /// when the `sched_switch` tracepoint is not attached, and in recordings made before it was);
+    /// `other_task_id` = 0.
     PollEnd = 3,
     /// `waker::wake_by_val`: the task was woken and the waker consumed. `other_*` = the waking task.
     WakeByVal = 4,
@@ -66,6 +69,31 @@ pub mod flags {
     /// no task id, vtable or state word. At its poll end, `value` is [`state::COMPLETE`] when
     /// the future returned `Ready` (its state machine reached `Returned`), else 0.
     pub const BLOCK_ON: u8 = 1 << 3;
+    /// At a poll end: a context switch of its thread during the poll was missed (the kernel
+    /// skips a tracepoint's program while another BPF program, such as a uprobe's preempted on
+    /// that CPU, is active), so part of its off-CPU time may count as on CPU.
+    pub const OFF_CPU_UNKNOWN: u8 = 1 << 4;
+}
+
+/// How a poll end packs its off-CPU time into one `u64` (its `other_header`): microseconds
+/// blocked in the kernel (the thread switched out sleeping: a blocking syscall, a std Mutex,
+/// `thread::sleep`; until its wakeup) in the low 32 bits, microseconds preempted (switched out
+/// runnable, or woken and waiting for a CPU) in the high 32, each saturating at about 71 minutes. One field, so that the event and the
+/// recording format keep their shape.
+pub mod off_cpu {
+    pub const fn pack(blocked_ns: u64, preempted_ns: u64) -> u64 {
+        micros(blocked_ns) | micros(preempted_ns) << 32
+    }
+
+    /// `(blocked_ns, preempted_ns)`, to the microsecond.
+    pub const fn unpack(packed: u64) -> (u64, u64) {
+        ((packed & 0xffff_ffff) * 1_000, (packed >> 32) * 1_000)
+    }
+
+    const fn micros(ns: u64) -> u64 {
+        let us = ns / 1_000;
+        if us > 0xffff_ffff { 0xffff_ffff } else { us }
+    }
 }
 
 /// One record in the ring buffer. 72 bytes.
@@ -80,7 +108,8 @@ pub struct Event {
     pub task_id: u64,
     /// The task's vtable address: one vtable per (future type, scheduler), so it names the type.
     pub vtable: u64,
-    /// The task being polled on this thread when the event happened (0 if none).
+    /// The task being polled on this thread when the event happened (0 if none); for a
+    /// [`EventKind::PollEnd`], the poll's off-CPU time instead ([`off_cpu`]).
     pub other_header: u64,
     /// The tokio task id of `other_header` (0 if none).
     pub other_task_id: u64,

@@ -4,6 +4,9 @@
 //! [`EventKind`] to emit; on [`poll_start`]/[`poll_end`] sites they say whether the site polls a
 //! tokio task or a future given to `block_on` ([`cookie::BLOCK_ON`]).
 //!
+//! Two tracepoints, `sched:sched_switch` and `sched:sched_wakeup`, split each poll of the
+//! target's threads into time on CPU, blocked in the kernel and preempted, sent in its poll end.
+//!
 //! Nothing about tokio's layout is hard-coded here: the offsets come in [`CONFIG`], written by the
 //! user side before the programs are loaded.
 #![no_std]
@@ -16,13 +19,13 @@ use aya_ebpf::{
         bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
         bpf_probe_read_user,
     },
-    macros::{map, uprobe, uretprobe},
+    macros::{map, tracepoint, uprobe, uretprobe},
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
-    programs::{ProbeContext, RetProbeContext},
+    programs::{ProbeContext, RetProbeContext, TracePointContext},
 };
 use probe_common::{
-    BlockOnDone, Config, Event, EventKind, HIT_SLOTS, MODE_COUNT_ONLY, cookie, flags, register,
-    state,
+    BlockOnDone, Config, Event, EventKind, HIT_SLOTS, MODE_COUNT_ONLY, cookie, flags, off_cpu,
+    register, state,
 };
 
 /// Each program twice: as a `uprobe.multi` program (one link over every point, Linux >= 6.6) and
@@ -87,6 +90,54 @@ struct Current {
     outer_header: u64,
     outer_task_id: u64,
     outer_flags: u64,
+    /// When this thread went off-CPU during a poll (0: on CPU), and whether it blocked.
+    off_since: u64,
+    off_blocked: u64,
+    /// Nanoseconds this thread spent off-CPU inside polls, ever: blocked in the kernel, and
+    /// runnable but preempted. Never reset, so a nested poll's time counts in its outer poll too.
+    blocked_total: u64,
+    preempted_total: u64,
+    /// The totals when this poll (and the one it is nested in) started.
+    blocked_base: u64,
+    preempted_base: u64,
+    outer_blocked_base: u64,
+    outer_preempted_base: u64,
+}
+
+impl Current {
+    /// This thread's poll of `header` starts, nested in whatever it was polling.
+    #[inline(always)]
+    fn enter(&mut self, header: u64, task_id: u64, entry_flags: u64) {
+        self.outer_header = self.header;
+        self.outer_task_id = self.task_id;
+        self.outer_flags = self.flags;
+        self.outer_blocked_base = self.blocked_base;
+        self.outer_preempted_base = self.preempted_base;
+        self.header = header;
+        self.task_id = task_id;
+        self.flags = entry_flags;
+        self.blocked_base = self.blocked_total;
+        self.preempted_base = self.preempted_total;
+    }
+
+    /// This thread's poll ends: returns its off-CPU time, packed for the event
+    /// ([`off_cpu::pack`]), and restores the poll it was nested in (none: header 0).
+    #[inline(always)]
+    fn leave(&mut self) -> u64 {
+        let off = off_cpu::pack(
+            self.blocked_total - self.blocked_base,
+            self.preempted_total - self.preempted_base,
+        );
+        self.header = self.outer_header;
+        self.task_id = self.outer_task_id;
+        self.flags = self.outer_flags;
+        self.blocked_base = self.outer_blocked_base;
+        self.preempted_base = self.outer_preempted_base;
+        self.outer_header = 0;
+        self.outer_task_id = 0;
+        self.outer_flags = 0;
+        off
+    }
 }
 
 #[inline(always)]
@@ -263,6 +314,14 @@ fn slot(tid: u32) -> Option<*mut Current> {
         outer_header: 0,
         outer_task_id: 0,
         outer_flags: 0,
+        off_since: 0,
+        off_blocked: 0,
+        blocked_total: 0,
+        preempted_total: 0,
+        blocked_base: 0,
+        preempted_base: 0,
+        outer_blocked_base: 0,
+        outer_preempted_base: 0,
     };
     let _ = CURRENT.insert(&tid, &empty, 0);
     CURRENT.get_ptr_mut(&tid)
@@ -313,16 +372,7 @@ fn poll_start_body(ctx: ProbeContext) -> u32 {
     };
     if let Some(entry) = slot(tid) {
         // SAFETY: see slot().
-        unsafe {
-            *entry = Current {
-                header,
-                task_id,
-                flags: u64::from(entry_flags),
-                outer_header: outer.header,
-                outer_task_id: outer.task_id,
-                outer_flags: outer.flags,
-            };
-        }
+        unsafe { (*entry).enter(header, task_id, u64::from(entry_flags)) };
     }
     emit(
         &ctx,
@@ -387,7 +437,13 @@ fn poll_end_body(ctx: RetProbeContext) -> u32 {
         // Attached while this poll was already running: its start was never seen.
         return 0;
     }
-    let event_flags = entry.flags as u8;
+    let mut event_flags = entry.flags as u8;
+    if entry.off_since != 0 {
+        // Running now, yet its return to a CPU was not seen.
+        event_flags |= flags::OFF_CPU_UNKNOWN;
+        // SAFETY: see slot().
+        unsafe { (*slot).off_since = 0 };
+    }
     let block_on = block_on_site(&ctx);
     if block_on != (event_flags & flags::BLOCK_ON != 0) {
         // A block_on future polled inside a task, whose start was left out.
@@ -401,17 +457,8 @@ fn poll_end_body(ctx: RetProbeContext) -> u32 {
     } else {
         read_u64(entry.header + config.header_state).unwrap_or(0)
     };
-    // SAFETY: see slot(). Restores the poll this one was nested in (none: header 0).
-    unsafe {
-        *slot = Current {
-            header: entry.outer_header,
-            task_id: entry.outer_task_id,
-            flags: entry.outer_flags,
-            outer_header: 0,
-            outer_task_id: 0,
-            outer_flags: 0,
-        };
-    }
+    // SAFETY: see slot().
+    let off = unsafe { (*slot).leave() };
     // The header may be freed memory now (FREED_DURING_POLL): emit() only reads it through
     // bpf_probe_read_user, and the user side ignores the id and vtable of such an event.
     emit(
@@ -421,7 +468,7 @@ fn poll_end_body(ctx: RetProbeContext) -> u32 {
         entry.header,
         state,
         event_flags,
-        NOT_RUNNING,
+        off_cpu_time(off),
     );
     0
 }
@@ -528,16 +575,7 @@ fn panic_start_body(ctx: ProbeContext) -> u32 {
         return 0;
     }
     // SAFETY: see slot(). Restores the poll this one was nested in, as poll_end does.
-    unsafe {
-        *entry = Current {
-            header: polled.outer_header,
-            task_id: polled.outer_task_id,
-            flags: polled.outer_flags,
-            outer_header: 0,
-            outer_task_id: 0,
-            outer_flags: 0,
-        };
-    }
+    let off = unsafe { (*entry).leave() };
     emit(
         &ctx,
         &config,
@@ -545,9 +583,126 @@ fn panic_start_body(ctx: ProbeContext) -> u32 {
         polled.header,
         state::COMPLETE,
         flags::BLOCK_ON | flags::PANICKED,
-        NOT_RUNNING,
+        off_cpu_time(off),
     );
     0
+}
+
+/// A poll end's `other_*` fields: its off-CPU time ([`off_cpu::pack`]) where other events
+/// name the running task (a poll end has none).
+#[inline(always)]
+fn off_cpu_time(packed: u64) -> Running {
+    Running {
+        header: packed,
+        task_id: 0,
+        flags: 0,
+    }
+}
+
+// `sched:sched_switch`, on every context switch of the machine: splits the polls of the
+// target's threads (those with an entry in CURRENT) into on-CPU, blocked and preempted time,
+// so that a worker preempted on a busy machine is not taken for a blocking poll.
+#[tracepoint]
+pub fn sched_switch(ctx: TracePointContext) -> u32 {
+    // Offsets from events/sched/sched_switch/format, stable since Linux 4.14.
+    const PREV_PID: usize = 24;
+    const PREV_STATE: usize = 32;
+    const NEXT_PID: usize = 56;
+    let config = config();
+    if config.ready == 0 || config.mode == MODE_COUNT_ONLY {
+        return 0;
+    }
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: the offsets are within the tracepoint's record.
+    let (prev, state, next) = unsafe {
+        (
+            ctx.read_at::<i32>(PREV_PID).unwrap_or(0) as u32,
+            ctx.read_at::<i64>(PREV_STATE).unwrap_or(0) as u64,
+            ctx.read_at::<i32>(NEXT_PID).unwrap_or(0) as u32,
+        )
+    };
+    if let Some(entry) = CURRENT.get_ptr_mut(&prev) {
+        // SAFETY: see slot(); the thread itself is not running while it is switched.
+        unsafe { switched_out(entry, now, state) };
+    }
+    if let Some(entry) = CURRENT.get_ptr_mut(&next) {
+        // SAFETY: as above.
+        unsafe { switched_in(entry, now) };
+    }
+    0
+}
+
+// `sched:sched_wakeup`: a thread that blocked inside a poll is runnable again. From now on it
+// waits for a CPU, which counts as preempted, not blocked: on a busy machine that wait can be
+// far longer than the sleep itself (a tokio-internal lock held for a microsecond).
+#[tracepoint]
+pub fn sched_wakeup(ctx: TracePointContext) -> u32 {
+    // Offset from events/sched/sched_wakeup/format, stable since Linux 4.14.
+    const PID: usize = 24;
+    let config = config();
+    if config.ready == 0 || config.mode == MODE_COUNT_ONLY {
+        return 0;
+    }
+    // SAFETY: the offset is within the tracepoint's record.
+    let tid = unsafe { ctx.read_at::<i32>(PID) }.unwrap_or(0) as u32;
+    let Some(entry) = CURRENT.get_ptr_mut(&tid) else {
+        return 0;
+    };
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: see slot(); the woken thread is not running, and its CPU's run-queue lock,
+    // held here, orders this before it is switched in.
+    unsafe {
+        let since = (*entry).off_since;
+        if since == 0 || (*entry).off_blocked == 0 {
+            return 0;
+        }
+        (*entry).blocked_total += now.saturating_sub(since);
+        (*entry).off_since = now;
+        (*entry).off_blocked = 0;
+    }
+    0
+}
+
+/// The thread of `entry` leaves its CPU: if inside a poll, note when and why.
+#[inline(always)]
+unsafe fn switched_out(entry: *mut Current, now: u64, prev_state: u64) {
+    // SAFETY: see sched_switch().
+    unsafe {
+        if (*entry).header == 0 {
+            return;
+        }
+        if (*entry).off_since != 0 {
+            // Its return to a CPU was not seen.
+            (*entry).flags |= u64::from(flags::OFF_CPU_UNKNOWN);
+        }
+        (*entry).off_since = now;
+        // The low byte holds the sleep states (S, D, ...); a runnable thread reports none,
+        // with the preemption bit (TASK_REPORT_MAX, 0x100) set when preempted.
+        (*entry).off_blocked = u64::from(prev_state & 0xff != 0);
+    }
+}
+
+/// The thread of `entry` is back on a CPU: count the time it was off, by why it left.
+#[inline(always)]
+unsafe fn switched_in(entry: *mut Current, now: u64) {
+    // SAFETY: see sched_switch().
+    unsafe {
+        let since = (*entry).off_since;
+        if since == 0 {
+            if (*entry).header != 0 {
+                // It started the poll on a CPU, so its leaving was not seen.
+                (*entry).flags |= u64::from(flags::OFF_CPU_UNKNOWN);
+            }
+            return;
+        }
+        (*entry).off_since = 0;
+        let off = now.saturating_sub(since);
+        if (*entry).off_blocked != 0 {
+            (*entry).blocked_total += off;
+        } else {
+            (*entry).preempted_total += off;
+        }
+    }
 }
 
 #[cfg(not(test))]

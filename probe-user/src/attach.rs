@@ -11,7 +11,7 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, PerCpuArray, RingBuf},
     programs::{
-        ProgramError, UProbe,
+        ProgramError, TracePoint, UProbe,
         uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
     },
     sys::UProbeMultiFeature,
@@ -175,6 +175,9 @@ pub struct Attachment {
     binary: std::path::PathBuf,
     pid: NonZeroU32,
     pub mechanism: Mechanism,
+    /// Whether `sched:sched_switch` is attached: poll ends then say how long their thread was
+    /// blocked and preempted. Why not, otherwise.
+    pub off_cpu: Result<(), String>,
     /// Keeps the kernel's BPF run-time statistics on while it lives.
     _stats: Option<std::os::fd::OwnedFd>,
 }
@@ -300,6 +303,11 @@ impl Attachment {
                     .map_err(|source| attach_error(probe, 0, binary, source))?;
             }
         }
+        let off_cpu = if count_only {
+            Err("count-only mode".into())
+        } else {
+            attach_sched_switch(&mut ebpf)
+        };
         let (points, placed) = PROBES
             .iter()
             .enumerate()
@@ -313,6 +321,7 @@ impl Attachment {
             binary: binary.to_owned(),
             pid,
             mechanism,
+            off_cpu,
             // Without it the kernel keeps no run time per program; the probe then prices its
             // programs by their hits alone.
             _stats: aya::sys::enable_stats(aya::sys::Stats::RunTime).ok(),
@@ -446,6 +455,46 @@ fn fill_block_on_done(ebpf: &mut Ebpf, done: &[(u32, BlockOnDone)]) -> Result<()
         map.insert(site, done, 0).map_err(map_error)?;
     }
     Ok(())
+}
+
+/// Attaches the `sched_wakeup` and `sched_switch` tracepoints, which split each poll into
+/// on-CPU, blocked and preempted time. Not fatal: without it every poll counts as on CPU, as before it existed.
+fn attach_sched_switch(ebpf: &mut Ebpf) -> Result<(), String> {
+    mount_tracefs();
+    // Wakeups first: a switch seen without its wakeup would count the run-queue wait as blocked.
+    for name in ["sched_wakeup", "sched_switch"] {
+        let program: &mut TracePoint = ebpf
+            .program_mut(name)
+            .ok_or("no sched tracepoint program")?
+            .try_into()
+            .map_err(|error: ProgramError| error.to_string())?;
+        program.load().map_err(|error| error.to_string())?;
+        program
+            .attach("sched", name)
+            .map_err(|error| error.to_string())?;
+    }
+    Ok(())
+}
+
+/// Tracepoints are found by name in tracefs, which systemd mounts but containers often lack.
+fn mount_tracefs() {
+    const AT: &str = "/sys/kernel/tracing";
+    if Path::new(AT).join("events").exists()
+        || Path::new("/sys/kernel/debug/tracing/events").exists()
+    {
+        return;
+    }
+    let (source, at, kind) = (c"nodev", c"/sys/kernel/tracing", c"tracefs");
+    // SAFETY: plain C strings; a failure just leaves the tracepoint unattached.
+    unsafe {
+        libc::mount(
+            source.as_ptr(),
+            at.as_ptr(),
+            kind.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
 }
 
 fn program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut UProbe, AttachError> {

@@ -26,6 +26,15 @@ pub struct TaskEvent {
 }
 
 impl TaskEvent {
+    /// A poll end's off-CPU time, `(blocked_ns, preempted_ns)`: zero without the
+    /// `sched_switch` tracepoint (and in older recordings).
+    pub fn off_cpu(&self) -> (u64, u64) {
+        match self.kind {
+            EventKind::PollEnd => probe_common::off_cpu::unpack(self.other_header),
+            _ => (0, 0),
+        }
+    }
+
     pub fn from_raw(raw: &probe_common::Event) -> Option<Self> {
         Some(Self {
             ts_ns: raw.ts_ns,
@@ -109,6 +118,14 @@ pub struct Task {
     freed_in_poll: bool,
     /// The thread that ran the longest poll.
     pub max_poll_tid: u32,
+    /// Of the longest poll: the time its thread was blocked in the kernel, and preempted
+    /// (runnable, waiting for a CPU). The rest it ran on CPU.
+    pub max_poll_blocked_ns: u64,
+    pub max_poll_preempted_ns: u64,
+    /// The most CPU time, and the most blocked time, of any one poll: what stalls a worker,
+    /// unlike preemption on a busy machine, which the program did not cause.
+    pub max_on_cpu_ns: u64,
+    pub max_blocked_ns: u64,
     /// The longest single wait between a wake (or spawn) and the poll that followed.
     pub max_scheduled_ns: u64,
     /// Cancelled after it had started: dropped at an await, without running to completion.
@@ -182,6 +199,24 @@ impl Histogram {
 }
 
 impl Task {
+    /// Accounts one poll of `took` ns on thread `tid`, `(blocked, preempted)` of it off-CPU;
+    /// not `known` when a context switch was missed: its on-CPU time is then unknown.
+    fn poll_split(&mut self, took: u64, tid: u32, (blocked, preempted): (u64, u64), known: bool) {
+        // Microsecond rounding may leave the parts a little over the whole.
+        let blocked = blocked.min(took);
+        let preempted = preempted.min(took - blocked);
+        if took >= self.max_poll_ns {
+            self.max_poll_ns = took;
+            self.max_poll_tid = tid;
+            self.max_poll_blocked_ns = blocked;
+            self.max_poll_preempted_ns = preempted;
+        }
+        if known {
+            self.max_on_cpu_ns = self.max_on_cpu_ns.max(took - blocked - preempted);
+        }
+        self.max_blocked_ns = self.max_blocked_ns.max(blocked);
+    }
+
     /// When the task entered its current state.
     pub fn state_entered_ns(&self) -> u64 {
         self.entered_ns
@@ -550,10 +585,8 @@ impl TaskModel {
         let took = match task.poll {
             Some((tid, started)) if tid == event.tid => {
                 let took = now.saturating_sub(started);
-                if took >= task.max_poll_ns {
-                    task.max_poll_ns = took;
-                    task.max_poll_tid = tid;
-                }
+                let known = event.flags & flags::OFF_CPU_UNKNOWN == 0;
+                task.poll_split(took, tid, event.off_cpu(), known);
                 task.poll = None;
                 task.poll_times.record(took);
                 took
@@ -686,6 +719,10 @@ impl TaskModel {
             cancel_requested: false,
             freed_in_poll: false,
             max_poll_tid: 0,
+            max_poll_blocked_ns: 0,
+            max_poll_preempted_ns: 0,
+            max_on_cpu_ns: 0,
+            max_blocked_ns: 0,
             max_scheduled_ns: 0,
             cancelled_at_await: false,
             shut_down: false,
@@ -1107,6 +1144,35 @@ mod tests {
         assert_eq!(task.state, TaskState::Idle);
         assert_eq!(task.busy_ns, 4);
         assert_eq!(m.anomalies.unmatched_poll_ends, 1);
+    }
+
+    #[test]
+    fn a_poll_splits_into_on_cpu_blocked_and_preempted_time() {
+        let mut m = model();
+        let ms = 1_000_000;
+        let end = |ts_ns, blocked, preempted, flags| TaskEvent {
+            other_header: probe_common::off_cpu::pack(blocked, preempted),
+            flags,
+            ..poll_end(ts_ns, HDR, 1, 0)
+        };
+        m.apply(&event(0, EventKind::Spawn, HDR, 1));
+        // 22 ms, 21.6 preempted: not what the program did.
+        m.apply(&event(0, EventKind::PollStart, HDR, 1));
+        m.apply(&end(22 * ms, 0, 21_600_000, 0));
+        // 30 ms, 29 blocked in the kernel: the longest.
+        m.apply(&event(23 * ms, EventKind::PollStart, HDR, 1));
+        m.apply(&end(53 * ms, 29 * ms, 0, 0));
+        // 20 ms with a missed context switch: its on-CPU time is unknown.
+        m.apply(&event(60 * ms, EventKind::PollStart, HDR, 1));
+        m.apply(&end(80 * ms, 0, 0, flags::OFF_CPU_UNKNOWN));
+        let task = &m.tasks()[0];
+        assert_eq!(task.max_poll_ns, 30 * ms);
+        assert_eq!(
+            (task.max_poll_blocked_ns, task.max_poll_preempted_ns),
+            (29 * ms, 0)
+        );
+        assert_eq!(task.max_on_cpu_ns, ms);
+        assert_eq!(task.max_blocked_ns, 29 * ms);
     }
 
     #[test]

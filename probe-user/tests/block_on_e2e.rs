@@ -11,8 +11,8 @@
 mod common;
 
 use common::{
-    assert_nothing_left_attached, fixture, privileged, probe_binary, read_report, temp_json,
-    workspace,
+    assert_nothing_left_attached, fixture, line_of, privileged, probe_binary, read_report,
+    temp_json, workspace,
 };
 
 use std::{
@@ -26,15 +26,6 @@ use serde_json::Value;
 
 const STUCK_TEST: &str = include_str!("../../demo/tests/stuck.rs");
 const BLOCKED_MAIN: &str = include_str!("../../demo/src/bin/blocked_main.rs");
-
-/// The 1-based line of the first line of `source` containing `needle`.
-fn line_of(source: &str, needle: &str) -> u64 {
-    source
-        .lines()
-        .position(|line| line.contains(needle))
-        .map(|index| index as u64 + 1)
-        .unwrap_or_else(|| panic!("{needle} is not in the source"))
-}
 
 /// The test binary cargo builds from `demo/tests/stuck.rs`.
 fn stuck_test_binary() -> PathBuf {

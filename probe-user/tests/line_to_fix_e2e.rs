@@ -1,7 +1,8 @@
 //! End to end: hang reports point at the line to fix. A task parked in a `select!` or `join!`
 //! is shown at the user's line of the macro with its pending branches, a method's task is named
 //! after its type, each stuck task says whether anything bounds its wait, and a missing
-//! backtrace says why: in the text, JSON and Markdown reports of `probe` and in `dump`.
+//! backtrace says why, and a task parked on a socket, an mpsc channel or a semaphore says which
+//! and what is left of it: in the text, JSON and Markdown reports of `probe` and in `dump`.
 //!
 //! Every expected line is computed from the fixture's source (`demo/src/bin/hangs.rs`).
 //! These need root and a kernel with uprobe_multi; elsewhere they skip (see `common`).
@@ -15,18 +16,10 @@ use std::{
 };
 
 use common::{
-    fixture, number, privileged, probe_binary, probe_launch, read_report, task, temp_json,
+    fixture, hangs_line, number, privileged, probe_binary, probe_launch, read_report, task,
+    temp_json,
 };
 use serde_json::Value;
-
-/// The 1-based line of `needle` in the hang fixtures' source.
-fn hangs_line(needle: &str) -> u64 {
-    include_str!("../../demo/src/bin/hangs.rs")
-        .lines()
-        .position(|line| line.contains(needle))
-        .map(|index| index as u64 + 1)
-        .unwrap_or_else(|| panic!("{needle} is not in hangs.rs"))
-}
 
 /// `demo/src/bin/hangs.rs:N`, as the reports print the fixture's lines.
 fn at(needle: &str) -> String {
@@ -87,6 +80,12 @@ fn probe(build: &str, scenario: &str) -> Reports {
 
 /// `dump` (text and JSON) of a running `inspect-hangs` scenario of `build`, its tasks parked.
 fn dump(build: &str, scenario: &str) -> (String, Value) {
+    let (text, report, _) = dump_after_first_line(build, scenario);
+    (text, report)
+}
+
+/// [`dump`], with the first line the scenario printed (`ready`, or what it says before).
+fn dump_after_first_line(build: &str, scenario: &str) -> (String, Value, String) {
     let mut target = Command::new(fixture(&format!("{build}/inspect-hangs")))
         .args([scenario, "--exit-after-ms", "20000"])
         .stdout(Stdio::piped())
@@ -112,7 +111,11 @@ fn dump(build: &str, scenario: &str) -> (String, Value) {
         String::from_utf8_lossy(&output.stderr)
     );
     let report = read_report(&json, &output);
-    (String::from_utf8_lossy(&output.stdout).into_owned(), report)
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        report,
+        line,
+    )
 }
 
 /// The row of `stuck` for the task named `name`.
@@ -151,7 +154,7 @@ fn line_starting<'a>(text: &'a str, start: &str) -> &'a str {
 
 const FOREVER_BRANCHES: &str = "in tokio::select!, 2 of 2 branches pending: \
     tokio::sync::oneshot::Receiver<u32> (waiting for a oneshot value); \
-    tokio::sync::mpsc::bounded::Receiver::recv (waiting for an mpsc message)";
+    tokio::sync::mpsc::bounded::Receiver::recv (waiting for an mpsc message: 1 sender alive, 0 queued)";
 
 fn forever(needle: &str) -> String {
     format!(
@@ -317,7 +320,10 @@ fn a_method_and_its_blocks_are_named_after_their_type() {
     let block_line = "tokio::spawn(async move { rx.await.unwrap_or(0) });";
     for text in [&reports.text, &reports.markdown] {
         let run = line_starting(text, &header(&reports.json, "inspect_hangs::Listener::run"));
-        assert!(run.ends_with(" — waiting for an mpsc message"), "{run}");
+        assert!(
+            run.ends_with(" — waiting for an mpsc message: 1 sender alive, 0 queued"),
+            "{run}"
+        );
         let block = line_starting(
             text,
             &header(&reports.json, "inspect_hangs::Listener::run::{async block}"),
@@ -484,5 +490,143 @@ fn no_backtrace_says_why() {
     assert!(
         joiner.get("can_wait_forever").is_none(),
         "nothing is said of a wait not read: {joiner:#}"
+    );
+}
+
+/// What `inspect-hangs socket-read` says of its reading socket (`inspect-hangs: socket fd 11,
+/// 127.0.0.1:49642 <- 127.0.0.1:43921`), as the reports must say it.
+fn socket_read_leaf(output: &str) -> String {
+    let said = line_starting(output, "inspect-hangs: socket fd ");
+    let (fd, ends) = said["inspect-hangs: socket fd ".len()..]
+        .split_once(", ")
+        .expect("fd, addresses");
+    let (local, peer) = ends.split_once(" <- ").expect("local <- peer");
+    format!("reading from {local} ← {peer} (TCP, fd {fd})")
+}
+
+const READ_FOREVER: &str = "// read_forever";
+
+/// The lines every report shows of the task parked reading its socket, led by `header`.
+fn check_socket_read(text: &str, report: &Value, leaf: &str, idle: &str) {
+    let header = line_starting(text, &header(report, "inspect_hangs::read_forever"));
+    assert!(header.ends_with(&format!("{idle} — {leaf}")), "{header}");
+    assert_lines(
+        text,
+        &[
+            "at tokio::io::util::read::Read<tokio::net::tcp::stream::TcpStream>".to_owned(),
+            forever(READ_FOREVER),
+        ],
+    );
+}
+
+#[test]
+fn a_socket_read_names_the_socket() {
+    let Some(_serial) = privileged() else { return };
+    let reports = probe("debug", "socket-read");
+    let leaf = socket_read_leaf(&reports.text);
+    for text in [&reports.text, &reports.markdown] {
+        check_socket_read(text, &reports.json, &leaf, "s");
+    }
+    let said = line_starting(&reports.text, "inspect-hangs: listener fd ");
+    let (fd, address) = said["inspect-hangs: listener fd ".len()..]
+        .split_once(", ")
+        .expect("fd, address");
+    let accepting = format!("accepting on {address} (TCP, fd {fd})");
+    for text in [&reports.text, &reports.markdown] {
+        let header = line_starting(
+            text,
+            &header(&reports.json, "inspect_hangs::accept_forever"),
+        );
+        assert!(header.ends_with(&format!("s — {accepting}")), "{header}");
+        assert_lines(text, &[forever("// accept_forever")]);
+    }
+    let row = stuck(&reports.json, "inspect_hangs::read_forever");
+    assert_eq!(row["leaf"], leaf.as_str(), "{row:#}");
+    assert_eq!(row["can_wait_forever"], true, "{row:#}");
+    assert_eq!(
+        innermost_leaf(task(&reports.json, "inspect_hangs::read_forever")),
+        leaf
+    );
+
+    let (text, report, said) = dump_after_first_line("debug", "socket-read");
+    let leaf = socket_read_leaf(&said);
+    check_socket_read(&text, &report, &leaf, " — idle");
+    assert_eq!(
+        innermost_leaf(task(&report, "inspect_hangs::read_forever")),
+        leaf
+    );
+}
+
+const MPSC_LEAF: &str = "waiting for an mpsc message: 2 senders alive, 0 queued";
+const SEMAPHORE_LEAF: (&str, &str) = (
+    "waiting for a tokio::sync::Semaphore permit (semaphore 0x",
+    "): 0 permits available",
+);
+
+/// The headers of the task awaiting an mpsc message and of the one awaiting a permit say how
+/// many senders and permits are left.
+fn check_counts(text: &str, report: &Value) {
+    let receiver = line_starting(text, &header(report, "inspect_hangs::receive_forever"));
+    assert!(receiver.ends_with(&format!(" — {MPSC_LEAF}")), "{receiver}");
+    let unbounded = line_starting(
+        text,
+        &header(report, "inspect_hangs::receive_unbounded_forever"),
+    );
+    assert!(
+        unbounded.ends_with(" — waiting for an mpsc message: 1 sender alive, 0 queued"),
+        "{unbounded}"
+    );
+    let acquirer = line_starting(text, &header(report, "inspect_hangs::acquire_forever"));
+    let (start, end) = SEMAPHORE_LEAF;
+    assert!(
+        acquirer.contains(&format!(" — {start}")) && acquirer.ends_with(end),
+        "{acquirer}"
+    );
+    assert_lines(
+        text,
+        &[
+            forever("// receive_forever"),
+            forever("// receive_unbounded_forever"),
+            forever("// acquire_forever"),
+        ],
+    );
+}
+
+/// The `leaf` a JSON row of `stuck` gives.
+fn leaf_of(row: &Value) -> &str {
+    row["leaf"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no leaf: {row:#}"))
+}
+
+/// The `leaf` of the innermost frame of a JSON task's backtrace.
+fn innermost_leaf(task: &Value) -> &str {
+    task["backtrace"]
+        .as_array()
+        .and_then(|frames| frames.last())
+        .map_or_else(|| panic!("no backtrace: {task:#}"), leaf_of)
+}
+
+#[test]
+fn a_channel_and_a_semaphore_say_what_is_left() {
+    let Some(_serial) = privileged() else { return };
+    let reports = probe("debug", "mpsc-senders");
+    check_counts(&reports.text, &reports.json);
+    check_counts(&reports.markdown, &reports.json);
+    assert_eq!(
+        leaf_of(stuck(&reports.json, "inspect_hangs::receive_forever")),
+        MPSC_LEAF
+    );
+    let permit = leaf_of(stuck(&reports.json, "inspect_hangs::acquire_forever"));
+    assert!(
+        permit.starts_with(SEMAPHORE_LEAF.0) && permit.ends_with(SEMAPHORE_LEAF.1),
+        "{permit}"
+    );
+
+    let (text, report) = dump("debug", "mpsc-senders");
+    check_counts(&text, &report);
+    assert_eq!(
+        innermost_leaf(task(&report, "inspect_hangs::receive_forever")),
+        MPSC_LEAF
     );
 }

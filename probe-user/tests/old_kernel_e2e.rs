@@ -23,7 +23,7 @@ mount -t devtmpfs dev /dev
 mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 echo "VM-KERNEL $(cat /proc/sys/kernel/osrelease)"
-/opt/inspect-demo --ticks 100 --tick-ms 4000 --block-ms 10 > /tmp/demo.out &
+/opt/inspect-demo --ticks 100000 --tick-ms 200 --block-ms 10 > /tmp/demo.out &
 DEMO=$!
 sleep 2
 echo "VM-BEGIN dump"
@@ -277,6 +277,6 @@ fn dump_and_probe_work_on_linux_6_1() {
     assert_eq!(waiter["state"], "idle");
     assert!(
         tasks.iter().any(|task| task["polls"].as_u64() > Some(0)),
-        "polls are followed on 6.1: {json}"
+        "polls are followed on 6.1:\n{probe}\n{json}"
     );
 }

@@ -132,12 +132,14 @@ fn a_recording_gives_back_every_report_and_export() {
     assert!(text.contains("inspect_demo::blocking_hog"), "{text}");
     assert!(text.contains("long_poll"), "{text}");
 
-    // A recording is smaller than the ring buffer's 72 bytes per event.
+    // A recording is smaller than the ring buffer's 72 bytes per event, besides the few KiB of
+    // task names, settings and backtraces it also holds (events alone take about 10 bytes each:
+    // record.rs's events_are_compact).
     let report: Value = serde_json::from_str(&live.read("report.json")).unwrap();
     let events = number(&report["summary"], "events");
     let size = std::fs::metadata(live.path("run.airec")).unwrap().len();
     assert!(
-        size < events * 72,
+        size < events * 72 + 4096,
         "{size} bytes for {events} events: not compact"
     );
 }

@@ -8,8 +8,8 @@
 mod common;
 
 use common::{
-    RunningDemo, assert_nothing_left_attached, fixture, number, privileged, probe_binary,
-    probe_launch, read_report, task, temp_json, workspace,
+    RunningDemo, assert_nothing_left_attached, demo_line, fixture, hangs_line, number, privileged,
+    probe_binary, probe_launch, read_report, task, temp_json, workspace,
 };
 
 use std::{
@@ -19,16 +19,6 @@ use std::{
 };
 
 use serde_json::Value;
-
-/// The 1-based line of the first line of the demo's source containing `needle`: expected
-/// await lines are computed from the source, never written down.
-fn demo_line(needle: &str) -> u64 {
-    include_str!("../../demo/src/main.rs")
-        .lines()
-        .position(|line| line.contains(needle))
-        .map(|index| index as u64 + 1)
-        .unwrap_or_else(|| panic!("{needle} is not in the demo's source"))
-}
 
 const TICKS: u64 = 5;
 const TICK_MS: u64 = 100;
@@ -701,15 +691,6 @@ fn probing_does_not_change_the_targets_output_or_status() {
     assert_eq!(alone.status.code(), probed.status.code());
     assert_eq!(demo_output(&alone.stdout), demo_output(&probed.stdout));
     assert!(!demo_output(&alone.stdout).is_empty());
-}
-
-/// The 1-based line of `needle` in the hang fixtures' source.
-fn hangs_line(needle: &str) -> u64 {
-    include_str!("../../demo/src/bin/hangs.rs")
-        .lines()
-        .position(|line| line.contains(needle))
-        .map(|index| index as u64 + 1)
-        .unwrap_or_else(|| panic!("{needle} is not in hangs.rs"))
 }
 
 /// `probe --json` over one `inspect-hangs` scenario, which exits by itself.

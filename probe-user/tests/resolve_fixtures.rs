@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::fixture;
+use common::{demo_line, fixture};
 
 use probe_user::resolve::{NamingSource, ProbePlan, SiteKind, resolve};
 
@@ -104,16 +104,6 @@ fn non_pie_offsets_are_file_offsets() {
     for (_, site) in plan.sites_of(SiteKind::Poll) {
         assert!(site.address - site.file_offset >= 0x20_0000, "{site:?}");
     }
-}
-
-/// The 1-based line of the first line in the demo's source that contains `needle`.
-fn demo_line(needle: &str) -> u64 {
-    let source = include_str!("../../demo/src/main.rs");
-    source
-        .lines()
-        .position(|line| line.contains(needle))
-        .map(|index| index as u64 + 1)
-        .unwrap_or_else(|| panic!("{needle} is not in the demo's source"))
 }
 
 fn state_machine_awaits(build: &str) {

@@ -15,6 +15,12 @@
 //!   inspect-hangs impl-method   a struct's async method spawned as a task, which spawns an async
 //!                               block; both wait forever (after a tokio::fs call: a blocking task
 //!                               of tokio's own)
+//!   inspect-hangs socket-read   a task reading a TcpStream whose peer, a local listener, never
+//!                               writes, another accepting on a listener nobody connects to;
+//!                               no timeout (prints the sockets' fds and addresses first)
+//!   inspect-hangs mpsc-senders  a task awaiting an mpsc receiver whose two senders live on and
+//!                               never send, one awaiting an unbounded receiver with one such
+//!                               sender; another acquiring a Semaphore with no permits left
 //!
 //! It prints `ready` once its tasks are running and exits by itself after `--exit-after-ms`
 //! (default 3000), with status 0; the stuck scenarios never finish their tasks.
@@ -60,6 +66,8 @@ fn main() {
             "join" => join().await,
             "timeout" => timeout().await,
             "impl-method" => impl_method().await,
+            "socket-read" => socket_read().await,
+            "mpsc-senders" => mpsc_senders().await,
             _ => usage(),
         }
         tokio::time::sleep(Duration::from_millis(exit_after_ms)).await;
@@ -76,7 +84,7 @@ fn main() {
 fn usage() -> ! {
     eprintln!(
         "usage: inspect-hangs deadlock|ordered|lost-waker|kept-waker|blocking|self-wake|shutdown|\
-         select|join|timeout|impl-method [--exit-after-ms MS]"
+         select|join|timeout|impl-method|socket-read|mpsc-senders [--exit-after-ms MS]"
     );
     std::process::exit(2);
 }
@@ -289,4 +297,70 @@ async fn impl_method() {
     tokio::spawn(Listener { connections }.run());
     std::mem::forget(tx);
     ready();
+}
+
+async fn socket_read() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("listen");
+    let stream = tokio::net::TcpStream::connect(listener.local_addr().expect("address"))
+        .await
+        .expect("connect");
+    let (accepted, _) = listener.accept().await.expect("accept");
+    // The test reads the addresses it expects the report to name from this line.
+    println!(
+        "inspect-hangs: socket fd {}, {} <- {}",
+        std::os::fd::AsRawFd::as_raw_fd(&stream),
+        stream.local_addr().expect("local"),
+        stream.peer_addr().expect("peer")
+    );
+    tokio::spawn(read_forever(stream));
+    let idle = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("listen");
+    println!(
+        "inspect-hangs: listener fd {}, {}",
+        std::os::fd::AsRawFd::as_raw_fd(&idle),
+        idle.local_addr().expect("address")
+    );
+    tokio::spawn(accept_forever(idle));
+    // The listener's side stays open and silent: the read waits, not sees end of file.
+    std::mem::forget((listener, accepted));
+    ready();
+}
+
+async fn read_forever(mut stream: tokio::net::TcpStream) -> usize {
+    let mut buffer = [0u8; 64];
+    let read = tokio::io::AsyncReadExt::read(&mut stream, &mut buffer).await; // read_forever
+    read.unwrap_or(0)
+}
+
+/// Nobody connects.
+async fn accept_forever(listener: tokio::net::TcpListener) -> bool {
+    listener.accept().await.is_ok() // accept_forever
+}
+
+async fn mpsc_senders() {
+    let (tx, rx) = tokio::sync::mpsc::channel::<u32>(4);
+    tokio::spawn(receive_forever(rx));
+    let (unbounded_tx, unbounded_rx) = tokio::sync::mpsc::unbounded_channel::<u32>();
+    tokio::spawn(receive_unbounded_forever(unbounded_rx));
+    let permits = Arc::new(tokio::sync::Semaphore::new(1));
+    let taken = permits.clone().acquire_owned().await.expect("a permit");
+    tokio::spawn(acquire_forever(permits));
+    // Two senders alive that never send, and a permit never given back.
+    std::mem::forget((tx.clone(), tx, unbounded_tx, taken));
+    ready();
+}
+
+async fn receive_forever(mut rx: tokio::sync::mpsc::Receiver<u32>) -> u32 {
+    rx.recv().await.unwrap_or(0) // receive_forever
+}
+
+async fn receive_unbounded_forever(mut rx: tokio::sync::mpsc::UnboundedReceiver<u32>) -> u32 {
+    rx.recv().await.unwrap_or(0) // receive_unbounded_forever
+}
+
+async fn acquire_forever(permits: Arc<tokio::sync::Semaphore>) -> bool {
+    permits.acquire().await.is_ok() // acquire_forever
 }

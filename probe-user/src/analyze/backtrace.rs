@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::resolve::futures::{BaseEncoding, State, TypeIndex, TypeInfo, TypeKind, Variant};
 
 mod macros;
+mod resources;
 mod timers;
 
 pub use timers::wait_bound;
@@ -24,6 +25,11 @@ pub trait Memory {
         let mut bytes = [0u8; 8];
         self.read(address, &mut bytes)
             .then(|| u64::from_le_bytes(bytes))
+    }
+
+    /// The process read, where there is one: what its fds are is read from `/proc/PID`.
+    fn pid(&self) -> Option<u32> {
+        None
     }
 
     /// Why `len` bytes at `address` cannot be read, or None when they can.
@@ -47,6 +53,10 @@ pub struct Unreadable {
 impl Memory for crate::memory::ProcessMemory {
     fn read(&self, address: u64, buf: &mut [u8]) -> bool {
         crate::memory::ProcessMemory::read(self, address, buf).is_ok()
+    }
+
+    fn pid(&self) -> Option<u32> {
+        Some(crate::memory::ProcessMemory::pid(self))
     }
 
     fn unreadable(&self, address: u64, len: usize) -> Option<Unreadable> {
@@ -211,14 +221,22 @@ impl Walker<'_> {
     /// [`Walker::walk`] inside `nesting` `select!`/`join!` branches: corrupted memory could
     /// nest them without end.
     fn walk_nested(&self, address: u64, ty: usize, nesting: usize) -> Vec<Frame> {
-        let mut frames = self.chain(address, ty, nesting);
+        let (mut frames, detail) = self.chain(address, ty, nesting);
         describe_innermost(&mut frames);
+        resources::apply(&mut frames, detail);
         frames
     }
 
-    /// The frames from the future at `address` down through `__awaitee` to its leaf.
-    fn chain(&self, mut address: u64, mut ty: usize, nesting: usize) -> Vec<Frame> {
+    /// The frames from the future at `address` down through `__awaitee` to its leaf, and the
+    /// innermost detail read on the way of what the leaf waits for (a socket, a channel).
+    fn chain(
+        &self,
+        mut address: u64,
+        mut ty: usize,
+        nesting: usize,
+    ) -> (Vec<Frame>, Option<resources::Detail>) {
         let mut frames: Vec<Frame> = Vec::new();
+        let mut detail = None;
         let mut seen = HashSet::new();
         while frames.len() < MAX_DEPTH && seen.insert((address, ty)) {
             let Ok(info) = self.types.get(ty) else { break };
@@ -234,15 +252,22 @@ impl Walker<'_> {
                     else {
                         break;
                     };
-                    frames.push(self.state_frame(address, &info, state));
+                    let frame = self.state_frame(address, &info, state);
+                    detail = self
+                        .frame_detail(address, &frame.function, state)
+                        .or(detail);
+                    frames.push(frame);
                     self.awaited(address, state, nesting, &mut frames)
                 }
-                _ => self.plain_future(address, ty, &info, &mut frames),
+                _ => {
+                    detail = self.leaf_detail(address, ty, &info, &frames).or(detail);
+                    self.plain_future(address, ty, &info, &mut frames)
+                }
             };
             let Some(next) = next else { break };
             (address, ty) = next;
         }
-        frames
+        (frames, detail)
     }
 
     /// The frame of an async fn or block in `state`, with the locals it keeps across the await

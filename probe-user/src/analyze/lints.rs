@@ -142,18 +142,45 @@ impl Lint for LongPoll {
     fn summary(&self) -> &'static str {
         "a poll blocked its worker thread (blocking code in async?)"
     }
+    /// Preemption does not count: on a busy machine the kernel, not the program, stalled the
+    /// worker, and the program can do nothing about it.
     fn check(&self, task: &TaskView<'_>, limits: &Thresholds) -> bool {
-        task.task.max_poll_ns > limits.long_poll_ns
+        task.task.max_on_cpu_ns > limits.long_poll_ns
+            || task.task.max_blocked_ns > limits.long_poll_ns
     }
     fn format(&self, task: &TaskView<'_>, limits: &Thresholds) -> String {
         format!(
-            "its longest poll took {} (> {}) on thread {}{}; every task queued on that worker waited",
+            "its longest poll took {} (> {}) on thread {}: {}{}; every task queued on that worker waited",
             duration(task.task.max_poll_ns),
             duration(limits.long_poll_ns),
             task.task.max_poll_tid,
+            poll_split(task.task),
             task.at()
         )
     }
+}
+
+/// How the longest poll's time splits, e.g. "0.1 ms on CPU, 299.9 ms blocked in the kernel
+/// (…)": the blocked part says the fix is to move a blocking call out of async code, the
+/// on-CPU part that the computation needs `spawn_blocking` or yields.
+fn poll_split(task: &crate::model::Task) -> String {
+    let (blocked, preempted) = (task.max_poll_blocked_ns, task.max_poll_preempted_ns);
+    let on_cpu = task.max_poll_ns.saturating_sub(blocked + preempted);
+    let mut parts = vec![format!("{} on CPU", duration(on_cpu))];
+    if blocked > 0 {
+        parts.push(format!(
+            "{} blocked in the kernel (a blocking call: std::thread::sleep, a std Mutex, blocking I/O)",
+            duration(blocked)
+        ));
+    }
+    if preempted > 0 {
+        parts.push(format!("{} preempted", duration(preempted)));
+    }
+    let mut text = parts.join(", ");
+    if on_cpu > blocked && on_cpu > preempted {
+        text.push_str(" (computing without yielding: move it to spawn_blocking)");
+    }
+    text
 }
 
 /// Still inside one poll at the end, for longer than a long poll.

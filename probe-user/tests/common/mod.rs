@@ -34,12 +34,16 @@ pub fn fixture(relative: &str) -> PathBuf {
 /// Probes run one at a time: each test checks that none of our programs stay loaded afterwards.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-const PROGRAM_NAMES: [&str; 5] = [
+/// The names of async-inspect's programs, as prefixes: the kernel keeps 15 bytes of a name, and
+/// each uprobe program has a `_single` twin for kernels without uprobe_multi.
+const PROGRAM_NAMES: [&str; 7] = [
     "poll_start",
     "poll_end",
     "spawn_return",
     "task_op",
     "panic_start",
+    "sched_switch",
+    "sched_wakeup",
 ];
 
 pub fn probe_binary() -> &'static str {
@@ -81,7 +85,7 @@ pub fn our_programs_loaded() -> Vec<String> {
     aya::programs::loaded_programs()
         .filter_map(Result::ok)
         .filter_map(|program| program.name_as_str().map(str::to_owned))
-        .filter(|name| PROGRAM_NAMES.contains(&name.as_str()))
+        .filter(|name| PROGRAM_NAMES.iter().any(|ours| name.starts_with(ours)))
         .collect()
 }
 
@@ -191,4 +195,24 @@ impl Drop for RunningDemo {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// The 1-based line of the first line of `source` containing `needle`: expected await lines are
+/// computed from the fixtures' sources, never written down.
+pub fn line_of(source: &str, needle: &str) -> u64 {
+    source
+        .lines()
+        .position(|line| line.contains(needle))
+        .map(|index| index as u64 + 1)
+        .unwrap_or_else(|| panic!("{needle} is not in the source"))
+}
+
+/// The line of `needle` in the demo's `main.rs`.
+pub fn demo_line(needle: &str) -> u64 {
+    line_of(include_str!("../../../demo/src/main.rs"), needle)
+}
+
+/// The line of `needle` in the hang fixtures' `hangs.rs`.
+pub fn hangs_line(needle: &str) -> u64 {
+    line_of(include_str!("../../../demo/src/bin/hangs.rs"), needle)
 }
