@@ -9,7 +9,7 @@ mod common;
 
 use common::{
     RunningDemo, assert_nothing_left_attached, demo_line, fixture, hangs_line, number, privileged,
-    probe_binary, probe_launch, read_report, task, temp_json, workspace,
+    probe_as_nobody, probe_binary, probe_launch, read_report, task, temp_json, workspace,
 };
 
 use std::{
@@ -423,22 +423,8 @@ fn bad_targets_get_clear_errors() {
 fn unprivileged_users_are_told_what_is_needed() {
     let Some(_serial) = privileged() else { return };
     // Drop to nobody, without capabilities, and try to launch the demo under the probe.
-    let output = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-            "--",
-        ])
-        .arg(probe_binary())
-        .args(["probe", "--"])
-        .arg(fixture("release/inspect-demo"))
-        .output();
-    let Ok(output) = output else {
-        eprintln!("skipped: setpriv is not installed");
-        return;
-    };
+    let demo = fixture("release/inspect-demo");
+    let output = probe_as_nobody(&["probe".as_ref(), "--".as_ref(), demo.as_os_str()]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(125), "{stderr}");
     assert!(stderr.contains("needs root"), "{stderr}");

@@ -9,8 +9,8 @@
 mod common;
 
 use common::{
-    RunningDemo, assert_nothing_left_attached, fixture, privileged, probe_binary, probe_launch,
-    temp_json,
+    RunningDemo, assert_nothing_left_attached, fixture, privileged, probe_as_nobody, probe_binary,
+    probe_launch, temp_json,
 };
 
 use std::{
@@ -303,21 +303,8 @@ fn a_refused_look_at_a_process_names_the_real_cause() {
     }
     // Another user looking at root's process is told to become root.
     let target = RunningDemo::parked(RELEASE);
-    let output = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-            "--",
-        ])
-        .arg(probe_binary())
-        .args(["dump", "--pid", &target.pid()])
-        .output();
-    let Ok(output) = output else {
-        eprintln!("skipped: setpriv is not installed");
-        return;
-    };
+    let pid = target.pid();
+    let output = probe_as_nobody(&["dump".as_ref(), "--pid".as_ref(), pid.as_ref()]);
     let message = stderr(&output);
     assert_eq!(output.status.code(), Some(125), "{message}");
     assert!(

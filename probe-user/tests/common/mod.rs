@@ -216,3 +216,20 @@ pub fn demo_line(needle: &str) -> u64 {
 pub fn hangs_line(needle: &str) -> u64 {
     line_of(include_str!("../../../demo/src/bin/hangs.rs"), needle)
 }
+
+/// Runs async-inspect with `args` as user nobody, without capabilities: what an unprivileged
+/// user gets. setpriv comes with util-linux, on every Debian.
+pub fn probe_as_nobody(args: &[&std::ffi::OsStr]) -> Output {
+    Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--",
+        ])
+        .arg(probe_binary())
+        .args(args)
+        .output()
+        .expect("running async-inspect through setpriv (util-linux)")
+}
