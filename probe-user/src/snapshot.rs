@@ -60,17 +60,25 @@ pub fn take(
     })
 }
 
-/// Finds every task of `plan`'s binary in the memory of the running process.
-pub fn find(plan: &ProbePlan, memory: &ProcessMemory, now_ns: u64) -> Result<Found, SnapshotError> {
+/// Each task type by the address in the running process of the vtable `vtable_of` gives it
+/// (a link-time address, moved by the executable's load bias).
+fn types_by_vtable(
+    plan: &ProbePlan,
+    memory: &ProcessMemory,
+    vtable_of: impl Fn(&crate::resolve::TaskType) -> Option<u64>,
+) -> Result<HashMap<u64, usize>, SnapshotError> {
     let bias = memory.executable_load_bias(&plan.segments)?;
-    let by_vtable: HashMap<u64, usize> = plan
+    Ok(plan
         .task_types
         .iter()
         .enumerate()
-        .filter_map(|(index, task_type)| {
-            Some((task_type.vtable?.address.wrapping_add(bias), index))
-        })
-        .collect();
+        .filter_map(|(index, task_type)| Some((vtable_of(task_type)?.wrapping_add(bias), index)))
+        .collect())
+}
+
+/// Finds every task of `plan`'s binary in the memory of the running process.
+pub fn find(plan: &ProbePlan, memory: &ProcessMemory, now_ns: u64) -> Result<Found, SnapshotError> {
+    let by_vtable = types_by_vtable(plan, memory, |task_type| Some(task_type.vtable?.address))?;
     if by_vtable.is_empty() {
         return Err(SnapshotError::NoVtables);
     }
@@ -137,18 +145,9 @@ pub fn find_block_on(
     memory: &ProcessMemory,
     now_ns: u64,
 ) -> Result<Vec<Observed>, SnapshotError> {
-    let bias = memory.executable_load_bias(&plan.segments)?;
-    let by_vtable: HashMap<u64, usize> = plan
-        .task_types
-        .iter()
-        .enumerate()
-        .filter_map(|(index, task_type)| {
-            Some((
-                task_type.block_on.as_ref()?.vtable?.wrapping_add(bias),
-                index,
-            ))
-        })
-        .collect();
+    let by_vtable = types_by_vtable(plan, memory, |task_type| {
+        task_type.block_on.as_ref()?.vtable
+    })?;
     if by_vtable.is_empty() {
         return Ok(Vec::new());
     }
