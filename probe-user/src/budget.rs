@@ -149,6 +149,11 @@ impl Budget {
     /// The cost figures now, as cumulative counters.
     fn sample(&self, attachment: &Attachment) -> Sample {
         let hits = attachment.hits().unwrap_or_default();
+        self.sample_of(attachment, &hits, attachment.programs_run_ns())
+    }
+
+    /// The cost figures now, from hit counts and program run time already read.
+    fn sample_of(&self, attachment: &Attachment, hits: &[u64], programs_ns: Option<u64>) -> Sample {
         Sample {
             target_cpu_ns: process_cpu_ns(self.pid).unwrap_or(0),
             collector_cpu_ns: own_cpu_ns(),
@@ -157,7 +162,7 @@ impl Budget {
                 .zip(self.per_hit(attachment))
                 .map(|(hits, price)| hits * price)
                 .sum(),
-            programs_ns: attachment.programs_run_ns().unwrap_or(0),
+            programs_ns: programs_ns.unwrap_or(0),
         }
     }
 
@@ -173,9 +178,11 @@ impl Budget {
 
     /// The probe's cost from the start to now.
     pub fn overhead(&self, attachment: &Attachment) -> Overhead {
-        let now = self.sample(attachment);
-        let now_ns = collect::monotonic_ns();
+        // Each of these reads is a system call per CPU or per program: once each.
         let hits = attachment.hits().unwrap_or_default();
+        let programs_ns = attachment.programs_run_ns();
+        let now = self.sample_of(attachment, &hits, programs_ns);
+        let now_ns = collect::monotonic_ns();
         let probes = PROBES
             .iter()
             .zip(&attachment.placed)
@@ -192,7 +199,6 @@ impl Budget {
                 ns_per_hit,
             })
             .collect();
-        let programs_ns = attachment.programs_run_ns();
         Overhead {
             budget_percent: self.budget_percent,
             share_percent: now.share_since(&self.start).unwrap_or(0.0) * 100.0,
