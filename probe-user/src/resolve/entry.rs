@@ -105,6 +105,23 @@ const PREFIXES: [u8; 11] = [
 /// es, cs, ss, ds and lock: the kernel refuses to probe instructions carrying them.
 const REFUSED_PREFIXES: [u8; 5] = [0x26, 0x2e, 0x36, 0x3e, 0xf0];
 
+impl Entry {
+    /// A probe on the function's first instruction instead (what a return probe needs): a
+    /// probe moved past it was moved because the kernel single-steps it.
+    pub fn at_start(&self) -> Entry {
+        match &self.skipped {
+            Some(first) => Entry {
+                offset: 0,
+                argument: Register::Rdi,
+                stepping: Stepping::SingleStepped,
+                instruction: first.clone(),
+                skipped: None,
+            },
+            None => self.clone(),
+        }
+    }
+}
+
 /// How the kernel would run the instruction at the start of `code` (which is at address `ip`),
 /// and the instruction as text. None when it does not decode.
 pub fn classify(code: &[u8], ip: u64) -> Option<(Stepping, String)> {
@@ -322,8 +339,9 @@ fn ours(register: Reg) -> Option<Register> {
     })
 }
 
-/// Intel-style text ("push rbx", "mov [rsp+0x8],rdi"): probe-user builds iced without a
-/// formatter, so this covers the operand kinds prologues use.
+/// Intel-style text ("push rbx", "mov [rsp+0x8],rdi") named by iced's mnemonic, so a `66 90`
+/// reads "nop" as the kernel treats it (iced's formatter would print "xchg ax,ax"); it covers
+/// the operand kinds prologues use.
 fn text(instruction: &Instruction) -> String {
     let lock = if instruction.has_lock_prefix() {
         "lock "

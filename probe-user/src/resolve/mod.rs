@@ -603,17 +603,8 @@ fn best(current: NamingSource, new: NamingSource) -> NamingSource {
 /// Where to probe the function at `address`: on its first instruction, and where it is cheapest.
 fn entries(file: &object::File<'_>, address: u64) -> Option<(entry::Entry, entry::Entry)> {
     // Enough for the few dozen instructions the search looks at.
-    let code = bytes_at(file, address, 256)?;
-    let (stepping, instruction) = entry::classify(code, address)?;
-    let at_start = entry::Entry {
-        offset: 0,
-        argument: entry::Register::Rdi,
-        stepping,
-        instruction,
-        skipped: None,
-    };
-    let cheapest = entry::cheapest(code, address).unwrap_or_else(|| at_start.clone());
-    Some((at_start, cheapest))
+    let cheapest = entry::cheapest(bytes_at(file, address, 256)?, address)?;
+    Some((cheapest.at_start(), cheapest))
 }
 
 /// Virtual address -> offset in the file, through the section that holds it.
