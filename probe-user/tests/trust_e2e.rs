@@ -372,7 +372,7 @@ fn a_target_that_execs_another_program_is_said_to() {
     let target = RunningDemo::start("release-debuginfo/inspect-crash", &["exec"]);
     let json = temp_json("exec");
     let output = Command::new(probe_binary())
-        .args(["probe", "--no-tui", "--duration", "2500ms", "--json"])
+        .args(["probe", "--no-tui", "--duration", "4500ms", "--json"])
         .arg(&json)
         .args(["--pid", &target.pid()])
         .output()

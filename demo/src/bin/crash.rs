@@ -5,7 +5,7 @@
 //!
 //! It prints `ready`, then its task `inspect_crash::crash_soon` sleeps briefly and raises SIGSEGV
 //! (a write to an address Linux never maps) or, with `abort`, SIGABRT (`std::process::abort`);
-//! with `exec` it replaces itself with `sleep 5` after a second (same pid, another program).
+//! with `exec` it replaces itself with `sleep 5` after three seconds (same pid, another program).
 
 use std::time::Duration;
 
@@ -29,7 +29,7 @@ fn main() {
 
 async fn crash_soon(how: String) {
     // Time for a probe to attach by pid before the program becomes another.
-    let wait_ms = if how == "exec" { 1000 } else { 100 };
+    let wait_ms = if how == "exec" { 3000 } else { 100 };
     tokio::time::sleep(Duration::from_millis(wait_ms)).await;
     if how == "abort" {
         std::process::abort();
