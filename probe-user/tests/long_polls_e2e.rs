@@ -1,9 +1,9 @@
 //! End to end: a long poll is split into time on CPU, blocked in the kernel and preempted
 //! (from the `sched_switch` tracepoint), and `long_poll` warns only for the first two: a
 //! blocking call (`inspect-hangs blocking`: std::thread::sleep 300 ms) and a computation
-//! (`inspect-polls spin`: 50 ms on CPU) warn, saying which; short polls preempted on an
-//! overloaded machine (`inspect-polls busy`) do not. Root and uprobe_multi, like the other
-//! end-to-end tests.
+//! (`inspect-polls spin`: 50 ms of CPU, however long a loaded machine stretches it) warn,
+//! saying which; short polls preempted on an overloaded machine (`inspect-polls busy`) do not.
+//! Root and uprobe_multi, like the other end-to-end tests.
 
 mod common;
 
@@ -62,8 +62,8 @@ fn a_computation_is_told_on_cpu() {
     let Some(_serial) = privileged() else { return };
     let report = probe("long-poll-spin", "inspect-polls", "spin");
     let warnings = long_polls(&report);
-    assert_eq!(warnings.len(), 1, "{:#}", report["warnings"]);
     let spinner = task(&report, "inspect_polls::spin_worker");
+    assert_eq!(warnings.len(), 1, "{:#}\n{spinner:#}", report["warnings"]);
     assert_eq!(Some(warnings[0].0), spinner["id"].as_u64());
     assert!(
         warnings[0].1.contains("computing without yielding"),

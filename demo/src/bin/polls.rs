@@ -1,6 +1,7 @@
 //! Long polls of each kind, for async-inspect's on-CPU / blocked / preempted split:
 //!
-//!   inspect-polls spin    a task computing on CPU for 50 ms without yielding: a long poll
+//!   inspect-polls spin    a task computing for 50 ms of CPU without yielding: a long poll,
+//!                         however long a loaded machine stretches it
 //!   inspect-polls busy    short polls (1 ms of CPU each) on a machine kept overloaded by
 //!                         threads spinning outside tokio: the workers are preempted inside
 //!                         polls, which is no defect of the program
@@ -29,11 +30,17 @@ fn main() {
         .build()
         .expect("runtime");
     let stop = Arc::new(AtomicBool::new(false));
+    match scenario.as_str() {
+        "spin" => {}
+        // Started outside async code: creating a thread can block in the kernel (its stack's
+        // mmap waits for the address space's lock), which inside a poll is a real long poll.
+        "busy" => spin_threads(&stop),
+        _ => usage(),
+    }
     runtime.block_on(async {
         match scenario.as_str() {
             "spin" => drop(tokio::spawn(spin_worker())),
-            "busy" => busy(stop.clone(), exit_after_ms),
-            _ => usage(),
+            _ => busy(exit_after_ms),
         }
         println!("inspect-polls: ready, pid {}", std::process::id());
         tokio::time::sleep(Duration::from_millis(exit_after_ms)).await;
@@ -46,12 +53,23 @@ fn usage() -> ! {
     std::process::exit(2);
 }
 
-/// Burns the CPU for `ms` without yielding.
+/// Burns `ms` of this thread's CPU time without yielding: CPU time, not wall time, so that a
+/// loaded machine preempting the thread stretches the poll without shrinking its computation.
 fn compute(ms: u64) {
-    let until = Instant::now() + Duration::from_millis(ms);
-    while Instant::now() < until {
+    let until = thread_cpu_ns() + ms * 1_000_000;
+    while thread_cpu_ns() < until {
         std::hint::spin_loop();
     }
+}
+
+fn thread_cpu_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec for the call to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
 }
 
 async fn spin_worker() {
@@ -60,8 +78,8 @@ async fn spin_worker() {
     compute(50);
 }
 
-/// Four spinning threads outside tokio on top of two workers polling short tasks.
-fn busy(stop: Arc<AtomicBool>, for_ms: u64) {
+/// Four spinning threads outside tokio, on top of the two workers of `busy`.
+fn spin_threads(stop: &Arc<AtomicBool>) {
     for _ in 0..4 {
         let stop = stop.clone();
         std::thread::spawn(move || {
@@ -70,6 +88,10 @@ fn busy(stop: Arc<AtomicBool>, for_ms: u64) {
             }
         });
     }
+}
+
+/// Two workers polling short tasks.
+fn busy(for_ms: u64) {
     for _ in 0..4 {
         tokio::spawn(short_polls(for_ms.saturating_sub(200)));
     }

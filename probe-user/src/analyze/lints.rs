@@ -154,7 +154,7 @@ impl Lint for LongPoll {
             duration(task.task.max_poll_ns),
             duration(limits.long_poll_ns),
             task.task.max_poll_tid,
-            poll_split(task.task),
+            poll_split(task.task, limits),
             task.at()
         )
     }
@@ -163,7 +163,7 @@ impl Lint for LongPoll {
 /// How the longest poll's time splits, e.g. "0.1 ms on CPU, 299.9 ms blocked in the kernel
 /// (…)": the blocked part says the fix is to move a blocking call out of async code, the
 /// on-CPU part that the computation needs `spawn_blocking` or yields.
-fn poll_split(task: &crate::model::Task) -> String {
+fn poll_split(task: &crate::model::Task, limits: &Thresholds) -> String {
     let (blocked, preempted) = (task.max_poll_blocked_ns, task.max_poll_preempted_ns);
     let on_cpu = task.max_poll_ns.saturating_sub(blocked + preempted);
     let mut parts = vec![format!("{} on CPU", duration(on_cpu))];
@@ -177,10 +177,16 @@ fn poll_split(task: &crate::model::Task) -> String {
         parts.push(format!("{} preempted", duration(preempted)));
     }
     let mut text = parts.join(", ");
-    if on_cpu > blocked && on_cpu > preempted {
+    if computing(on_cpu, blocked, preempted, limits.long_poll_ns) {
         text.push_str(" (computing without yielding: move it to spawn_blocking)");
     }
     text
+}
+
+/// Whether a poll's own time was mostly computation. Preemption is the machine's doing: a long
+/// computation stretched by it is still the program's defect.
+fn computing(on_cpu: u64, blocked: u64, preempted: u64, long_poll_ns: u64) -> bool {
+    on_cpu > blocked && on_cpu > preempted.min(long_poll_ns)
 }
 
 /// Still inside one poll at the end, for longer than a long poll.
@@ -309,4 +315,23 @@ pub fn check_all(
         }
     }
     warnings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::computing;
+
+    const MS: u64 = 1_000_000;
+
+    #[test]
+    fn a_long_computation_is_computing_however_long_it_was_preempted() {
+        assert!(computing(50 * MS, 0, 200 * MS, 10 * MS));
+        assert!(computing(50 * MS, MS, 0, 10 * MS));
+    }
+
+    #[test]
+    fn a_short_poll_stretched_by_preemption_or_a_blocking_call_is_not() {
+        assert!(!computing(MS / 4, 0, 16 * MS, 10 * MS));
+        assert!(!computing(MS, 300 * MS, 0, 10 * MS));
+    }
 }
