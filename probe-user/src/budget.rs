@@ -31,6 +31,8 @@ pub struct Budget {
     /// The per-poll probes are back and the tasks' memory is still to be checked: on the next
     /// tick, once the collector has drained what the probes sent meanwhile.
     check_due: bool,
+    /// The target's CPU time when last read: once it has exited, /proc no longer has it.
+    target_cpu_ns: std::cell::Cell<u64>,
 }
 
 /// How often the governor looks at the cost figures.
@@ -54,6 +56,7 @@ impl Budget {
             fingerprints: HashMap::new(),
             looked_ns: now_ns,
             check_due: false,
+            target_cpu_ns: std::cell::Cell::new(0),
         };
         budget.start = budget.sample(attachment);
         budget.governor =
@@ -79,10 +82,15 @@ impl Budget {
                 self.check_tasks(session, memory, layout, now_ns);
             }
         }
-        if self.governor.is_none() || now_ns < self.looked_ns + LOOK_EVERY_NS {
+        if now_ns < self.looked_ns + LOOK_EVERY_NS {
             return Ok(());
         }
         self.looked_ns = now_ns;
+        if self.governor.is_none() {
+            // Only to have the target's CPU time should it exit before the report.
+            self.target_cpu_ns();
+            return Ok(());
+        }
         let sample = self.sample(attachment);
         let Some(switch) = self
             .governor
@@ -155,7 +163,7 @@ impl Budget {
     /// The cost figures now, from hit counts and program run time already read.
     fn sample_of(&self, attachment: &Attachment, hits: &[u64], programs_ns: Option<u64>) -> Sample {
         Sample {
-            target_cpu_ns: process_cpu_ns(self.pid).unwrap_or(0),
+            target_cpu_ns: self.target_cpu_ns(),
             collector_cpu_ns: own_cpu_ns(),
             traps_ns: hits
                 .iter()
@@ -164,6 +172,14 @@ impl Budget {
                 .sum(),
             programs_ns: programs_ns.unwrap_or(0),
         }
+    }
+
+    /// The target's CPU time now, or when last seen if it has exited.
+    fn target_cpu_ns(&self) -> u64 {
+        if let Some(now) = process_cpu_ns(self.pid).filter(|&now| now > 0) {
+            self.target_cpu_ns.set(now);
+        }
+        self.target_cpu_ns.get()
     }
 
     fn per_hit<'a>(&'a self, attachment: &'a Attachment) -> impl Iterator<Item = u64> + 'a {

@@ -1045,6 +1045,29 @@ fn the_overhead_budget_attaches_the_per_poll_probes_in_windows() {
     assert_eq!(exact["summary"]["overhead"]["budget_percent"], Value::Null);
 }
 
+/// A launched program that exits before the probe's report still has its cost told: its CPU
+/// time is the last one read, not nothing (/proc forgets an exited process).
+#[test]
+fn the_cost_of_probing_a_program_that_exited_is_told() {
+    let Some(_serial) = privileged() else { return };
+    let (output, report) = probe_launch(
+        "exited-cost",
+        &["--quiet", "--exact"],
+        &fixture("release-debuginfo/inspect-demo"),
+        &["bench", "--tasks", "4", "--yields", "100000"],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let overhead = &report["summary"]["overhead"];
+    // Following every poll of a loop that only yields costs more than the loop itself.
+    let share = overhead["share_percent"].as_f64().expect("share_percent");
+    assert!(share > 20.0, "{overhead:#}");
+    assert!(number(overhead, "target_cpu_ns") > 0, "{overhead:#}");
+}
+
 /// A runtime shutting down at the end of main cancels its parked tasks: that is how programs end,
 /// not a warning. The task aborted at its await is one.
 #[test]
