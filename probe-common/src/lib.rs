@@ -147,9 +147,10 @@ pub struct Config {
     /// [`MODE_EVENTS`] or [`MODE_COUNT_ONLY`].
     pub mode: u64,
     /// Events are submitted without waking the collector, which drains the ring buffer on a
-    /// timer (a wake-up per event costs both sides a context switch), until this many bytes
-    /// are waiting: then the collector is woken at once.
-    pub wake_bytes: u64,
+    /// timer (a wake-up per event costs both sides a context switch), except every this many
+    /// events on a CPU: a burst then wakes it before the buffer fills. Counted per CPU because
+    /// asking the ring buffer how full it is costs more than the rest of the event.
+    pub wake_every: u64,
 }
 
 /// The programs do their work: read the task, emit events.

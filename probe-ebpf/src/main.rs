@@ -14,7 +14,7 @@
 
 use aya_ebpf::{
     EbpfContext,
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
         bpf_probe_read_user,
@@ -53,7 +53,7 @@ static CONFIG: Config = Config {
     vtable_id_offset: 0,
     ready: 0,
     mode: 0,
-    wake_bytes: 0,
+    wake_every: 0,
 };
 
 /// The event stream. The user side may resize it at load time.
@@ -63,6 +63,10 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
 /// Events that found the ring buffer full, per CPU.
 #[map]
 static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Events submitted on each CPU, for waking the collector every [`Config::wake_every`].
+#[map]
+static SUBMITTED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// Hits per kind of site (the cookie's slot), per CPU: what the probe costs is mostly how often
 /// its sites are hit, so the user side prices each kind by these counts.
@@ -84,10 +88,14 @@ static BLOCK_ON_DONE: HashMap<u32, BlockOnDone> = HashMap::with_max_entries(1024
 #[derive(Clone, Copy)]
 struct Current {
     header: u64,
+    /// The polled task's vtable and id, read once at the poll's start for its end as well:
+    /// every read of the target's memory costs about as much as the rest of a program.
+    vtable: u64,
     task_id: u64,
     flags: u64,
     /// The poll this one is nested in (a runtime driven from inside a task), restored at its end.
     outer_header: u64,
+    outer_vtable: u64,
     outer_task_id: u64,
     outer_flags: u64,
     /// When this thread went off-CPU during a poll (0: on CPU), and whether it blocked.
@@ -107,14 +115,16 @@ struct Current {
 impl Current {
     /// This thread's poll of `header` starts, nested in whatever it was polling.
     #[inline(always)]
-    fn enter(&mut self, header: u64, task_id: u64, entry_flags: u64) {
+    fn enter(&mut self, header: u64, identity: Identity, entry_flags: u64) {
         self.outer_header = self.header;
+        self.outer_vtable = self.vtable;
         self.outer_task_id = self.task_id;
         self.outer_flags = self.flags;
         self.outer_blocked_base = self.blocked_base;
         self.outer_preempted_base = self.preempted_base;
         self.header = header;
-        self.task_id = task_id;
+        self.vtable = identity.vtable;
+        self.task_id = identity.task_id;
         self.flags = entry_flags;
         self.blocked_base = self.blocked_total;
         self.preempted_base = self.preempted_total;
@@ -129,11 +139,13 @@ impl Current {
             self.preempted_total - self.preempted_base,
         );
         self.header = self.outer_header;
+        self.vtable = self.outer_vtable;
         self.task_id = self.outer_task_id;
         self.flags = self.outer_flags;
         self.blocked_base = self.outer_blocked_base;
         self.preempted_base = self.outer_preempted_base;
         self.outer_header = 0;
+        self.outer_vtable = 0;
         self.outer_task_id = 0;
         self.outer_flags = 0;
         off
@@ -195,17 +207,32 @@ fn read_u64(address: u64) -> Option<u64> {
     unsafe { bpf_probe_read_user(address as *const u64).ok() }
 }
 
-/// The task's vtable and tokio task id (read through `Vtable::id_offset`).
+/// A task's vtable and tokio task id (0: unknown; tokio's ids start at 1).
+#[derive(Clone, Copy)]
+struct Identity {
+    vtable: u64,
+    task_id: u64,
+}
+
+/// What a `block_on` future has: nothing at its address is a task header.
+const NO_IDENTITY: Identity = Identity {
+    vtable: 0,
+    task_id: 0,
+};
+
+/// The task's vtable and tokio task id (read through `Vtable::id_offset`): three reads of the
+/// target's memory.
 #[inline(always)]
-fn task_identity(config: &Config, header: u64) -> (u64, Option<u64>) {
+fn task_identity(config: &Config, header: u64) -> Identity {
     let Some(vtable) = read_u64(header + config.header_vtable) else {
-        return (0, None);
+        return NO_IDENTITY;
     };
-    let id = read_u64(vtable + config.vtable_id_offset)
+    let task_id = read_u64(vtable + config.vtable_id_offset)
         // The id lives inside the task cell; anything far away is not a tokio task.
         .filter(|offset| *offset < 1 << 20)
-        .and_then(|offset| read_u64(header + offset));
-    (vtable, id)
+        .and_then(|offset| read_u64(header + offset))
+        .unwrap_or(0);
+    Identity { vtable, task_id }
 }
 
 #[inline(always)]
@@ -218,18 +245,12 @@ fn emit(
     ctx: &impl EbpfContext,
     config: &Config,
     kind: EventKind,
-    header: u64,
+    (header, identity): (u64, Identity),
     value: u64,
     event_flags: u8,
     other: Running,
 ) {
     let ts_ns = unsafe { bpf_ktime_get_ns() };
-    let (vtable, task_id) = if event_flags & flags::BLOCK_ON != 0 {
-        // A block_on future is no task: nothing at its address is a header.
-        (0, None)
-    } else {
-        task_identity(config, header)
-    };
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
         if let Some(count) = DROPS.get_ptr_mut(0) {
             // SAFETY: per-CPU slot, no concurrent writer on this CPU.
@@ -242,8 +263,8 @@ fn emit(
     entry.write(Event {
         ts_ns,
         header,
-        task_id: task_id.unwrap_or(0),
-        vtable,
+        task_id: identity.task_id,
+        vtable: identity.vtable,
         other_header: other.header,
         other_task_id: other.task_id,
         value,
@@ -252,18 +273,26 @@ fn emit(
         pid: (pid_tgid >> 32) as u32,
         kind: kind as u8,
         flags: event_flags
-            | if task_id.is_none() {
+            | if identity.task_id == 0 {
                 flags::NO_TASK_ID
             } else {
                 0
             },
         _pad: [0; 2],
     });
-    // Wake the collector only when the buffer fills up; it drains on a timer otherwise.
-    let wake = if EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= config.wake_bytes {
-        BPF_RB_FORCE_WAKEUP
-    } else {
-        BPF_RB_NO_WAKEUP
+    // Wake the collector only now and then, in case of a burst; it drains on a timer.
+    let wake = match SUBMITTED.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        Some(count) => unsafe {
+            *count += 1;
+            if *count >= config.wake_every {
+                *count = 0;
+                BPF_RB_FORCE_WAKEUP
+            } else {
+                BPF_RB_NO_WAKEUP
+            }
+        },
+        None => BPF_RB_NO_WAKEUP,
     };
     entry.submit(u64::from(wake));
 }
@@ -288,14 +317,24 @@ fn running(tid: u32) -> Running {
     match CURRENT.get_ptr(&tid) {
         // SAFETY: map values stay valid while the program runs; only this thread writes its
         // entry (and task_op/panic_start, on this same thread).
-        Some(entry) => unsafe {
-            Running {
-                header: (*entry).header,
-                task_id: (*entry).task_id,
-                flags: (*entry).flags,
-            }
-        },
+        Some(entry) => unsafe { running_in(entry) },
         None => NOT_RUNNING,
+    }
+}
+
+/// The task being polled according to a thread's entry in CURRENT.
+///
+/// # Safety
+/// `entry` comes from a lookup in CURRENT in this run of the program.
+#[inline(always)]
+unsafe fn running_in(entry: *const Current) -> Running {
+    // SAFETY: the caller's.
+    unsafe {
+        Running {
+            header: (*entry).header,
+            task_id: (*entry).task_id,
+            flags: (*entry).flags,
+        }
     }
 }
 
@@ -309,9 +348,11 @@ fn slot(tid: u32) -> Option<*mut Current> {
     }
     let empty = Current {
         header: 0,
+        vtable: 0,
         task_id: 0,
         flags: 0,
         outer_header: 0,
+        outer_vtable: 0,
         outer_task_id: 0,
         outer_flags: 0,
         off_since: 0,
@@ -354,8 +395,11 @@ fn poll_start_body(ctx: ProbeContext) -> u32 {
     if header == 0 {
         return 0;
     }
-    let tid = current_tid();
-    let outer = running(tid);
+    let Some(entry) = slot(current_tid()) else {
+        return 0;
+    };
+    // SAFETY: see slot().
+    let outer = unsafe { running_in(entry) };
     let block_on = block_on_site(&ctx);
     if block_on && outer.header != 0 {
         // Polled inside a task's poll: a task's own future, or a block_on nested in a task
@@ -363,22 +407,20 @@ fn poll_start_body(ctx: ProbeContext) -> u32 {
         // out too (poll_end).
         return 0;
     }
-    let (task_id, state, entry_flags) = if block_on {
-        (0, 0, flags::BLOCK_ON)
+    let (identity, state, entry_flags) = if block_on {
+        (NO_IDENTITY, 0, flags::BLOCK_ON)
     } else {
-        let (_, task_id) = task_identity(&config, header);
+        let identity = task_identity(&config, header);
         let state = read_u64(header + config.header_state).unwrap_or(0);
-        (task_id.unwrap_or(0), state, 0)
+        (identity, state, 0)
     };
-    if let Some(entry) = slot(tid) {
-        // SAFETY: see slot().
-        unsafe { (*entry).enter(header, task_id, u64::from(entry_flags)) };
-    }
+    // SAFETY: see slot().
+    unsafe { (*entry).enter(header, identity, u64::from(entry_flags)) };
     emit(
         &ctx,
         &config,
         EventKind::PollStart,
-        header,
+        (header, identity),
         state,
         entry_flags,
         outer,
@@ -459,13 +501,17 @@ fn poll_end_body(ctx: RetProbeContext) -> u32 {
     };
     // SAFETY: see slot().
     let off = unsafe { (*slot).leave() };
-    // The header may be freed memory now (FREED_DURING_POLL): emit() only reads it through
-    // bpf_probe_read_user, and the user side ignores the id and vtable of such an event.
+    // The identity read at the poll's start: the header may be freed memory now
+    // (FREED_DURING_POLL).
+    let identity = Identity {
+        vtable: entry.vtable,
+        task_id: entry.task_id,
+    };
     emit(
         &ctx,
         &config,
         EventKind::PollEnd,
-        entry.header,
+        (entry.header, identity),
         state,
         event_flags,
         off_cpu_time(off),
@@ -494,7 +540,16 @@ fn spawn_return_body(ctx: RetProbeContext) -> u32 {
         return 0;
     }
     let parent = running(current_tid());
-    emit(&ctx, &config, EventKind::Spawn, header, 0, 0, parent);
+    let identity = task_identity(&config, header);
+    emit(
+        &ctx,
+        &config,
+        EventKind::Spawn,
+        (header, identity),
+        0,
+        0,
+        parent,
+    );
     0
 }
 
@@ -527,7 +582,16 @@ fn task_op_body(ctx: ProbeContext) -> u32 {
         } else {
             0
         };
-        emit(&ctx, &config, kind, header, state, panicked, polled);
+        let identity = task_identity(&config, header);
+        emit(
+            &ctx,
+            &config,
+            kind,
+            (header, identity),
+            state,
+            panicked,
+            polled,
+        );
         return 0;
     }
     let header = argument;
@@ -538,7 +602,8 @@ fn task_op_body(ctx: ProbeContext) -> u32 {
         // SAFETY: see slot().
         unsafe { (*entry).flags |= u64::from(flags::FREED_DURING_POLL) };
     }
-    emit(&ctx, &config, kind, header, 0, 0, polled);
+    let identity = task_identity(&config, header);
+    emit(&ctx, &config, kind, (header, identity), 0, 0, polled);
     0
 }
 
@@ -580,7 +645,7 @@ fn panic_start_body(ctx: ProbeContext) -> u32 {
         &ctx,
         &config,
         EventKind::PollEnd,
-        polled.header,
+        (polled.header, NO_IDENTITY),
         state::COMPLETE,
         flags::BLOCK_ON | flags::PANICKED,
         off_cpu_time(off),

@@ -283,7 +283,7 @@ impl Attachment {
             } else {
                 MODE_EVENTS
             },
-            wake_bytes: u64::from(ring_bytes / 4),
+            wake_every: wake_every(ring_bytes),
         };
         let block_on = block_on_done(plan);
         let mut ebpf = EbpfLoader::new()
@@ -403,7 +403,12 @@ impl Attachment {
     pub fn programs_run_ns(&self) -> Option<u64> {
         let mut total = 0;
         for (_, program) in self.ebpf.programs() {
-            total += program.info().ok()?.run_time().as_nanos() as u64;
+            match program.info() {
+                Ok(info) => total += info.run_time().as_nanos() as u64,
+                // Each program has a twin for the other kernel mechanism, never loaded.
+                Err(aya::programs::ProgramError::NotLoaded) => {}
+                Err(_) => return None,
+            }
         }
         Some(total)
     }
@@ -582,6 +587,15 @@ std::arch::global_asm!(
 unsafe extern "C" {
     fn async_inspect_calibrate_emulated() -> u64;
     fn async_inspect_calibrate_stepped() -> u64;
+}
+
+/// How many events a CPU submits between wake-ups of the collector: with every CPU that far
+/// along, the ring buffer is a quarter full.
+fn wake_every(ring_bytes: u32) -> u64 {
+    // Each record has an 8-byte header in the ring.
+    let record = (probe_common::EVENT_SIZE + 8) as u64;
+    let cpus = aya::util::nr_cpus().map_or(1, |cpus| u64::from(cpus.get()));
+    (u64::from(ring_bytes) / 4 / record / cpus).max(1)
 }
 
 /// The hit counter calibration uses: no kind of probe counts there.
