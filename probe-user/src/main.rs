@@ -678,6 +678,8 @@ fn find_idle_since_before<O: Observer>(
             return String::new();
         }
     };
+    // Room for exactly these: growing by doubling would leave up to half the room unused.
+    session.model.reserve(found.tasks.len());
     let tasks: Vec<usize> = found
         .tasks
         .into_iter()
@@ -808,8 +810,11 @@ async fn test_through_cargo(args: &TestArgs) -> anyhow::Result<i32> {
 
 /// Reads where each of `tasks` that is idle now waits, into the session (and its recording).
 fn read_stacks<O: Observer>(reader: &StackReader<'_>, session: &mut Session<O>, tasks: &[usize]) {
-    for (task, stack) in reader.read_idle(&session.model, tasks, collect::monotonic_ns()) {
-        session.stack(task, stack);
+    // In batches, so that a re-read of 100 000 tasks never holds two backtraces of each.
+    for batch in tasks.chunks(1024) {
+        for (task, stack) in reader.read_idle(&session.model, batch, collect::monotonic_ns()) {
+            session.stack(task, stack);
+        }
     }
 }
 

@@ -659,7 +659,8 @@ mod tests {
                     holds: Vec::new(),
                     waits_on: None,
                     bound: None,
-                }],
+                }]
+                .into(),
                 read_ns: 1_310,
                 state_word: Some(0x80),
                 missing: None,

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::{
     analyze::{
-        backtrace::{Frame, Resource},
+        backtrace::{Frame, Frames, Resource},
         deadlocks::WaitGraph,
         hangs,
         lints::{self, TaskView, Thresholds, Warning},
@@ -95,7 +95,7 @@ pub struct StuckRow {
     pub idle_ns: u64,
     pub leaf: Option<String>,
     /// Innermost last.
-    pub backtrace: Vec<Frame>,
+    pub backtrace: Frames,
     /// Why `backtrace` is empty.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub no_backtrace: Option<String>,
@@ -140,7 +140,7 @@ impl Wait {
         if let Some((bound, at)) = crate::analyze::backtrace::wait_bound(frames) {
             return Self {
                 bounded_by: Some(BoundRow {
-                    by: bound.by.clone(),
+                    by: bound.by.to_string(),
                     remaining_ns: bound.deadline_ns.map(|at| at.saturating_sub(now_ns)),
                     file: at.and_then(|frame| frame.file.clone()),
                     line: at.and_then(|frame| frame.line),
@@ -311,7 +311,7 @@ pub struct TaskRow {
     /// Where the task was last seen parked: its innermost await in the program's own code.
     pub await_point: Option<AwaitPoint>,
     /// The async backtrace read when the task last went idle, innermost last.
-    pub backtrace: Vec<Frame>,
+    pub backtrace: Frames,
     /// Why a task that is alive has no `backtrace`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub no_backtrace: Option<String>,
@@ -562,13 +562,17 @@ impl Report {
         let is_worker = |task: &Task| is_runtime_worker(plan, model, task);
         let runtime_workers = model.tasks().iter().filter(|task| is_worker(task)).count();
         let name = |task: &Task| task_name(plan, model, task).to_owned();
-        let mut tasks: Vec<TaskRow> = model
-            .tasks()
-            .iter()
-            .enumerate()
-            .filter(|(_, task)| !is_worker(task))
-            .map(|(index, task)| TaskRow::new(plan, model, &analysis, &facts, index, task))
-            .collect();
+        // Sized exactly (a filtered iterator would grow by doubling): one row per task, and a
+        // program can have 100 000 of them.
+        let mut tasks = Vec::with_capacity(model.tasks().len() - runtime_workers);
+        tasks.extend(
+            model
+                .tasks()
+                .iter()
+                .enumerate()
+                .filter(|(_, task)| !is_worker(task))
+                .map(|(index, task)| TaskRow::new(plan, model, &analysis, &facts, index, task)),
+        );
         let internal = |task: &Task| is_internal(plan, model, task);
         let stuck = hangs::stuck_tasks(model, facts.ended_ns, analysis.stuck_after_ns, |task| {
             !internal(task)
@@ -1211,7 +1215,7 @@ fn missing_backtrace(
     if task.state.is_terminal() || stack.is_some_and(|stack| !stack.frames.is_empty()) {
         return None;
     }
-    if let Some(why) = stack.and_then(|stack| stack.missing.as_ref()) {
+    if let Some(why) = stack.and_then(|stack| stack.missing.as_deref()) {
         return Some(why.to_string());
     }
     Some(if !catalogue.has_dwarf {
@@ -1326,10 +1330,10 @@ mod tests {
             )
         );
         let sleeping = Frame {
-            bound: Some(Bound {
+            bound: Some(Box::new(Bound {
                 by: "tokio::time::Sleep".into(),
                 deadline_ns: Some(5_000),
-            }),
+            })),
             ..leaf
         };
         let wait = Wait::of(&[user(42), sleeping], 2_000);

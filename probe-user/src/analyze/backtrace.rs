@@ -78,6 +78,10 @@ impl Memory for crate::memory::ProcessMemory {
 /// `tokio::time::sleep`'s future.
 const SLEEP: &str = "tokio::time::sleep::Sleep";
 
+/// A task's async backtrace, outermost frame first. Shared, not copied, by the reports that
+/// show it, and allocated to its exact size: a program can have 100 000 parked tasks.
+pub type Frames = Arc<[Frame]>;
+
 /// One async frame, or the leaf future under the innermost one.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Frame {
@@ -99,16 +103,17 @@ pub struct Frame {
     pub waits_on: Option<Resource>,
     /// A timer that ends the wait at this frame whatever the rest waits for: a
     /// `tokio::time::timeout`, a sleep, a sleep branch of a `select!`, an interval's tick.
+    /// Boxed: few frames have one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bound: Option<Bound>,
+    pub bound: Option<Box<Bound>>,
 }
 
 /// What bounds a wait: a timer on the await chain.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Bound {
     /// What it is, in words: `tokio::time::Timeout`, `tokio::time::Sleep in a tokio::select!
-    /// branch`.
-    pub by: String,
+    /// branch`. Interned: every sleeping task has one.
+    pub by: Arc<str>,
     /// When it fires (CLOCK_MONOTONIC ns), where that could be read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline_ns: Option<u64>,
@@ -296,7 +301,7 @@ impl Walker<'_> {
             .collect();
         let function = self.types.function_name(&info.name);
         Frame {
-            bound: self.interval_bound(address, &function, state),
+            bound: self.interval_bound(address, &function, state).map(Box::new),
             function: intern(&function),
             file: state.file.as_deref().map(intern),
             line: Some(state.line),
@@ -361,9 +366,11 @@ impl Walker<'_> {
             function: intern(&self.types.readable(&info.name)),
             leaf: self.describe(address, ty, info),
             waits_on: self.waited(address, info, frames),
-            bound: (info.name == SLEEP).then(|| Bound {
-                by: "tokio::time::Sleep".into(),
-                deadline_ns: self.sleep_deadline(address, ty),
+            bound: (info.name == SLEEP).then(|| {
+                Box::new(Bound {
+                    by: intern("tokio::time::Sleep"),
+                    deadline_ns: self.sleep_deadline(address, ty),
+                })
             }),
             ..Frame::default()
         };

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::backtrace::{Frame, Memory, TaskLayout, Unreadable, Walker};
+use super::backtrace::{Frame, Frames, Memory, TaskLayout, Unreadable, Walker};
 use crate::{
     model::{TaskModel, TaskState},
     resolve::ProbePlan,
@@ -12,15 +12,16 @@ use crate::{
 /// A task's backtrace and when it was read.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TaskStack {
-    pub frames: Vec<Frame>,
+    pub frames: Frames,
     pub read_ns: u64,
     /// The task's state word, read with the frames: its reference count counts the wakers
     /// left (wakers dropped while the task waits send no event).
     #[serde(default)]
     pub state_word: Option<u64>,
-    /// Why `frames` is empty: what kept the backtrace from being read.
+    /// Why `frames` is empty: what kept the backtrace from being read. Boxed: most tasks have
+    /// a backtrace, and a program can have 100 000 of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub missing: Option<NoBacktrace>,
+    pub missing: Option<Box<NoBacktrace>>,
 }
 
 /// Why a task has no backtrace, as the report says it.
@@ -158,7 +159,7 @@ impl StackReader<'_> {
                 {
                     Ok(frames) => (frames, None),
                     Err(NoBacktrace::NoDwarf) => return None,
-                    Err(why) => (Vec::new(), Some(why)),
+                    Err(why) => (Vec::new(), Some(Box::new(why))),
                 };
                 // A block_on future's address is the future's, not a task header's.
                 let state_word = (!task.block_on)
@@ -170,7 +171,7 @@ impl StackReader<'_> {
                 Some((
                     index,
                     TaskStack {
-                        frames,
+                        frames: frames.into(),
                         read_ns: now_ns,
                         state_word,
                         missing,
@@ -204,10 +205,10 @@ pub fn gone(model: &TaskModel, indices: &[usize], now_ns: u64) -> Vec<(usize, Ta
         })
         .map(|&index| {
             let stack = TaskStack {
-                frames: Vec::new(),
+                frames: Frames::default(),
                 read_ns: now_ns,
                 state_word: None,
-                missing: Some(NoBacktrace::TargetGone),
+                missing: Some(Box::new(NoBacktrace::TargetGone)),
             };
             (index, stack)
         })
@@ -272,7 +273,8 @@ impl Stacks {
     pub fn insert(&mut self, index: usize, stack: TaskStack) {
         let keep = self.by_task.get(&index).is_some_and(|known| {
             !known.frames.is_empty()
-                || (stack.frames.is_empty() && stack.missing == Some(NoBacktrace::TargetGone))
+                || (stack.frames.is_empty()
+                    && stack.missing.as_deref() == Some(&NoBacktrace::TargetGone))
         });
         if stack.frames.is_empty() && keep {
             return;
@@ -295,10 +297,10 @@ mod tests {
 
     fn stack(frames: usize, missing: Option<NoBacktrace>) -> TaskStack {
         TaskStack {
-            frames: vec![Frame::default(); frames],
+            frames: vec![Frame::default(); frames].into(),
             read_ns: 0,
             state_word: None,
-            missing,
+            missing: missing.map(Box::new),
         }
     }
 
@@ -309,7 +311,7 @@ mod tests {
         stacks.insert(0, stack(0, Some(NoBacktrace::TargetGone)));
         assert_eq!(
             stacks.get(0).and_then(|known| known.missing.clone()),
-            Some(NoBacktrace::NoFutureType),
+            Some(Box::new(NoBacktrace::NoFutureType)),
             "the target being gone explains nothing a read before did not"
         );
         stacks.insert(0, stack(2, None));
@@ -322,7 +324,7 @@ mod tests {
         stacks.insert(1, stack(0, Some(unreadable.clone())));
         assert_eq!(
             stacks.get(1).and_then(|known| known.missing.clone()),
-            Some(unreadable)
+            Some(Box::new(unreadable))
         );
     }
 

@@ -427,7 +427,7 @@ pub(crate) mod fixtures {
             parent,
             header: format!("{:#x}", 0x1000 + id * 0x100),
             await_point: None,
-            backtrace: Vec::new(),
+            backtrace: Vec::new().into(),
             no_backtrace: None,
             wait: Wait::default(),
             poll_histogram: Vec::new(),
@@ -560,7 +560,7 @@ pub(crate) mod fixtures {
                 ..frame("tokio::sync::mpsc::Receiver<T>::recv", None)
             },
         ];
-        handlers[2].backtrace = stuck_backtrace.clone();
+        handlers[2].backtrace = stuck_backtrace.clone().into();
         let flush = task(
             10,
             "inspect_demo::flush::{closure#0}",
@@ -611,7 +611,7 @@ pub(crate) mod fixtures {
             name: "inspect_demo::handler".to_owned(),
             idle_ns: 1_500 * MS,
             leaf: Some("waiting for a message on a tokio::sync::mpsc channel".to_owned()),
-            backtrace: stuck_backtrace,
+            backtrace: stuck_backtrace.into(),
             no_backtrace: None,
             wait: Wait {
                 can_wait_forever: true,

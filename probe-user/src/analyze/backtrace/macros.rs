@@ -63,7 +63,7 @@ pub(super) struct Branch {
     /// Its future and what that waits for: `tokio::sync::oneshot::Receiver<u32> (waiting for a
     /// oneshot value)`.
     pub what: String,
-    pub bound: Option<Bound>,
+    pub bound: Option<Box<Bound>>,
 }
 
 impl Branch {
@@ -261,7 +261,7 @@ fn summary(which: TokioMacro, branches: &[Branch]) -> String {
 
 /// A `select!` ends when its first branch does, so a timer in any pending branch bounds it; a
 /// `join!` waits for all of them, so only a timer in every pending branch does.
-fn bound(which: TokioMacro, branches: &[Branch]) -> Option<Bound> {
+fn bound(which: TokioMacro, branches: &[Branch]) -> Option<Box<Bound>> {
     let pending = branches.iter().filter(|branch| branch.pending);
     let (found, how) = match which {
         TokioMacro::Select => (
@@ -273,9 +273,11 @@ fn bound(which: TokioMacro, branches: &[Branch]) -> Option<Bound> {
             format!("in every {} branch", which.name()),
         ),
     };
-    found.map(|bound| Bound {
-        by: format!("{} {how}", bound.by),
-        ..bound
+    found.map(|bound| {
+        Box::new(Bound {
+            by: intern(&format!("{} {how}", bound.by)),
+            ..*bound
+        })
     })
 }
 
@@ -287,9 +289,11 @@ mod tests {
         Branch {
             pending: true,
             what: what.into(),
-            bound: deadline_ns.map(|deadline_ns| Bound {
-                by: "tokio::time::Sleep".into(),
-                deadline_ns,
+            bound: deadline_ns.map(|deadline_ns| {
+                Box::new(Bound {
+                    by: "tokio::time::Sleep".into(),
+                    deadline_ns,
+                })
             }),
         }
     }
@@ -343,11 +347,11 @@ mod tests {
         ];
         let select = bound(TokioMacro::Select, &branches).expect("bounded");
         assert_eq!(select.deadline_ns, Some(3));
-        assert_eq!(select.by, "tokio::time::Sleep in a tokio::select! branch");
+        assert_eq!(&*select.by, "tokio::time::Sleep in a tokio::select! branch");
         assert_eq!(bound(TokioMacro::Join, &branches), None);
         let all = bound(TokioMacro::Join, &branches[1..]).expect("bounded");
         assert_eq!(all.deadline_ns, Some(5));
-        assert_eq!(all.by, "tokio::time::Sleep in every tokio::join! branch");
+        assert_eq!(&*all.by, "tokio::time::Sleep in every tokio::join! branch");
         // Done branches bound nothing.
         assert_eq!(bound(TokioMacro::Select, &[Branch::done()]), None);
     }

@@ -15,10 +15,10 @@ impl Walker<'_> {
             .and_then(|delay| self.sleep_deadline(address + delay.offset, delay.ty?));
         let frame = Frame {
             function: intern("tokio::time::Timeout"),
-            bound: Some(Bound {
-                by: "tokio::time::Timeout".into(),
+            bound: Some(Box::new(Bound {
+                by: intern("tokio::time::Timeout"),
                 deadline_ns,
-            }),
+            })),
             ..Frame::default()
         };
         Some((frame, (address + value.offset, value.ty?)))
@@ -46,22 +46,22 @@ impl Walker<'_> {
             self.sleep_deadline(at + offset, delay)
         });
         Some(Bound {
-            by: "tokio::time::Interval".into(),
+            by: intern("tokio::time::Interval"),
             deadline_ns,
         })
     }
 }
 
 /// The bound that ends a wait on any of `bounds`: the earliest deadline (an unknown one last).
-pub fn earliest(bounds: impl IntoIterator<Item = Bound>) -> Option<Bound> {
+pub fn earliest(bounds: impl IntoIterator<Item = Box<Bound>>) -> Option<Box<Bound>> {
     bounds
         .into_iter()
         .min_by_key(|bound| bound.deadline_ns.unwrap_or(u64::MAX))
 }
 
 /// The bound that ends a wait on all of `bounds`: the latest, None if any is unbounded.
-pub fn latest(bounds: impl IntoIterator<Item = Option<Bound>>) -> Option<Bound> {
-    let all: Option<Vec<Bound>> = bounds.into_iter().collect();
+pub fn latest(bounds: impl IntoIterator<Item = Option<Box<Bound>>>) -> Option<Box<Bound>> {
+    let all: Option<Vec<Box<Bound>>> = bounds.into_iter().collect();
     all?.into_iter()
         .max_by_key(|bound| bound.deadline_ns.unwrap_or(u64::MAX))
 }
@@ -86,11 +86,11 @@ pub fn wait_bound(frames: &[Frame]) -> Option<(&Bound, Option<&Frame>)> {
 mod tests {
     use super::*;
 
-    fn bound(deadline_ns: Option<u64>) -> Bound {
-        Bound {
+    fn bound(deadline_ns: Option<u64>) -> Box<Bound> {
+        Box::new(Bound {
             by: "tokio::time::Sleep".into(),
             deadline_ns,
-        }
+        })
     }
 
     #[test]

@@ -236,7 +236,7 @@ impl<O: Observer> Script<O> {
         self.session.stack(
             index,
             TaskStack {
-                frames,
+                frames: frames.into(),
                 read_ns,
                 state_word: None,
                 missing: None,

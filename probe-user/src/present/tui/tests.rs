@@ -142,7 +142,8 @@ fn fixture() -> Report {
                 3,
             )
         },
-    ];
+    ]
+    .into();
     handler.poll_histogram = vec![
         Bucket {
             below_ns: Some(4_096),
@@ -508,7 +509,8 @@ fn long_frames_wrap_and_held_locks_show_under_their_frame() {
             "/home/dev/demo/src/audit.rs",
             14,
         )
-    }];
+    }]
+    .into();
     let mut app = app_with(report);
     press(&mut app, "3j");
     app.on_key(key(KeyCode::Enter));
