@@ -630,3 +630,41 @@ fn a_channel_and_a_semaphore_say_what_is_left() {
         MPSC_LEAF
     );
 }
+
+/// Two async fns with the same body, in an optimised build: the compiler folds their code and
+/// LTO refers to one's future type from another unit. Each task still gets its own await line,
+/// the deadlock between them is reported in `probe` and `dump`, naming both.
+#[test]
+fn futures_with_folded_code_keep_their_own_lines_and_their_deadlock() {
+    let Some(_serial) = privileged() else { return };
+    let to_checking = hangs_line("async fn to_checking(") + 3;
+    let to_savings = hangs_line("async fn to_savings(") + 3;
+    let reports = probe("release-debuginfo", "folded");
+    let (dump_text, dump_json) = dump("release-debuginfo", "folded");
+    for (report, text) in [(&reports.json, &reports.text), (&dump_json, &dump_text)] {
+        for (name, line) in [
+            ("inspect_hangs::to_checking", to_checking),
+            ("inspect_hangs::to_savings", to_savings),
+        ] {
+            let parked = task(report, name);
+            assert_eq!(parked["no_backtrace"], Value::Null, "{parked:#}");
+            assert_eq!(
+                parked["await_point"]["line"].as_u64(),
+                Some(line),
+                "{parked:#}"
+            );
+        }
+        let deadlocks = report["deadlocks"].as_array().expect("deadlocks");
+        assert_eq!(deadlocks.len(), 1, "{text}");
+        assert_eq!(deadlocks[0]["tasks"].as_array().map(Vec::len), Some(2));
+        assert!(
+            text.contains("DEADLOCK: 2 tasks wait for each other"),
+            "{text}"
+        );
+        assert!(
+            text.contains("to_checking waits for tokio::sync::Mutex")
+                && text.contains(&format!("at demo/src/bin/hangs.rs:{to_savings}")),
+            "{text}"
+        );
+    }
+}

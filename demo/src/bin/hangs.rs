@@ -21,6 +21,8 @@
 //!   inspect-hangs mpsc-senders  a task awaiting an mpsc receiver whose two senders live on and
 //!                               never send, one awaiting an unbounded receiver with one such
 //!                               sender; another acquiring a Semaphore with no permits left
+//!   inspect-hangs folded        `deadlock` between two async fns with the same body (a transfer
+//!                               each way), which the compiler folds into one function
 //!
 //! It prints `ready` once its tasks are running and exits by itself after `--exit-after-ms`
 //! (default 3000), with status 0; the stuck scenarios never finish their tasks.
@@ -68,6 +70,7 @@ fn main() {
             "impl-method" => impl_method().await,
             "socket-read" => socket_read().await,
             "mpsc-senders" => mpsc_senders().await,
+            "folded" => folded().await,
             _ => usage(),
         }
         tokio::time::sleep(Duration::from_millis(exit_after_ms)).await;
@@ -84,7 +87,7 @@ fn main() {
 fn usage() -> ! {
     eprintln!(
         "usage: inspect-hangs deadlock|ordered|lost-waker|kept-waker|blocking|self-wake|shutdown|\
-         select|join|timeout|impl-method|socket-read|mpsc-senders [--exit-after-ms MS]"
+         select|join|timeout|impl-method|socket-read|mpsc-senders|folded [--exit-after-ms MS]"
     );
     std::process::exit(2);
 }
@@ -117,6 +120,36 @@ async fn lock_both(outer: Arc<Mutex<u32>>, inner: Arc<Mutex<u32>>) -> u32 {
     *held += 1;
     *other += 1;
     *held + *other
+}
+
+/// Two tasks of two types whose code is the same: each holds one account's lock and waits for
+/// the other's.
+async fn folded() {
+    let savings = Arc::new(Mutex::new(10u32));
+    let checking = Arc::new(Mutex::new(10u32));
+    tokio::spawn(to_checking(savings.clone(), checking.clone()));
+    tokio::spawn(to_savings(checking, savings));
+    ready();
+}
+
+/// Moves one unit from `from` to `to`, holding `from` meanwhile.
+async fn to_checking(from: Arc<Mutex<u32>>, to: Arc<Mutex<u32>>) -> u32 {
+    let mut source = from.lock().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut target = to.lock().await;
+    *source -= 1;
+    *target += 1;
+    *target
+}
+
+/// The same as `to_checking`, the other way: the compiler keeps one copy of the code.
+async fn to_savings(from: Arc<Mutex<u32>>, to: Arc<Mutex<u32>>) -> u32 {
+    let mut source = from.lock().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut target = to.lock().await;
+    *source -= 1;
+    *target += 1;
+    *target
 }
 
 /// A hand-written future that is Pending once; `keep` decides whether it keeps the waker

@@ -1,7 +1,10 @@
 //! What DWARF tells resolve: the future type `T` of each `raw::poll::<T, S>` instance, and the
 //! offsets of tokio's `Header::{state, vtable}` and `Vtable::id_offset`.
 
-use std::{borrow::Cow, collections::HashMap};
+use std::{
+    borrow::Cow,
+    collections::{HashMap, HashSet},
+};
 
 use gimli::{AttributeValue, EndianSlice, RunTimeEndian, UnitOffset};
 use object::{Object as _, ObjectSection as _};
@@ -72,6 +75,7 @@ pub(super) fn read(file: &object::File<'_>, poll_symbols: &[&str]) -> DwarfInfo 
         .collect();
     let mut header = LayoutParts::default();
     let mut cells: HashMap<String, usize> = HashMap::new();
+    let mut elsewhere = Vec::new();
     let mut block_on = super::block_on::Collector::default();
     let mut units = dwarf.units();
     while let Ok(Some(unit_header)) = units.next() {
@@ -82,6 +86,7 @@ pub(super) fn read(file: &object::File<'_>, poll_symbols: &[&str]) -> DwarfInfo 
             names: &mut info.poll_type_names,
             types: &mut info.poll_types,
             cells: &mut cells,
+            elsewhere: &mut elsewhere,
             layout: &mut header,
             impls: &mut info.impls,
             macro_awaits: &mut info.macro_awaits,
@@ -89,6 +94,7 @@ pub(super) fn read(file: &object::File<'_>, poll_symbols: &[&str]) -> DwarfInfo 
         };
         let _ = scan_unit(&dwarf, &unit, &wanted, &mut found);
     }
+    resolve_elsewhere(&dwarf, &elsewhere, &mut info, &mut cells);
     info.block_on = block_on.finish();
     info.layout = header.layout();
     for (index, name) in info.poll_type_names.iter().enumerate() {
@@ -121,6 +127,8 @@ struct Found<'a> {
     types: &'a mut [Option<usize>],
     /// `Cell<T, S>` by the qualified name of `T`.
     cells: &'a mut HashMap<String, usize>,
+    /// Template parameters whose type is in another unit, by that type's `.debug_info` offset.
+    elsewhere: &'a mut Vec<(usize, Elsewhere)>,
     layout: &'a mut LayoutParts,
     impls: &'a mut HashMap<String, String>,
     macro_awaits: &'a mut HashMap<String, (String, u64)>,
@@ -138,6 +146,7 @@ fn scan_unit(
         names,
         types,
         cells,
+        elsewhere,
         layout,
         impls,
         macro_awaits,
@@ -220,21 +229,34 @@ fn scan_unit(
                 }
             }
             gimli::DW_TAG_template_type_parameter => {
-                if let Some((cell_offset, d)) = cell
-                    && depth == d + 1
-                    && name().as_deref() == Some("T")
-                    && let Some(AttributeValue::UnitRef(offset)) =
-                        entry.attr_value(gimli::DW_AT_type)?
+                let child = |outer: Option<isize>| outer.is_some_and(|d| depth == d + 1);
+                if !(child(cell.map(|(_, d)| d)) || child(poll.map(|(_, d)| d)))
+                    || name().as_deref() != Some("T")
                 {
-                    cell_refs.push((offset, cell_offset));
+                    continue;
                 }
-                if let Some((index, d)) = poll
-                    && depth == d + 1
-                    && name().as_deref() == Some("T")
-                    && let Some(AttributeValue::UnitRef(offset)) =
-                        entry.attr_value(gimli::DW_AT_type)?
-                {
-                    type_refs.push((offset, index));
+                let target = entry.attr_value(gimli::DW_AT_type)?;
+                if let Some((cell_offset, _)) = cell {
+                    match target {
+                        Some(AttributeValue::UnitRef(offset)) => {
+                            cell_refs.push((offset, cell_offset))
+                        }
+                        Some(AttributeValue::DebugInfoRef(offset)) => {
+                            if let Some(cell) = global(unit, cell_offset) {
+                                elsewhere.push((offset.0, Elsewhere::Cell(cell)));
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                if let Some((index, _)) = poll {
+                    match target {
+                        Some(AttributeValue::UnitRef(offset)) => type_refs.push((offset, index)),
+                        Some(AttributeValue::DebugInfoRef(offset)) => {
+                            elsewhere.push((offset.0, Elsewhere::Poll(index)))
+                        }
+                        _ => {}
+                    }
                     poll = None;
                 }
             }
@@ -269,15 +291,14 @@ fn scan_unit(
         }
     }
     block_on.end_unit(unit, &type_names);
-    let global = |offset: UnitOffset| offset.to_debug_info_offset(&unit.header).map(|o| o.0);
     for (offset, index) in type_refs {
         if let Some(name) = type_names.get(&offset) {
             names[index] = Some(name.clone());
-            types[index] = global(offset);
+            types[index] = global(unit, offset);
         }
     }
     for (offset, cell_offset) in cell_refs {
-        if let (Some(name), Some(cell)) = (type_names.get(&offset), global(cell_offset)) {
+        if let (Some(name), Some(cell)) = (type_names.get(&offset), global(unit, cell_offset)) {
             cells.entry(name.clone()).or_insert(cell);
         }
     }
@@ -290,6 +311,116 @@ fn scan_unit(
         {
             macro_awaits.insert(name.clone(), (file, line));
         }
+    }
+    Ok(())
+}
+
+/// A unit's DIE offset as a `.debug_info` offset.
+fn global(unit: &gimli::Unit<Reader<'_>>, offset: UnitOffset) -> Option<usize> {
+    offset.to_debug_info_offset(&unit.header).map(|o| o.0)
+}
+
+/// What a template parameter typed in another unit belongs to. (LTO merges code from many
+/// crates into units that refer to each other's types: a `raw::poll::<T, S>` in one unit, its
+/// `T` in another.)
+#[derive(Clone, Copy)]
+enum Elsewhere {
+    /// The `T` of this `raw::poll` (index into the poll symbols).
+    Poll(usize),
+    /// The `T` of the `Cell<T, S>` at this `.debug_info` offset.
+    Cell(usize),
+}
+
+/// Names the types that template parameters referred to in other units, once every unit has
+/// been walked, and files them as the walk of their own unit would have.
+fn resolve_elsewhere(
+    dwarf: &gimli::Dwarf<Reader<'_>>,
+    elsewhere: &[(usize, Elsewhere)],
+    info: &mut DwarfInfo,
+    cells: &mut HashMap<String, usize>,
+) {
+    if elsewhere.is_empty() {
+        return;
+    }
+    let wanted: HashSet<usize> = elsewhere.iter().map(|(offset, _)| *offset).collect();
+    let names = type_names_at(dwarf, &wanted);
+    for (offset, of) in elsewhere {
+        let Some(name) = names.get(offset) else {
+            continue;
+        };
+        match *of {
+            Elsewhere::Poll(index) if info.poll_type_names[index].is_none() => {
+                info.poll_type_names[index] = Some(name.clone());
+                info.poll_types[index] = Some(*offset);
+            }
+            Elsewhere::Poll(_) => {}
+            Elsewhere::Cell(cell) => {
+                cells.entry(name.clone()).or_insert(cell);
+            }
+        }
+    }
+}
+
+/// The qualified names of the types at `wanted` (`.debug_info` offsets), walking only the
+/// units that hold them.
+fn type_names_at(
+    dwarf: &gimli::Dwarf<Reader<'_>>,
+    wanted: &HashSet<usize>,
+) -> HashMap<usize, String> {
+    let mut names = HashMap::new();
+    let mut units = dwarf.units();
+    while let Ok(Some(header)) = units.next() {
+        let Some(start) = header.offset().as_debug_info_offset().map(|o| o.0) else {
+            continue;
+        };
+        let end = start + header.length_including_self();
+        if !wanted.iter().any(|offset| (start..end).contains(offset)) {
+            continue;
+        }
+        if let Ok(unit) = dwarf.unit(header) {
+            let _ = name_types_in(dwarf, &unit, wanted, &mut names);
+        }
+    }
+    names
+}
+
+fn name_types_in(
+    dwarf: &gimli::Dwarf<Reader<'_>>,
+    unit: &gimli::Unit<Reader<'_>>,
+    wanted: &HashSet<usize>,
+    names: &mut HashMap<usize, String>,
+) -> gimli::Result<()> {
+    let mut path: Vec<(isize, String)> = Vec::new();
+    let mut depth = 0isize;
+    let mut entries = unit.entries();
+    while let Some((delta, entry)) = entries.next_dfs()? {
+        depth += delta;
+        while path.last().is_some_and(|(d, _)| *d >= depth) {
+            path.pop();
+        }
+        if !matches!(
+            entry.tag(),
+            gimli::DW_TAG_namespace
+                | gimli::DW_TAG_structure_type
+                | gimli::DW_TAG_union_type
+                | gimli::DW_TAG_enumeration_type
+        ) {
+            continue;
+        }
+        let Some(value) = entry.attr_value(gimli::DW_AT_name)? else {
+            continue;
+        };
+        let name = dwarf
+            .attr_string(unit, value)?
+            .to_string_lossy()
+            .into_owned();
+        if entry.tag() != gimli::DW_TAG_namespace
+            && let Some(offset) = global(unit, entry.offset())
+            && wanted.contains(&offset)
+        {
+            names.insert(offset, qualify(&path, &name));
+        }
+        path.push((depth, name));
     }
     Ok(())
 }
