@@ -20,7 +20,7 @@ use aya_ebpf::{
         bpf_probe_read_user,
     },
     macros::{map, tracepoint, uprobe, uretprobe},
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::{ProbeContext, RetProbeContext, TracePointContext},
 };
 use probe_common::{
@@ -63,6 +63,12 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
 /// Events that found the ring buffer full, per CPU.
 #[map]
 static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Written by the user side while it runs: slot 0 holds a bit per hit slot (cookie) whose
+/// probes are being detached. Detaching takes a few hundred ms, during which they still fire;
+/// they emit nothing then, or they would fill the ring buffer while the collector waits.
+#[map]
+static CONTROL: Array<u64> = Array::with_max_entries(1, 0);
 
 /// Events submitted on each CPU, for waking the collector every [`Config::wake_every`].
 #[map]
@@ -160,15 +166,19 @@ fn config() -> Config {
 }
 
 /// Counts this hit and says whether to go on: not before the user side is ready, nor in
-/// count-only mode.
+/// count-only mode, nor while the user side pauses the events ([`CONTROL`]).
 #[inline(always)]
 fn counted(ctx: &impl EbpfContext, config: &Config) -> bool {
     let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
-    if let Some(count) = HITS.get_ptr_mut(u32::from(cookie::slot(cookie))) {
+    let slot = cookie::slot(cookie);
+    if let Some(count) = HITS.get_ptr_mut(u32::from(slot)) {
         // SAFETY: per-CPU slot, no concurrent writer on this CPU.
         unsafe { *count += 1 };
     }
-    config.ready != 0 && config.mode != MODE_COUNT_ONLY
+    let paused = CONTROL
+        .get(0)
+        .is_some_and(|paused| (*paused >> (slot & 63)) & 1 != 0);
+    config.ready != 0 && config.mode != MODE_COUNT_ONLY && !paused
 }
 
 /// The task argument, from the register the cookie names: a probe placed past the function's

@@ -9,7 +9,7 @@ use std::{num::NonZeroU32, path::Path};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray, RingBuf},
+    maps::{Array, MapData, PerCpuArray, RingBuf},
     programs::{
         ProgramError, TracePoint, UProbe,
         uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
@@ -326,7 +326,7 @@ impl Attachment {
             // programs by their hits alone.
             _stats: aya::sys::enable_stats(aya::sys::Stats::RunTime).ok(),
         };
-        attachment.attach_where(|_| true)?;
+        attachment.attach_where(|probe| !probe.hot)?;
         Ok(attachment)
     }
 
@@ -352,7 +352,9 @@ impl Attachment {
         Ok(())
     }
 
-    /// Attaches the per-poll and per-wake probes again after [`Attachment::detach_hot`].
+    /// Attaches the per-poll and per-wake probes: once the collector is ready to drain what
+    /// they send (a busy program fills the ring buffer in tens of ms), and again after
+    /// [`Attachment::detach_hot`].
     pub fn attach_hot(&mut self) -> Result<(), AttachError> {
         self.attach_where(|probe| probe.hot)
     }
@@ -360,6 +362,34 @@ impl Attachment {
     /// Detaches the probes hit at every poll or wake: the target then runs at full speed, and
     /// the probe sees spawns, polls, wakes and completions only once they are attached again.
     pub fn detach_hot(&mut self) -> Result<(), AttachError> {
+        // The probes fire until their link is gone: quiet meanwhile.
+        let hot = PROBES
+            .iter()
+            .enumerate()
+            .filter(|(_, probe)| probe.hot)
+            .fold(0, |mask, (slot, _)| mask | 1 << slot);
+        self.pause_events(hot)?;
+        let detached = self.detach_hot_links();
+        self.pause_events(0)?;
+        detached
+    }
+
+    /// Tells the programs of the hit slots in `mask` to emit nothing (they still count their
+    /// hits), and the others to go on.
+    fn pause_events(&mut self, mask: u64) -> Result<(), AttachError> {
+        let map_error = |error| AttachError::Map(Box::new(error));
+        let map = self
+            .ebpf
+            .map_mut("CONTROL")
+            .ok_or(AttachError::Missing("CONTROL map"))?;
+        let mut control: Array<_, u64> = Array::try_from(map).map_err(map_error)?;
+        control.set(0, &mask, 0).map_err(map_error)
+    }
+
+    fn detach_hot_links(&mut self) -> Result<(), AttachError> {
+        // Busiest first (they attach last): each detach waits for the kernel to retire the
+        // link, the collector cannot drain meanwhile, and the probes still attached keep
+        // filling the ring buffer.
         for (slot, probe) in PROBES.iter().enumerate() {
             if !probe.hot {
                 continue;

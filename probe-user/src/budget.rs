@@ -121,6 +121,27 @@ impl Budget {
         Ok(())
     }
 
+    /// At the end of a run that stops in a gap (or before the check after one): what became of
+    /// every task meanwhile, as after a window's return. Without it a task that ran during the
+    /// gap would look idle since the last window, and its missing waker a lost one.
+    pub fn finish<O: Observer>(
+        &mut self,
+        session: &mut Session<O>,
+        memory: Option<&ProcessMemory>,
+        layout: &Layout,
+    ) {
+        let in_gap = self
+            .governor
+            .as_ref()
+            .is_some_and(|governor| !governor.attached());
+        if let Some(memory) = memory
+            && (in_gap || self.check_due)
+        {
+            self.check_due = false;
+            self.check_tasks(session, memory, layout, collect::monotonic_ns());
+        }
+    }
+
     /// Follows tasks to their new indices after the model folded ended ones.
     pub fn remap(&mut self, remap: &[Option<usize>]) {
         self.fingerprints = std::mem::take(&mut self.fingerprints)

@@ -229,7 +229,10 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
     };
     let mut collector = Collector::new(attachment.take_events()?)?;
     let prices = attachment.calibrate().unwrap_or(Prices::TYPICAL);
-    let mut budget = Budget::new(pid.get(), prices, max_overhead, &attachment);
+    if gate.is_some() {
+        // Nothing runs yet: follow the program from its first poll.
+        attachment.attach_hot()?;
+    }
     // Await points are read from the target's memory when tasks go idle (needs DWARF).
     let memory = plan
         .types
@@ -321,6 +324,12 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
         ));
     }
 
+    if gate.is_none() {
+        // A running program's polls flood the ring buffer at once: attached only now that the
+        // collector is about to drain it, past the memory scan.
+        attachment.attach_hot()?;
+    }
+    let mut budget = Budget::new(pid.get(), prices, max_overhead, &attachment);
     let mut child = match gate {
         Some(gate) => Some(gate.release()?),
         None => None,
@@ -448,6 +457,9 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
     let ended_ns = collect::monotonic_ns();
     facts.ended_ns = ended_ns;
     facts.dropped_per_cpu = attachment.drops_per_cpu().unwrap_or_default();
+    if target::is_alive(pid) {
+        budget.finish(&mut session, memory.as_ref(), &plan.layout);
+    }
     facts.overhead = Some(budget.overhead(&attachment));
     facts.undecodable = collector.undecodable;
     // Detach before reporting: the target runs unprobed from here on.

@@ -213,6 +213,7 @@ impl Governor {
         ((self.attached_ns + current) as f64 / total as f64).min(1.0)
     }
 
+    /// Whether the per-poll probes are attached now.
     pub fn attached(&self) -> bool {
         self.attached
     }
