@@ -1045,6 +1045,52 @@ fn the_overhead_budget_attaches_the_per_poll_probes_in_windows() {
     assert_eq!(exact["summary"]["overhead"]["budget_percent"], Value::Null);
 }
 
+/// Attached by pid to a server under load whose every request spawns 8 tasks (about a million
+/// probe hits a second when followed), the default probe loses no event: not while it scans the
+/// program's memory at start, nor while it detaches the per-poll probes for a budget gap. And a
+/// run that ends in a gap does not take the tasks that ran meanwhile for stuck ones.
+#[test]
+fn a_busy_server_loses_no_event_under_the_budget() {
+    use std::io::{BufRead as _, BufReader};
+    let Some(_serial) = privileged() else { return };
+    let mut server = Command::new(fixture("release-debuginfo/inspect-server"))
+        .args(["--fanout", "8"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("starting inspect-server");
+    let mut line = String::new();
+    BufReader::new(server.stdout.as_mut().expect("stdout"))
+        .read_line(&mut line)
+        .expect("the server's address");
+    let address = line.trim().rsplit(' ').next().expect("address").to_owned();
+    let mut load = Command::new(fixture("release-debuginfo/inspect-load"))
+        .args(["--addr", &address, "--clients", "20", "--duration", "8s"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("starting inspect-load");
+    std::thread::sleep(Duration::from_millis(500));
+    let json = temp_json("busy-server");
+    let output = Command::new(probe_binary())
+        .args(["probe", "--no-tui", "--quiet", "--duration", "4s", "--json"])
+        .arg(&json)
+        .args(["--pid", &server.id().to_string()])
+        .output()
+        .expect("running async-inspect");
+    let _ = load.wait();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_nothing_left_attached();
+    let report = read_report(&json, &output);
+    let summary = &report["summary"];
+    assert!(number(summary, "events") > 10_000, "{summary:#}");
+    assert_eq!(number(summary, "dropped"), 0, "{summary:#}");
+    assert!(
+        warnings_of(&report, "lost_waker").is_empty(),
+        "{:#}",
+        report["warnings"]
+    );
+}
+
 /// A launched program that exits before the probe's report still has its cost told: its CPU
 /// time is the last one read, not nothing (/proc forgets an exited process).
 #[test]
