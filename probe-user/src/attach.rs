@@ -12,6 +12,7 @@ use aya::{
     maps::{Array, MapData, PerCpuArray, RingBuf},
     programs::{
         ProgramError, TracePoint, UProbe,
+        trace_point::TracePointLinkId,
         uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
     },
     sys::UProbeMultiFeature,
@@ -175,9 +176,13 @@ pub struct Attachment {
     binary: std::path::PathBuf,
     pid: NonZeroU32,
     pub mechanism: Mechanism,
-    /// Whether `sched:sched_switch` is attached: poll ends then say how long their thread was
-    /// blocked and preempted. Why not, otherwise.
+    /// Whether the `sched:sched_switch` and `sched_wakeup` programs could be loaded (and
+    /// attached): poll ends then say how long their thread was blocked and preempted. Why not,
+    /// otherwise.
     pub off_cpu: Result<(), String>,
+    /// Their links while attached: with the per-poll probes, since they only act on threads
+    /// inside a followed poll, and fire at every context switch of the machine.
+    sched_links: Vec<(&'static str, TracePointLinkId)>,
     /// Keeps the kernel's BPF run-time statistics on while it lives.
     _stats: Option<std::os::fd::OwnedFd>,
 }
@@ -306,7 +311,7 @@ impl Attachment {
         let off_cpu = if count_only {
             Err("count-only mode".into())
         } else {
-            attach_sched_switch(&mut ebpf)
+            load_sched_programs(&mut ebpf)
         };
         let (points, placed) = PROBES
             .iter()
@@ -322,6 +327,7 @@ impl Attachment {
             pid,
             mechanism,
             off_cpu,
+            sched_links: Vec::new(),
             // Without it the kernel keeps no run time per program; the probe then prices its
             // programs by their hits alone.
             _stats: aya::sys::enable_stats(aya::sys::Stats::RunTime).ok(),
@@ -356,20 +362,52 @@ impl Attachment {
     /// they send (a busy program fills the ring buffer in tens of ms), and again after
     /// [`Attachment::detach_hot`].
     pub fn attach_hot(&mut self) -> Result<(), AttachError> {
-        self.attach_where(|probe| probe.hot)
+        if self.off_cpu.is_ok()
+            && self.sched_links.is_empty()
+            && let Err(why) = self.attach_sched()
+        {
+            // Not fatal: every poll then counts as on CPU, as before they existed.
+            self.off_cpu = Err(why);
+        }
+        // Quiet until all are in place: each link takes milliseconds to attach, the collector
+        // does not drain meanwhile, and a busy program's spawns, wakes and frees would fill the
+        // ring buffer with events of polls not followed yet.
+        self.pause_events(hot_slots())?;
+        let attached = self.attach_where(|probe| probe.hot);
+        self.pause_events(0)?;
+        attached
+    }
+
+    /// Attaches the `sched_wakeup` and `sched_switch` tracepoints, wakeups first: a switch seen
+    /// without its wakeup would count the run-queue wait as blocked.
+    fn attach_sched(&mut self) -> Result<(), String> {
+        for name in SCHED_PROGRAMS {
+            let program = sched_program(&mut self.ebpf, name)?;
+            let link = program
+                .attach("sched", name)
+                .map_err(|error| error.to_string())?;
+            self.sched_links.push((name, link));
+        }
+        Ok(())
+    }
+
+    fn detach_sched(&mut self) -> Result<(), String> {
+        for (name, link) in std::mem::take(&mut self.sched_links) {
+            let program = sched_program(&mut self.ebpf, name)?;
+            program.detach(link).map_err(|error| error.to_string())?;
+        }
+        Ok(())
     }
 
     /// Detaches the probes hit at every poll or wake: the target then runs at full speed, and
     /// the probe sees spawns, polls, wakes and completions only once they are attached again.
     pub fn detach_hot(&mut self) -> Result<(), AttachError> {
         // The probes fire until their link is gone: quiet meanwhile.
-        let hot = PROBES
-            .iter()
-            .enumerate()
-            .filter(|(_, probe)| probe.hot)
-            .fold(0, |mask, (slot, _)| mask | 1 << slot);
-        self.pause_events(hot)?;
+        self.pause_events(hot_slots())?;
         let detached = self.detach_hot_links();
+        if let Err(why) = self.detach_sched() {
+            self.off_cpu = Err(why);
+        }
         self.pause_events(0)?;
         detached
     }
@@ -492,20 +530,32 @@ fn fill_block_on_done(ebpf: &mut Ebpf, done: &[(u32, BlockOnDone)]) -> Result<()
     Ok(())
 }
 
-/// Attaches the `sched_wakeup` and `sched_switch` tracepoints, which split each poll into
-/// on-CPU, blocked and preempted time. Not fatal: without it every poll counts as on CPU, as before it existed.
-fn attach_sched_switch(ebpf: &mut Ebpf) -> Result<(), String> {
+/// The hit slots of the hot kinds of probe, as a mask for [`Attachment::pause_events`].
+fn hot_slots() -> u64 {
+    PROBES
+        .iter()
+        .enumerate()
+        .filter(|(_, probe)| probe.hot)
+        .fold(0, |mask, (slot, _)| mask | 1 << slot)
+}
+
+/// The tracepoint programs that split each poll into on-CPU, blocked and preempted time.
+const SCHED_PROGRAMS: [&str; 2] = ["sched_wakeup", "sched_switch"];
+
+fn sched_program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut TracePoint, String> {
+    ebpf.program_mut(name)
+        .ok_or("no sched tracepoint program")?
+        .try_into()
+        .map_err(|error: ProgramError| error.to_string())
+}
+
+/// Loads the [`SCHED_PROGRAMS`]; they attach with the per-poll probes. Not fatal: without them
+/// every poll counts as on CPU, as before they existed.
+fn load_sched_programs(ebpf: &mut Ebpf) -> Result<(), String> {
     mount_tracefs();
-    // Wakeups first: a switch seen without its wakeup would count the run-queue wait as blocked.
-    for name in ["sched_wakeup", "sched_switch"] {
-        let program: &mut TracePoint = ebpf
-            .program_mut(name)
-            .ok_or("no sched tracepoint program")?
-            .try_into()
-            .map_err(|error: ProgramError| error.to_string())?;
-        program.load().map_err(|error| error.to_string())?;
-        program
-            .attach("sched", name)
+    for name in SCHED_PROGRAMS {
+        sched_program(ebpf, name)?
+            .load()
             .map_err(|error| error.to_string())?;
     }
     Ok(())

@@ -195,11 +195,11 @@ impl Budget {
         }
     }
 
-    /// The target's CPU time now, or when last seen if it has exited.
+    /// The target's CPU time now, or the last seen once its threads have exited.
     fn target_cpu_ns(&self) -> u64 {
-        if let Some(now) = process_cpu_ns(self.pid).filter(|&now| now > 0) {
-            self.target_cpu_ns.set(now);
-        }
+        // The most ever read: once the threads have exited, only the main thread is left to read.
+        let now = process_cpu_ns(self.pid).unwrap_or(0);
+        self.target_cpu_ns.set(self.target_cpu_ns.get().max(now));
         self.target_cpu_ns.get()
     }
 

@@ -192,7 +192,7 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
         plan.notes
             .extend(resolve::block_on::unfindable_note(&plan.task_types, true));
     }
-    let catalogue = plan.catalogue();
+    let mut catalogue = plan.catalogue();
     let mechanism = attach::preflight()?;
     let max_overhead = budget_under(mechanism, &config);
     let target_log = match (config.tui, launched) {
@@ -227,6 +227,12 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
             return Err(error.into());
         }
     };
+    if let Err(why) = &attachment.off_cpu {
+        catalogue.notes.push(format!(
+            "polls are not split into time on CPU, blocked and preempted ({why}): long_poll \
+             counts whole polls, preemption included"
+        ));
+    }
     let mut collector = Collector::new(attachment.take_events()?)?;
     let prices = attachment.calibrate().unwrap_or(Prices::TYPICAL);
     if gate.is_some() {
