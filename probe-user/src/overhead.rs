@@ -141,9 +141,10 @@ pub struct Governor {
 }
 
 /// The share of the budget the governor aims at. Its cost estimate prices hits as calibrated in
-/// a tight loop; on the server benchmark the real cost per hit was up to 1.5x that (cold caches,
-/// a busy kernel), so aiming at the whole budget overshot it.
-const AIM: f64 = 0.6;
+/// a tight loop; on the server benchmark the real cost of a window was 1.5-1.8x that (cold
+/// caches, a busy kernel; 4.5 % estimated, about 8 % measured as CPU per request at 0.6), so
+/// aiming at the whole budget overshot it.
+const AIM: f64 = 0.4;
 
 /// A window long enough to see polls and wakes of a busy service, and to measure their cost.
 const WINDOW_NS: u64 = 200_000_000;
@@ -267,20 +268,20 @@ mod tests {
             None,
             "the window runs"
         );
-        // Following every poll costs 50 % of the target's work: 6 % of the time is allowed (the
-        // governor aims at 60 % of a 5 % budget), so the gap lasts 200 ms x (1 / 0.06 - 1).
+        // Following every poll costs 50 % of the target's work: 4 % of the time is allowed (the
+        // governor aims at 40 % of a 5 % budget), so the gap lasts 200 ms x (1 / 0.04 - 1).
         assert_eq!(
             governor.tick(200 * MS, sample(150, 50)),
             Some(Switch::Detach)
         );
-        assert_eq!(governor.tick(3_000 * MS, sample(300, 50)), None);
+        assert_eq!(governor.tick(4_900 * MS, sample(300, 50)), None);
         assert_eq!(
-            governor.tick(3_400 * MS, sample(450, 50)),
+            governor.tick(5_000 * MS, sample(450, 50)),
             Some(Switch::Attach)
         );
         assert_eq!(governor.windows, 2);
-        let coverage = governor.coverage(0, 3_400 * MS);
-        assert!((coverage - 200.0 / 3_400.0).abs() < 1e-9, "{coverage}");
+        let coverage = governor.coverage(0, 5_000 * MS);
+        assert!((coverage - 200.0 / 5_000.0).abs() < 1e-9, "{coverage}");
     }
 
     #[test]
