@@ -162,6 +162,12 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
             (Some(pid), exe, None)
         }
     };
+    // Held open from before resolving to after attaching: the probes go into the file that was
+    // resolved, whatever the process runs by then.
+    let pinned = match &config.target {
+        Target::Pid(_) => Some(target::pin(&runtime_binary)?),
+        Target::Launch(_) => None,
+    };
     let symbols_from = config
         .binary
         .clone()
@@ -200,7 +206,11 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
         _ => None,
     };
     let (pid, binary, gate) = match (pid, launched) {
-        (Some(pid), _) => (pid, runtime_binary, None),
+        (Some(pid), _) => {
+            let (file, path) = pinned.as_ref().expect("pinned with the pid");
+            target::still_runs(pid, file)?;
+            (pid, path.clone(), None)
+        }
         (None, Some(command)) => {
             let output = target_log
                 .as_ref()

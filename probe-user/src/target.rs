@@ -28,6 +28,11 @@ pub const EXIT_NOT_FOUND: u8 = 127;
 pub enum TargetError {
     #[error("no process with pid {0}")]
     NoSuchPid(u32),
+    #[error(
+        "process {pid} started another program ({now}) while async-inspect was reading its \
+         executable: nothing was attached; run it again on the new program"
+    )]
+    ExecdMeanwhile { pid: u32, now: String },
     #[error("cannot inspect process {pid} (reading /proc/{pid}/exe): {source}; {denial}")]
     Inaccessible {
         pid: u32,
@@ -279,6 +284,33 @@ pub fn display_name(binary: &Path) -> String {
 pub fn exec_since(pid: NonZeroU32, probed: &str) -> Option<String> {
     let now = display_name(Path::new(&format!("/proc/{pid}/exe")));
     (is_alive(pid) && now != probed && !now.starts_with("/proc/")).then_some(now)
+}
+
+/// The executable `exe` (a `/proc/PID/exe`) held open, and a path that names that very file for
+/// as long as it is: `/proc/PID/exe` names whatever the process runs when it is opened, so a
+/// process that exec'd between resolving and attaching would get probes placed for another
+/// program. Attached through this path, the probes land in the file that was resolved; a
+/// program that exec'd never hits them (and the report says it exec'd).
+pub fn pin(exe: &Path) -> Result<(std::fs::File, PathBuf), TargetError> {
+    let file = std::fs::File::open(exe)?;
+    let path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+    Ok((file, path))
+}
+
+/// Checks that process `pid` still runs the file `pinned` (and so the file that was resolved):
+/// one that exec'd another program meanwhile is refused rather than probed by the wrong plan.
+pub fn still_runs(pid: NonZeroU32, pinned: &std::fs::File) -> Result<(), TargetError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let exe = PathBuf::from(format!("/proc/{pid}/exe"));
+    let now = std::fs::metadata(&exe)?;
+    let then = pinned.metadata()?;
+    if (now.dev(), now.ino()) == (then.dev(), then.ino()) {
+        return Ok(());
+    }
+    Err(TargetError::ExecdMeanwhile {
+        pid: pid.get(),
+        now: display_name(&exe),
+    })
 }
 
 /// Checks that `pid` exists and that we can read its executable.
