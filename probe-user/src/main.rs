@@ -168,36 +168,10 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
         Target::Pid(_) => Some(target::pin(&runtime_binary)?),
         Target::Launch(_) => None,
     };
-    let symbols_from = config
-        .binary
-        .clone()
-        .unwrap_or_else(|| runtime_binary.clone());
-    let mut plan = match resolve::resolve_with(&symbols_from, config.debuginfo.as_deref()) {
-        // `test` as cargo's runner meets test binaries without tokio: they run as they are.
-        Err(ref error)
-            if config.watch.is_some()
-                && let Some(command) = launched
-                && let Some(path) = error.not_tokio() =>
-        {
-            eprintln!(
-                "async-inspect test: {} has no tokio tasks: running it unprobed",
-                path.display()
-            );
-            return run_unprobed(command).await;
-        }
-        plan => plan?,
+    let Some(plan) = plan_probes(&config, &runtime_binary, launched.is_some())? else {
+        let command = launched.expect("only a launched test binary runs unprobed");
+        return run_unprobed(command).await;
     };
-    let notes = verify_plan(
-        &plan,
-        &runtime_binary,
-        config.binary.as_deref(),
-        config.debuginfo.as_deref(),
-    )?;
-    plan.notes.extend(notes);
-    if matches!(config.target, Target::Pid(_)) {
-        plan.notes
-            .extend(resolve::block_on::unfindable_note(&plan.task_types, true));
-    }
     let mut catalogue = plan.catalogue();
     let mechanism = attach::preflight()?;
     let max_overhead = budget_under(mechanism, &config);
@@ -221,22 +195,8 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
         }
         (None, None) => unreachable!("a target is either launched or given by pid"),
     };
-    let mut attachment = match Attachment::attach(
-        &plan,
-        &binary,
-        pid,
-        config.ring_bytes,
-        config.count_only,
-        mechanism,
-    ) {
-        Ok(attachment) => attachment,
-        Err(error) => {
-            if let Some(gate) = gate {
-                gate.abandon().await;
-            }
-            return Err(error.into());
-        }
-    };
+    let (mut attachment, gate) =
+        attach_or_abandon(&plan, &binary, pid, gate, &config, mechanism).await?;
     if let Err(why) = &attachment.off_cpu {
         catalogue.notes.push(format!(
             "polls are not split into time on CPU, blocked and preempted ({why}): long_poll \
@@ -489,28 +449,8 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
         pid,
         facts.exec_into.is_none(),
     );
-    if let (Ended::Quit, Some(child)) = (ended, child.as_ref())
-        && let Some(child_pid) = child.id()
-    {
-        // What Ctrl-C does without the live view, whose raw mode keeps it from the program.
-        // SAFETY: kill has no memory preconditions; the pid is our own child's.
-        unsafe { libc::kill(child_pid as i32, libc::SIGINT) };
-    }
     let failed = matches!(ended, Ended::Hang | Ended::Deadlock);
-    if failed && let Some(child) = child.as_mut() {
-        // The report is read; a hung test must not hold up the CI run.
-        let _ = child.kill().await;
-    }
-    // A launched target that got our Ctrl-C too: give it a moment to finish so its status is real.
-    let status = match (ended, child.as_mut()) {
-        (Ended::TargetExited(status), _) => status,
-        (Ended::Hang | Ended::Deadlock, _) => None,
-        (_, Some(child)) => tokio::time::timeout(std::time::Duration::from_secs(2), child.wait())
-            .await
-            .ok()
-            .and_then(Result::ok),
-        (_, None) => None,
-    };
+    let status = settle_child(ended, child.as_mut()).await;
     // A program killed by a signal must not look like one that ended well: every report says.
     facts.target_exit = status.map(target::ended);
     // Finished once the target's end is known, so a replay reports it too. A recording that
@@ -772,6 +712,104 @@ fn read_final_stacks<O: Observer>(
     for (task, stack) in probe_user::analyze::stacks::gone(&session.model, &all, now_ns) {
         session.stack(task, stack);
     }
+}
+
+/// The probe plan for `runtime_binary` (symbols from `--binary` if given), checked against the
+/// running executable; None when `test` meets a launched binary without tokio, which then runs
+/// unprobed.
+fn plan_probes(
+    config: &ProbeConfig,
+    runtime_binary: &std::path::Path,
+    launched: bool,
+) -> anyhow::Result<Option<resolve::ProbePlan>> {
+    let symbols_from = config.binary.as_deref().unwrap_or(runtime_binary);
+    let mut plan = match resolve::resolve_with(symbols_from, config.debuginfo.as_deref()) {
+        // `test` as cargo's runner meets test binaries without tokio: they run as they are.
+        Err(ref error)
+            if config.watch.is_some()
+                && launched
+                && let Some(path) = error.not_tokio() =>
+        {
+            eprintln!(
+                "async-inspect test: {} has no tokio tasks: running it unprobed",
+                path.display()
+            );
+            return Ok(None);
+        }
+        plan => plan?,
+    };
+    let notes = verify_plan(
+        &plan,
+        runtime_binary,
+        config.binary.as_deref(),
+        config.debuginfo.as_deref(),
+    )?;
+    plan.notes.extend(notes);
+    if matches!(config.target, Target::Pid(_)) {
+        plan.notes
+            .extend(resolve::block_on::unfindable_note(&plan.task_types, true));
+    }
+    Ok(Some(plan))
+}
+
+/// Loads and attaches the programs; a launched target that will not be probed is let go (its
+/// gate sees EOF and exits) rather than run unprobed.
+async fn attach_or_abandon(
+    plan: &resolve::ProbePlan,
+    binary: &std::path::Path,
+    pid: std::num::NonZeroU32,
+    gate: Option<target::Launched>,
+    config: &ProbeConfig,
+    mechanism: attach::Mechanism,
+) -> anyhow::Result<(Attachment, Option<target::Launched>)> {
+    match Attachment::attach(
+        plan,
+        binary,
+        pid,
+        config.ring_bytes,
+        config.count_only,
+        mechanism,
+    ) {
+        Ok(attachment) => Ok((attachment, gate)),
+        Err(error) => {
+            if let Some(gate) = gate {
+                gate.abandon().await;
+            }
+            Err(error.into())
+        }
+    }
+}
+
+/// How a launched target ended, once the probe has: asked to stop like Ctrl-C would (`q` in the
+/// live view), killed after a hang (a hung test must not hold up the CI run), or left to finish.
+async fn settle_child(
+    ended: Ended,
+    child: Option<&mut tokio::process::Child>,
+) -> Option<std::process::ExitStatus> {
+    let child = match (ended, child) {
+        (Ended::TargetExited(status), _) => return status,
+        (_, None) => return None,
+        (_, Some(child)) => child,
+    };
+    match ended {
+        Ended::Hang | Ended::Deadlock => {
+            let _ = child.kill().await;
+            return None;
+        }
+        Ended::Quit => {
+            if let Some(child_pid) = child.id() {
+                // What Ctrl-C does without the live view, whose raw mode keeps it from the
+                // program. SAFETY: kill has no memory preconditions; the pid is our child's.
+                unsafe { libc::kill(child_pid as i32, libc::SIGINT) };
+            }
+        }
+        _ => {}
+    }
+    // A target that got our Ctrl-C too: a moment to finish, so that its status is real.
+    tokio::time::timeout(std::time::Duration::from_secs(2), child.wait())
+        .await
+        .ok()
+        .and_then(Result::ok)
 }
 
 /// What `test` says above the report when it failed the command.
