@@ -390,37 +390,12 @@ fn name_types_in(
     wanted: &HashSet<usize>,
     names: &mut HashMap<usize, String>,
 ) -> gimli::Result<()> {
-    let mut path: Vec<(isize, String)> = Vec::new();
-    let mut depth = 0isize;
-    let mut entries = unit.entries();
-    while let Some((delta, entry)) = entries.next_dfs()? {
-        depth += delta;
-        while path.last().is_some_and(|(d, _)| *d >= depth) {
-            path.pop();
-        }
-        if !matches!(
-            entry.tag(),
-            gimli::DW_TAG_namespace
-                | gimli::DW_TAG_structure_type
-                | gimli::DW_TAG_union_type
-                | gimli::DW_TAG_enumeration_type
-        ) {
-            continue;
-        }
-        let Some(value) = entry.attr_value(gimli::DW_AT_name)? else {
-            continue;
-        };
-        let name = dwarf
-            .attr_string(unit, value)?
-            .to_string_lossy()
-            .into_owned();
-        if entry.tag() != gimli::DW_TAG_namespace
-            && let Some(offset) = global(unit, entry.offset())
+    for (offset, name) in super::futures::qualified_names(dwarf, unit)? {
+        if let Some(offset) = global(unit, offset)
             && wanted.contains(&offset)
         {
-            names.insert(offset, qualify(&path, &name));
+            names.insert(offset, name);
         }
-        path.push((depth, name));
     }
     Ok(())
 }

@@ -576,9 +576,9 @@ fn global(unit: &gimli::Unit<Reader>, value: AttributeValue<Reader>) -> Option<T
 }
 
 /// Qualified names of a unit's named types (namespaces and enclosing types prefixed).
-fn qualified_names(
-    dwarf: &gimli::Dwarf<Reader>,
-    unit: &gimli::Unit<Reader>,
+pub(super) fn qualified_names<R: gimli::Reader<Offset = usize>>(
+    dwarf: &gimli::Dwarf<R>,
+    unit: &gimli::Unit<R>,
 ) -> Result<HashMap<UnitOffset, String>, gimli::Error> {
     let mut names = HashMap::new();
     let mut path: Vec<(isize, String)> = Vec::new();
