@@ -426,8 +426,7 @@ impl Attachment {
 
     fn detach_hot_links(&mut self) -> Result<(), AttachError> {
         // Busiest first (they attach last): each detach waits for the kernel to retire the
-        // link, the collector cannot drain meanwhile, and the probes still attached keep
-        // filling the ring buffer.
+        // link, and the probes still attached keep trapping meanwhile.
         for (slot, probe) in PROBES.iter().enumerate() {
             if !probe.hot {
                 continue;
