@@ -577,7 +577,7 @@ fn check_dump(report: &Value) {
     let supervisor = task(report, "inspect_demo::supervisor");
     assert_eq!(
         leaf(supervisor),
-        format!("waiting for task {sleeper_id} (JoinHandle)"),
+        format!("waiting for task {sleeper_id} (JoinHandle): inspect_demo::long_sleeper, idle"),
         "{supervisor:#}"
     );
 }

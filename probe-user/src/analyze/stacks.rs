@@ -148,6 +148,7 @@ impl StackReader<'_> {
         indices: &[usize],
         now_ns: u64,
     ) -> Vec<(usize, TaskStack)> {
+        let mut joined = JoinedTasks::default();
         indices
             .iter()
             .filter_map(|&index| {
@@ -157,7 +158,10 @@ impl StackReader<'_> {
                 }
                 let (frames, missing) = match self.read(task.header, model.task_type(task), now_ns)
                 {
-                    Ok(frames) => (frames, None),
+                    Ok(mut frames) => {
+                        joined.name_in(&mut frames, model, self.plan);
+                        (frames, None)
+                    }
                     Err(NoBacktrace::NoDwarf) => return None,
                     Err(why) => (Vec::new(), Some(Box::new(why))),
                 };
@@ -188,6 +192,43 @@ impl StackReader<'_> {
             .collect();
         for (index, stack) in self.read_idle(model, &unread, now_ns) {
             stacks.insert(index, stack);
+        }
+    }
+}
+
+/// Names the task a `JoinHandle` waits for (its leaf says only the task's id, all the future's
+/// memory tells), from the model: `waiting for task 7 (JoinHandle): app::worker, idle`.
+#[derive(Default)]
+struct JoinedTasks {
+    /// Tasks by tokio id, made at the first JoinHandle met.
+    by_id: Option<HashMap<u64, usize>>,
+}
+
+impl JoinedTasks {
+    fn name_in(&mut self, frames: &mut [Frame], model: &TaskModel, plan: &ProbePlan) {
+        let Some(leaf) = frames.last_mut() else {
+            return;
+        };
+        let Some(super::backtrace::Resource::Task { id }) = leaf.waits_on else {
+            return;
+        };
+        let by_id = self.by_id.get_or_insert_with(|| {
+            let tasks = model.tasks().iter().enumerate();
+            tasks
+                .filter_map(|(index, task)| Some((task.id?, index)))
+                .collect()
+        });
+        let Some(task) = by_id.get(&id).and_then(|&index| model.tasks().get(index)) else {
+            return;
+        };
+        let Some(name) = model
+            .task_type(task)
+            .and_then(|index| plan.task_types.get(index))
+        else {
+            return;
+        };
+        if let Some(text) = &mut leaf.leaf {
+            text.push_str(&format!(": {}, {}", name.name, task.state.as_str()));
         }
     }
 }
