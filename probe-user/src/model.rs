@@ -785,14 +785,14 @@ impl TaskModel {
         self.last_ns = self.last_ns.max(now);
     }
 
-    /// Records a task found in memory by a snapshot (no history: counts stay zero). A task the
-    /// model already follows at that address (the probe saw it first) is left as it is.
     /// Makes room for `more` tasks.
     pub fn reserve(&mut self, more: usize) {
         self.tasks.reserve_exact(more);
         self.live.reserve(more);
     }
 
+    /// Records a task found in memory by a snapshot (no history: counts stay zero). A task the
+    /// model already follows at that address (the probe saw it first) is left as it is.
     pub fn observe(&mut self, found: Observed) -> usize {
         let block_on = found.is_block_on();
         if let Some(&index) = self.live.get(&found.header) {
