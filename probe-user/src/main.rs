@@ -205,10 +205,6 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
     }
     let mut collector = Collector::new(attachment.take_events()?)?;
     let prices = attachment.calibrate().unwrap_or(Prices::TYPICAL);
-    if gate.is_some() {
-        // Nothing runs yet: follow the program from its first poll.
-        attachment.attach_hot()?;
-    }
     // Await points are read from the target's memory when tasks go idle (needs DWARF).
     let memory = plan
         .types
@@ -300,11 +296,10 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
         ));
     }
 
-    if gate.is_none() {
-        // A running program's polls flood the ring buffer at once: attached only now that the
-        // collector is about to drain it, past the memory scan.
-        attachment.attach_hot()?;
-    }
+    // A running program's polls flood the ring buffer at once: attached only now that the
+    // collector is about to drain it, past the memory scan. A launched one is still held at its
+    // gate, so it is followed from its first poll all the same.
+    attachment.attach_hot()?;
     let mut budget = Budget::new(pid.get(), prices, max_overhead, &attachment);
     let mut child = match gate {
         Some(gate) => Some(gate.release()?),
