@@ -74,14 +74,9 @@ impl Budget {
         layout: &Layout,
     ) -> Result<(), AttachError> {
         let now_ns = collect::monotonic_ns();
-        if self.check_due {
-            // Checking thousands of tasks takes a while, and a busy program fills the ring
-            // buffer fast: the check waits for the drain that follows the attach.
-            self.check_due = false;
-            if let Some(memory) = memory {
-                self.check_tasks(session, memory, layout, now_ns);
-            }
-        }
+        // Checking thousands of tasks takes a while, and a busy program fills the ring buffer
+        // fast: the check waits for the drain that follows the attach.
+        self.check_if_due(session, memory, layout, now_ns);
         if now_ns < self.looked_ns + LOOK_EVERY_NS {
             return Ok(());
         }
@@ -130,15 +125,28 @@ impl Budget {
         memory: Option<&ProcessMemory>,
         layout: &Layout,
     ) {
-        let in_gap = self
+        if self
             .governor
             .as_ref()
-            .is_some_and(|governor| !governor.attached());
-        if let Some(memory) = memory
-            && (in_gap || self.check_due)
+            .is_some_and(|governor| !governor.attached())
         {
-            self.check_due = false;
-            self.check_tasks(session, memory, layout, collect::monotonic_ns());
+            self.check_due = true;
+        }
+        self.check_if_due(session, memory, layout, collect::monotonic_ns());
+    }
+
+    /// Checks every task's memory if a gap ended (or the run did, in one) since the last check.
+    fn check_if_due<O: Observer>(
+        &mut self,
+        session: &mut Session<O>,
+        memory: Option<&ProcessMemory>,
+        layout: &Layout,
+        now_ns: u64,
+    ) {
+        if std::mem::take(&mut self.check_due)
+            && let Some(memory) = memory
+        {
+            self.check_tasks(session, memory, layout, now_ns);
         }
     }
 
