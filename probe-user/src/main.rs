@@ -643,6 +643,7 @@ fn find_idle_since_before<O: Observer>(
     };
     // Room for exactly these: growing by doubling would leave up to half the room unused.
     session.model.reserve(found.tasks.len());
+    session.stacks.reserve(found.tasks.len());
     let tasks: Vec<usize> = found
         .tasks
         .into_iter()

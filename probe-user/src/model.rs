@@ -116,6 +116,24 @@ pub struct Task {
     poll: Option<(u32, u64)>,
     cancel_requested: bool,
     freed_in_poll: bool,
+    /// Cancelled after it had started: dropped at an await, without running to completion.
+    pub cancelled_at_await: bool,
+    /// Cancelled by its runtime shutting down (tokio calls `raw::shutdown` only then: an
+    /// abort cancels the task in a poll of its own).
+    pub shut_down: bool,
+    /// Its polls' extremes and histograms and who woke it: boxed, and allocated at its first
+    /// poll or wake, since most of a crowd of parked tasks never gets either.
+    stats: Option<Box<PollStats>>,
+    /// A future given to `block_on` (`#[tokio::main]`, `#[tokio::test]`), followed like a task
+    /// but none: no id, no state word (its memory holds the future itself), and no wakes (its
+    /// waker is the runtime's park-thread or driver waker, not a task's). It is running while
+    /// its poll runs and idle between polls: "scheduled" is never seen, woken time counts idle.
+    pub block_on: bool,
+}
+
+/// What a task's polls and wakes recorded beyond their counts (see [`Task::stats`]).
+#[derive(Clone, Debug, Default)]
+pub struct PollStats {
     /// The thread that ran the longest poll.
     pub max_poll_tid: u32,
     /// Of the longest poll: the time its thread was blocked in the kernel, and preempted
@@ -128,11 +146,6 @@ pub struct Task {
     pub max_blocked_ns: u64,
     /// The longest single wait between a wake (or spawn) and the poll that followed.
     pub max_scheduled_ns: u64,
-    /// Cancelled after it had started: dropped at an await, without running to completion.
-    pub cancelled_at_await: bool,
-    /// Cancelled by its runtime shutting down (tokio calls `raw::shutdown` only then: an
-    /// abort cancels the task in a poll of its own).
-    pub shut_down: bool,
     /// How long each poll took.
     pub poll_times: Histogram,
     /// How long each wait between a wake (or spawn) and the next poll took.
@@ -141,12 +154,20 @@ pub struct Task {
     /// task (the timer, the I/O driver, another thread). At most [`MAX_WAKERS`] entries; wakes
     /// from further tasks are not itemised.
     pub woken_by: Vec<(Option<usize>, u64)>,
-    /// A future given to `block_on` (`#[tokio::main]`, `#[tokio::test]`), followed like a task
-    /// but none: no id, no state word (its memory holds the future itself), and no wakes (its
-    /// waker is the runtime's park-thread or driver waker, not a task's). It is running while
-    /// its poll runs and idle between polls: "scheduled" is never seen, woken time counts idle.
-    pub block_on: bool,
 }
+
+/// A task's stats before its first poll or wake.
+static NO_STATS: PollStats = PollStats {
+    max_poll_tid: 0,
+    max_poll_blocked_ns: 0,
+    max_poll_preempted_ns: 0,
+    max_on_cpu_ns: 0,
+    max_blocked_ns: 0,
+    max_scheduled_ns: 0,
+    poll_times: Histogram { counts: None },
+    scheduled_times: Histogram { counts: None },
+    woken_by: Vec::new(),
+};
 
 /// How many distinct wakers a task keeps count of.
 pub const MAX_WAKERS: usize = 8;
@@ -199,22 +220,45 @@ impl Histogram {
 }
 
 impl Task {
-    /// Accounts one poll of `took` ns on thread `tid`, `(blocked, preempted)` of it off-CPU;
-    /// not `known` when a context switch was missed: its on-CPU time is then unknown.
+    /// Accounts one poll of `took` ns on thread `tid`, `(blocked, preempted)` of it off-CPU, in
+    /// its extremes and histogram; not `known` when a context switch was missed: its on-CPU time
+    /// is then unknown.
     fn poll_split(&mut self, took: u64, tid: u32, (blocked, preempted): (u64, u64), known: bool) {
         // Microsecond rounding may leave the parts a little over the whole.
         let blocked = blocked.min(took);
         let preempted = preempted.min(took - blocked);
-        if took >= self.max_poll_ns {
+        let longest = took >= self.max_poll_ns;
+        if longest {
             self.max_poll_ns = took;
-            self.max_poll_tid = tid;
-            self.max_poll_blocked_ns = blocked;
-            self.max_poll_preempted_ns = preempted;
+        }
+        let stats = self.stats_mut();
+        if longest {
+            stats.max_poll_tid = tid;
+            stats.max_poll_blocked_ns = blocked;
+            stats.max_poll_preempted_ns = preempted;
         }
         if known {
-            self.max_on_cpu_ns = self.max_on_cpu_ns.max(took - blocked - preempted);
+            stats.max_on_cpu_ns = stats.max_on_cpu_ns.max(took - blocked - preempted);
         }
-        self.max_blocked_ns = self.max_blocked_ns.max(blocked);
+        stats.max_blocked_ns = stats.max_blocked_ns.max(blocked);
+        stats.poll_times.record(took);
+    }
+
+    /// Its polls' extremes and histograms and who woke it (all empty before its first poll or
+    /// wake).
+    pub fn stats(&self) -> &PollStats {
+        self.stats.as_deref().unwrap_or(&NO_STATS)
+    }
+
+    fn stats_mut(&mut self) -> &mut PollStats {
+        self.stats.get_or_insert_with(Box::default)
+    }
+
+    /// Forgets wakers its closure turns down: those that are not kept one by one any more.
+    pub(crate) fn retain_wakers(&mut self, keep: impl FnMut(&mut (Option<usize>, u64)) -> bool) {
+        if let Some(stats) = &mut self.stats {
+            stats.woken_by.retain_mut(keep);
+        }
     }
 
     /// When the task entered its current state.
@@ -247,10 +291,11 @@ impl Task {
     }
 
     fn count_waker(&mut self, waker: Option<usize>) {
-        if let Some(entry) = self.woken_by.iter_mut().find(|(who, _)| *who == waker) {
+        let woken_by = &mut self.stats_mut().woken_by;
+        if let Some(entry) = woken_by.iter_mut().find(|(who, _)| *who == waker) {
             entry.1 += 1;
-        } else if self.woken_by.len() < MAX_WAKERS {
-            self.woken_by.push((waker, 1));
+        } else if woken_by.len() < MAX_WAKERS {
+            woken_by.push((waker, 1));
         }
     }
 
@@ -273,8 +318,9 @@ impl Task {
         if self.state != state {
             if self.state == TaskState::Scheduled {
                 let waited = now.saturating_sub(self.entered_ns);
-                self.max_scheduled_ns = self.max_scheduled_ns.max(waited);
-                self.scheduled_times.record(waited);
+                let stats = self.stats_mut();
+                stats.max_scheduled_ns = stats.max_scheduled_ns.max(waited);
+                stats.scheduled_times.record(waited);
             }
             if state == TaskState::Cancelled {
                 // The poll that runs a cancellation does not poll the future: only earlier
@@ -588,7 +634,6 @@ impl TaskModel {
                 let known = event.flags & flags::OFF_CPU_UNKNOWN == 0;
                 task.poll_split(took, tid, event.off_cpu(), known);
                 task.poll = None;
-                task.poll_times.record(took);
                 took
             }
             _ => {
@@ -718,17 +763,9 @@ impl TaskModel {
             poll: None,
             cancel_requested: false,
             freed_in_poll: false,
-            max_poll_tid: 0,
-            max_poll_blocked_ns: 0,
-            max_poll_preempted_ns: 0,
-            max_on_cpu_ns: 0,
-            max_blocked_ns: 0,
-            max_scheduled_ns: 0,
             cancelled_at_await: false,
             shut_down: false,
-            poll_times: Histogram::default(),
-            scheduled_times: Histogram::default(),
-            woken_by: Vec::new(),
+            stats: None,
             block_on: event.flags & flags::BLOCK_ON != 0,
         });
         *generation += 1;
@@ -1174,11 +1211,14 @@ mod tests {
         let task = &m.tasks()[0];
         assert_eq!(task.max_poll_ns, 30 * ms);
         assert_eq!(
-            (task.max_poll_blocked_ns, task.max_poll_preempted_ns),
+            (
+                task.stats().max_poll_blocked_ns,
+                task.stats().max_poll_preempted_ns
+            ),
             (29 * ms, 0)
         );
-        assert_eq!(task.max_on_cpu_ns, ms);
-        assert_eq!(task.max_blocked_ns, 29 * ms);
+        assert_eq!(task.stats().max_on_cpu_ns, ms);
+        assert_eq!(task.stats().max_blocked_ns, 29 * ms);
     }
 
     #[test]
@@ -1262,7 +1302,7 @@ mod tests {
             (2, 35, 30)
         );
         assert_eq!(stats.longest_poll_task, Some(1));
-        assert_eq!(m.tasks()[1].max_poll_tid, 7);
+        assert_eq!(m.tasks()[1].stats().max_poll_tid, 7);
     }
 
     #[test]
@@ -1274,7 +1314,7 @@ mod tests {
         m.apply(&event(40, EventKind::WakeByRef, HDR, 1));
         m.apply(&event(45, EventKind::PollStart, HDR, 1));
         m.apply(&poll_end(46, HDR, 1, 0));
-        assert_eq!(m.tasks()[0].max_scheduled_ns, 30);
+        assert_eq!(m.tasks()[0].stats().max_scheduled_ns, 30);
         m.apply(&event(60, EventKind::Shutdown, HDR, 1));
         assert!(m.tasks()[0].cancelled_at_await);
     }

@@ -655,8 +655,8 @@ mod tests {
                     file: Some("/src/app/src/main.rs".into()),
                     line: Some(12),
                     leaf: Some("sleeping".into()),
-                    locals: Vec::new(),
-                    holds: Vec::new(),
+                    locals: Box::default(),
+                    holds: Box::default(),
                     waits_on: None,
                     bound: None,
                 }]

@@ -448,10 +448,11 @@ impl TaskRow {
                 (true, Some(stack)) => Wait::of(&stack.frames, facts.ended_ns),
                 _ => Wait::default(),
             },
-            poll_histogram: Bucket::rows(&task.poll_times),
-            scheduled_histogram: Bucket::rows(&task.scheduled_times),
+            poll_histogram: Bucket::rows(&task.stats().poll_times),
+            scheduled_histogram: Bucket::rows(&task.stats().scheduled_times),
             woken_by: {
                 let mut rows: Vec<WakerRow> = task
+                    .stats()
                     .woken_by
                     .iter()
                     .map(|&(waker, wakes)| WakerRow {

@@ -90,14 +90,16 @@ pub struct Frame {
     pub file: Option<Arc<str>>,
     pub line: Option<u64>,
     /// What the leaf future is waiting for, in words, where tokio's types are recognised.
+    /// (Boxed strings and slices here: a frame is kept for every parked task, and most have
+    /// neither locals nor locks.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub leaf: Option<String>,
+    pub leaf: Option<Box<str>>,
     /// Locals held across this await, `name = value` (values left out with --no-values).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub locals: Vec<Local>,
+    #[serde(default, skip_serializing_if = "<[_]>::is_empty")]
+    pub locals: Box<[Local]>,
     /// Locks this frame holds across its await (guards among its locals).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub holds: Vec<Resource>,
+    #[serde(default, skip_serializing_if = "<[_]>::is_empty")]
+    pub holds: Box<[Resource]>,
     /// What the leaf waits for, when it is a lock or another task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waits_on: Option<Resource>,
@@ -292,7 +294,7 @@ impl Walker<'_> {
                 })
                 .collect()
         } else {
-            Vec::new()
+            Box::default()
         };
         let holds = state
             .locals
@@ -305,7 +307,7 @@ impl Walker<'_> {
             function: intern(&function),
             file: state.file.as_deref().map(intern),
             line: Some(state.line),
-            leaf: (!state.is_suspended()).then(|| state.name.to_lowercase()),
+            leaf: (!state.is_suspended()).then(|| state.name.to_lowercase().into()),
             locals,
             holds,
             waits_on: None,
@@ -364,7 +366,7 @@ impl Walker<'_> {
         }
         let frame = Frame {
             function: intern(&self.types.readable(&info.name)),
-            leaf: self.describe(address, ty, info),
+            leaf: self.describe(address, ty, info).map(String::into_boxed_str),
             waits_on: self.waited(address, info, frames),
             bound: (info.name == SLEEP).then(|| {
                 Box::new(Bound {
@@ -672,9 +674,11 @@ fn describe_innermost(frames: &mut [Frame]) {
     };
     let last = frames.last_mut().expect("checked above");
     last.leaf = Some(match last.leaf.take() {
-        Some(detail) if detail.starts_with("semaphore ") => format!("{description} ({detail})"),
+        Some(detail) if detail.starts_with("semaphore ") => {
+            format!("{description} ({detail})").into()
+        }
         Some(detail) if detail.starts_with("sleeping") => detail,
-        _ => description,
+        _ => description.into(),
     });
 }
 

@@ -145,15 +145,15 @@ impl Lint for LongPoll {
     /// Preemption does not count: on a busy machine the kernel, not the program, stalled the
     /// worker, and the program can do nothing about it.
     fn check(&self, task: &TaskView<'_>, limits: &Thresholds) -> bool {
-        task.task.max_on_cpu_ns > limits.long_poll_ns
-            || task.task.max_blocked_ns > limits.long_poll_ns
+        task.task.stats().max_on_cpu_ns > limits.long_poll_ns
+            || task.task.stats().max_blocked_ns > limits.long_poll_ns
     }
     fn format(&self, task: &TaskView<'_>, limits: &Thresholds) -> String {
         format!(
             "its longest poll took {} (> {}) on thread {}: {}{}; every task queued on that worker waited",
             duration(task.task.max_poll_ns),
             duration(limits.long_poll_ns),
-            task.task.max_poll_tid,
+            task.task.stats().max_poll_tid,
             poll_split(task.task, limits),
             task.at()
         )
@@ -164,7 +164,10 @@ impl Lint for LongPoll {
 /// (…)": the blocked part says the fix is to move a blocking call out of async code, the
 /// on-CPU part that the computation needs `spawn_blocking` or yields.
 fn poll_split(task: &crate::model::Task, limits: &Thresholds) -> String {
-    let (blocked, preempted) = (task.max_poll_blocked_ns, task.max_poll_preempted_ns);
+    let (blocked, preempted) = (
+        task.stats().max_poll_blocked_ns,
+        task.stats().max_poll_preempted_ns,
+    );
     let on_cpu = task.max_poll_ns.saturating_sub(blocked + preempted);
     let mut parts = vec![format!("{} on CPU", duration(on_cpu))];
     if blocked > 0 {
@@ -223,12 +226,12 @@ impl Lint for SchedulingLatency {
         "task waited long for a worker after being woken"
     }
     fn check(&self, task: &TaskView<'_>, limits: &Thresholds) -> bool {
-        task.task.max_scheduled_ns > limits.scheduling_latency_ns
+        task.task.stats().max_scheduled_ns > limits.scheduling_latency_ns
     }
     fn format(&self, task: &TaskView<'_>, _: &Thresholds) -> String {
         format!(
             "woken but not polled for {} (longest wait; {} scheduled in all)",
-            duration(task.task.max_scheduled_ns),
+            duration(task.task.stats().max_scheduled_ns),
             duration(task.task.scheduled_ns)
         )
     }

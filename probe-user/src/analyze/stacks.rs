@@ -87,10 +87,11 @@ pub fn await_point_of(frames: &[Frame]) -> Option<&Frame> {
         .or_else(|| frames.iter().rev().find(|frame| frame.line.is_some()))
 }
 
-/// Backtraces by task (index into the model's tasks).
+/// Backtraces by task (index into the model's tasks). A slot per task rather than a map: with a
+/// hundred thousand parked tasks, the map's buckets would cost more than the slots.
 #[derive(Default)]
 pub struct Stacks {
-    by_task: HashMap<usize, TaskStack>,
+    by_task: Vec<Option<TaskStack>>,
 }
 
 pub struct StackReader<'a> {
@@ -188,7 +189,7 @@ impl StackReader<'_> {
     /// Reads every idle task that has no backtrace yet (e.g. idle since before the probe).
     pub fn refresh_unread(&self, stacks: &mut Stacks, model: &TaskModel, now_ns: u64) {
         let unread: Vec<usize> = (0..model.tasks().len())
-            .filter(|index| !stacks.by_task.contains_key(index))
+            .filter(|&index| stacks.get(index).is_none())
             .collect();
         for (index, stack) in self.read_idle(model, &unread, now_ns) {
             stacks.insert(index, stack);
@@ -228,7 +229,7 @@ impl JoinedTasks {
             return;
         };
         if let Some(text) = &mut leaf.leaf {
-            text.push_str(&format!(": {}, {}", name.name, task.state.as_str()));
+            *text = format!("{text}: {}, {}", name.name, task.state.as_str()).into();
         }
     }
 }
@@ -305,14 +306,19 @@ impl PendingStacks {
 
 impl Stacks {
     pub fn get(&self, index: usize) -> Option<&TaskStack> {
-        self.by_task.get(&index)
+        self.by_task.get(index)?.as_ref()
+    }
+
+    /// Room for `more` tasks' backtraces (a memory scan finds them all at once).
+    pub fn reserve(&mut self, more: usize) {
+        self.by_task.reserve_exact(more);
     }
 
     /// Keeps `stack` as `index`'s latest, unless it is a failed read and a backtrace was read
     /// before (a task whose memory went away at the end is best shown where it last waited), or
     /// it only says the target is gone and a read before said more.
     pub fn insert(&mut self, index: usize, stack: TaskStack) {
-        let keep = self.by_task.get(&index).is_some_and(|known| {
+        let keep = self.get(index).is_some_and(|known| {
             !known.frames.is_empty()
                 || (stack.frames.is_empty()
                     && stack.missing.as_deref() == Some(&NoBacktrace::TargetGone))
@@ -320,15 +326,24 @@ impl Stacks {
         if stack.frames.is_empty() && keep {
             return;
         }
-        self.by_task.insert(index, stack);
+        if index >= self.by_task.len() {
+            self.by_task.resize_with(index + 1, || None);
+        }
+        self.by_task[index] = Some(stack);
     }
 
     /// Follows tasks to their new indices after the model folded ended ones.
     pub fn remap(&mut self, remap: &[Option<usize>]) {
-        self.by_task = std::mem::take(&mut self.by_task)
-            .into_iter()
-            .filter_map(|(index, stack)| Some((remap.get(index).copied().flatten()?, stack)))
-            .collect();
+        let mut by_task = Vec::with_capacity(self.by_task.len());
+        for (index, stack) in std::mem::take(&mut self.by_task).into_iter().enumerate() {
+            if let (Some(stack), Some(new)) = (stack, remap.get(index).copied().flatten()) {
+                if new >= by_task.len() {
+                    by_task.resize_with(new + 1, || None);
+                }
+                by_task[new] = Some(stack);
+            }
+        }
+        self.by_task = by_task;
     }
 }
 

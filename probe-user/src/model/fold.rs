@@ -43,8 +43,8 @@ impl Folded {
         self.wakes += task.wakes;
         self.self_wakes += task.self_wakes;
         self.max_poll_ns = self.max_poll_ns.max(task.max_poll_ns);
-        self.poll_times.merge(&task.poll_times);
-        self.scheduled_times.merge(&task.scheduled_times);
+        self.poll_times.merge(&task.stats().poll_times);
+        self.scheduled_times.merge(&task.stats().scheduled_times);
     }
 }
 
@@ -121,7 +121,11 @@ impl TaskModel {
             &all,
         );
         by(&|task| task.max_poll_ns, KEEP_SLOWEST, &all);
-        by(&|task| task.max_scheduled_ns, KEEP_LONGEST_WAIT, &all);
+        by(
+            &|task| task.stats().max_scheduled_ns,
+            KEEP_LONGEST_WAIT,
+            &all,
+        );
         let notable = |task: &Task| task.state == TaskState::Panicked || task.cancelled_at_await;
         by(&|task| task.ended_ns.unwrap_or(0), KEEP_NOTABLE, &notable);
         keep
@@ -136,7 +140,7 @@ impl TaskModel {
         for task in &mut self.tasks {
             task.parent = task.parent.and_then(moved);
             // Wakes from a folded task stay in the count, not in the list of who woke it.
-            task.woken_by.retain_mut(|(waker, _)| match waker {
+            task.retain_wakers(|(waker, _)| match waker {
                 Some(index) => moved(*index).map(|new| *index = new).is_some(),
                 None => true,
             });

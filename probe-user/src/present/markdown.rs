@@ -493,8 +493,8 @@ pub(crate) mod fixtures {
             file: line.map(|_| "/work/inspect_demo/src/main.rs".into()),
             line,
             leaf: None,
-            locals: Vec::new(),
-            holds: Vec::new(),
+            locals: Box::default(),
+            holds: Box::default(),
             waits_on: None,
             bound: None,
         }
@@ -556,7 +556,7 @@ pub(crate) mod fixtures {
             frame("inspect_demo::handler", Some(40)),
             frame("inspect_demo::lookup", Some(55)),
             Frame {
-                leaf: Some("waiting for a message on a tokio::sync::mpsc channel".to_owned()),
+                leaf: Some("waiting for a message on a tokio::sync::mpsc channel".into()),
                 ..frame("tokio::sync::mpsc::Receiver<T>::recv", None)
             },
         ];
@@ -610,7 +610,7 @@ pub(crate) mod fixtures {
             id: Some(4),
             name: "inspect_demo::handler".to_owned(),
             idle_ns: 1_500 * MS,
-            leaf: Some("waiting for a message on a tokio::sync::mpsc channel".to_owned()),
+            leaf: Some("waiting for a message on a tokio::sync::mpsc channel".into()),
             backtrace: stuck_backtrace.into(),
             no_backtrace: None,
             wait: Wait {

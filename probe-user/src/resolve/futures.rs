@@ -8,7 +8,6 @@
 //! `__awaitee` and the locals kept across the await beside it.
 
 use std::{
-    borrow::Cow,
     collections::HashMap,
     sync::{Arc, Mutex},
 };
@@ -16,7 +15,9 @@ use std::{
 use gimli::{AttributeValue, DebugInfoOffset, Reader as _, RunTimeEndian, UnitOffset};
 use object::{Object as _, ObjectSection as _};
 
-pub type Reader = gimli::EndianArcSlice<RunTimeEndian>;
+use super::mapped::{MappedFile, SectionBytes};
+
+pub type Reader = gimli::EndianReader<RunTimeEndian, SectionBytes>;
 
 /// A type, by its offset in `.debug_info`.
 pub type TypeId = usize;
@@ -169,7 +170,8 @@ impl std::fmt::Debug for TypeIndex {
 }
 
 impl TypeIndex {
-    pub fn new(file: &object::File<'_>) -> Result<Self, TypeError> {
+    /// `file` is parsed from `mapped`, whose sections the index keeps.
+    pub fn new(file: &object::File<'_>, mapped: &MappedFile) -> Result<Self, TypeError> {
         if file
             .section_by_name(".debug_info")
             .is_none_or(|section| section.size() == 0)
@@ -184,9 +186,9 @@ impl TypeIndex {
         let load = |id: gimli::SectionId| -> Result<Reader, gimli::Error> {
             let data = file
                 .section_by_name(id.name())
-                .and_then(|section| section.uncompressed_data().ok())
-                .unwrap_or(Cow::Borrowed(&[]));
-            Ok(Reader::new(Arc::from(&*data), endian))
+                .and_then(|section| mapped.section(&section))
+                .unwrap_or_else(SectionBytes::empty);
+            Ok(Reader::new(data, endian))
         };
         let dwarf = gimli::Dwarf::load(load)?;
         let mut unit_starts = Vec::new();

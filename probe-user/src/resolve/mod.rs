@@ -9,6 +9,7 @@ mod debuglink;
 mod dwarf;
 pub mod entry;
 pub mod futures;
+mod mapped;
 mod names;
 mod symbols;
 pub mod verify;
@@ -331,11 +332,11 @@ pub fn resolve(binary: &Path) -> Result<ProbePlan, ResolveError> {
 
 /// Like [`resolve`], with DWARF read from `debuginfo` when given.
 pub fn resolve_with(binary: &Path, debuginfo: Option<&Path>) -> Result<ProbePlan, ResolveError> {
-    let data = std::fs::read(binary).map_err(|source| ResolveError::Read {
+    let mapped = mapped::MappedFile::open(binary).map_err(|source| ResolveError::Read {
         path: binary.to_owned(),
         source,
     })?;
-    let file = object::File::parse(&*data).map_err(|error| ResolveError::NotElf {
+    let file = object::File::parse(mapped.bytes()).map_err(|error| ResolveError::NotElf {
         path: binary.to_owned(),
         reason: error.to_string(),
     })?;
@@ -366,23 +367,26 @@ pub fn resolve_with(binary: &Path, debuginfo: Option<&Path>) -> Result<ProbePlan
         None => None,
     };
     let debug_data = match &debug_path {
-        Some(path) => Some(std::fs::read(path).map_err(|source| ResolveError::Read {
-            path: path.clone(),
-            source,
-        })?),
-        None => None,
-    };
-    let debug_file = match (&debug_data, &debug_path) {
-        (Some(data), Some(path)) => {
+        Some(path) => {
             Some(
-                object::File::parse(&**data).map_err(|error| ResolveError::NotElf {
+                mapped::MappedFile::open(path).map_err(|source| ResolveError::Read {
                     path: path.clone(),
-                    reason: error.to_string(),
+                    source,
                 })?,
             )
         }
-        _ => None,
+        None => None,
     };
+    let debug_file =
+        match (&debug_data, &debug_path) {
+            (Some(data), Some(path)) => Some(object::File::parse(data.bytes()).map_err(
+                |error| ResolveError::NotElf {
+                    path: path.clone(),
+                    reason: error.to_string(),
+                },
+            )?),
+            _ => None,
+        };
     let dwarf_source = debug_file.as_ref().unwrap_or(&file);
 
     let mut notes = Vec::new();
@@ -436,7 +440,7 @@ pub fn resolve_with(binary: &Path, debuginfo: Option<&Path>) -> Result<ProbePlan
     }
 
     let types = if has_dwarf {
-        match futures::TypeIndex::new(dwarf_source) {
+        match futures::TypeIndex::new(dwarf_source, debug_data.as_ref().unwrap_or(&mapped)) {
             Ok(types) => Some(std::sync::Arc::new(types.with_names(
                 dwarf_info.impls.clone(),
                 std::mem::take(&mut dwarf_info.macro_awaits),
@@ -561,6 +565,17 @@ pub fn resolve_with(binary: &Path, debuginfo: Option<&Path>) -> Result<ProbePlan
         }
     }
 
+    let segments = file
+        .segments()
+        .filter_map(|segment| {
+            use object::ObjectSegment as _;
+            let (offset, _) = segment.file_range();
+            (segment.size() > 0).then_some((segment.address(), offset))
+        })
+        .collect();
+    for map in std::iter::once(&mapped).chain(&debug_data) {
+        map.release_pages();
+    }
     Ok(ProbePlan {
         binary: binary.to_owned(),
         sites,
@@ -569,14 +584,7 @@ pub fn resolve_with(binary: &Path, debuginfo: Option<&Path>) -> Result<ProbePlan
         naming,
         has_dwarf,
         types,
-        segments: file
-            .segments()
-            .filter_map(|segment| {
-                use object::ObjectSegment as _;
-                let (offset, _) = segment.file_range();
-                (segment.size() > 0).then_some((segment.address(), offset))
-            })
-            .collect(),
+        segments,
         notes,
     })
 }

@@ -35,7 +35,7 @@ impl TokioMacro {
 
     /// Leaves out of a frame's locals the macro's own (its branches' tuple, its masks), which
     /// its frame sums up.
-    pub(super) fn hide_locals(self, locals: &mut Vec<super::Local>) {
+    pub(super) fn hide_locals(self, locals: &mut Box<[super::Local]>) {
         const OWN: [&str; 6] = [
             "futures",
             "futures_init",
@@ -44,7 +44,9 @@ impl TokioMacro {
             "rotator",
             "skip_next_time",
         ];
-        locals.retain(|local| !OWN.contains(&&*local.name));
+        let mut kept = std::mem::take(locals).into_vec();
+        kept.retain(|local| !OWN.contains(&&*local.name));
+        *locals = kept.into_boxed_slice();
     }
 
     fn name(self) -> &'static str {
@@ -100,7 +102,9 @@ impl Walker<'_> {
         };
         Frame {
             function: intern(which.name()),
-            leaf: branches.as_deref().map(|branches| summary(which, branches)),
+            leaf: branches
+                .as_deref()
+                .map(|branches| summary(which, branches).into()),
             bound: branches
                 .as_deref()
                 .and_then(|branches| bound(which, branches)),

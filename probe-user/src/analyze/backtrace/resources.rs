@@ -225,8 +225,8 @@ pub(super) fn apply(frames: &mut [Frame], detail: Option<Detail>) {
         return;
     }
     last.leaf = Some(match (detail, last.leaf.take()) {
-        (Detail::Socket(text), _) | (Detail::Counts(text), None) => text,
-        (Detail::Counts(text), Some(leaf)) => format!("{leaf}: {text}"),
+        (Detail::Socket(text), _) | (Detail::Counts(text), None) => text.into(),
+        (Detail::Counts(text), Some(leaf)) => format!("{leaf}: {text}").into(),
     });
 }
 

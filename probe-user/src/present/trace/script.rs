@@ -81,9 +81,9 @@ pub(crate) fn frame(
         function: function.into(),
         file: file.map(Into::into),
         line,
-        leaf: leaf.map(str::to_owned),
-        locals: Vec::new(),
-        holds: Vec::new(),
+        leaf: leaf.map(Into::into),
+        locals: Box::default(),
+        holds: Box::default(),
         waits_on: None,
         bound: None,
     }

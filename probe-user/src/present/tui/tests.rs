@@ -53,8 +53,8 @@ fn frame(function: &str, file: &str, line: u64) -> Frame {
         file: Some(file.into()),
         line: Some(line),
         leaf: None,
-        locals: Vec::new(),
-        holds: Vec::new(),
+        locals: Box::default(),
+        holds: Box::default(),
         waits_on: None,
         bound: None,
     }
@@ -126,7 +126,8 @@ fn fixture() -> Report {
             locals: vec![Local {
                 name: "request".into(),
                 value: "42".to_owned(),
-            }],
+            }]
+            .into(),
             ..frame(
                 "demo::handler::{async_fn_env#0}",
                 "/home/dev/demo/src/handler.rs",
@@ -134,7 +135,7 @@ fn fixture() -> Report {
             )
         },
         Frame {
-            leaf: Some("waiting for a tokio::sync::Mutex".to_owned()),
+            leaf: Some("waiting for a tokio::sync::Mutex".into()),
             waits_on: Some(MUTEX_A),
             ..frame(
                 "tokio::sync::mutex::Mutex::lock",
@@ -497,7 +498,7 @@ fn long_frames_wrap_and_held_locks_show_under_their_frame() {
         .find(|t| t.name == "app::audit")
         .expect("audit");
     audit.backtrace = vec![Frame {
-        holds: vec![MUTEX_A],
+        holds: vec![MUTEX_A].into(),
         locals: (0..6)
             .map(|n| Local {
                 name: format!("local_{n}").into(),
