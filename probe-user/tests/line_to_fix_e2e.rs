@@ -558,6 +558,11 @@ fn a_socket_read_names_the_socket() {
 }
 
 const MPSC_LEAF: &str = "waiting for an mpsc message: 2 senders alive, 0 queued";
+/// A sender waiting for room in a full channel of one slot (the fixture keeps a second sender).
+const SEND_LEAF: (&str, &str) = (
+    "waiting for room in an mpsc channel (semaphore 0x",
+    "): 2 senders alive, 1 queued",
+);
 const SEMAPHORE_LEAF: (&str, &str) = (
     "waiting for a tokio::sync::Semaphore permit (semaphore 0x",
     "): 0 permits available",
@@ -576,6 +581,12 @@ fn check_counts(text: &str, report: &Value) {
         unbounded.ends_with(" — waiting for an mpsc message: 1 sender alive, 0 queued"),
         "{unbounded}"
     );
+    let sender = line_starting(text, &header(report, "inspect_hangs::send_forever"));
+    let (start, end) = SEND_LEAF;
+    assert!(
+        sender.contains(&format!(" — {start}")) && sender.ends_with(end),
+        "{sender}"
+    );
     let acquirer = line_starting(text, &header(report, "inspect_hangs::acquire_forever"));
     let (start, end) = SEMAPHORE_LEAF;
     assert!(
@@ -588,6 +599,7 @@ fn check_counts(text: &str, report: &Value) {
             forever("// receive_forever"),
             forever("// receive_unbounded_forever"),
             forever("// acquire_forever"),
+            forever("// send_forever"),
         ],
     );
 }
@@ -617,6 +629,11 @@ fn a_channel_and_a_semaphore_say_what_is_left() {
         leaf_of(stuck(&reports.json, "inspect_hangs::receive_forever")),
         MPSC_LEAF
     );
+    let send = leaf_of(stuck(&reports.json, "inspect_hangs::send_forever"));
+    assert!(
+        send.starts_with(SEND_LEAF.0) && send.ends_with(SEND_LEAF.1),
+        "{send}"
+    );
     let permit = leaf_of(stuck(&reports.json, "inspect_hangs::acquire_forever"));
     assert!(
         permit.starts_with(SEMAPHORE_LEAF.0) && permit.ends_with(SEMAPHORE_LEAF.1),
@@ -628,6 +645,11 @@ fn a_channel_and_a_semaphore_say_what_is_left() {
     assert_eq!(
         innermost_leaf(task(&report, "inspect_hangs::receive_forever")),
         MPSC_LEAF
+    );
+    let send = innermost_leaf(task(&report, "inspect_hangs::send_forever"));
+    assert!(
+        send.starts_with(SEND_LEAF.0) && send.ends_with(SEND_LEAF.1),
+        "{send}"
     );
 }
 

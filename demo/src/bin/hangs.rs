@@ -20,7 +20,8 @@
 //!                               no timeout (prints the sockets' fds and addresses first)
 //!   inspect-hangs mpsc-senders  a task awaiting an mpsc receiver whose two senders live on and
 //!                               never send, one awaiting an unbounded receiver with one such
-//!                               sender; another acquiring a Semaphore with no permits left
+//!                               sender; another acquiring a Semaphore with no permits left;
+//!                               one sending into a full channel whose receiver never reads
 //!   inspect-hangs folded        `deadlock` between two async fns with the same body (a transfer
 //!                               each way), which the compiler folds into one function
 //!
@@ -381,8 +382,12 @@ async fn mpsc_senders() {
     let permits = Arc::new(tokio::sync::Semaphore::new(1));
     let taken = permits.clone().acquire_owned().await.expect("a permit");
     tokio::spawn(acquire_forever(permits));
+    // A channel kept full (its receiver never reads), and a sender waiting for room in it.
+    let (full_tx, full_rx) = tokio::sync::mpsc::channel::<u32>(1);
+    full_tx.try_send(0).expect("room for one message");
+    tokio::spawn(send_forever(full_tx.clone()));
     // Two senders alive that never send, and a permit never given back.
-    std::mem::forget((tx.clone(), tx, unbounded_tx, taken));
+    std::mem::forget((tx.clone(), tx, unbounded_tx, taken, full_tx, full_rx));
     ready();
 }
 
@@ -392,6 +397,10 @@ async fn receive_forever(mut rx: tokio::sync::mpsc::Receiver<u32>) -> u32 {
 
 async fn receive_unbounded_forever(mut rx: tokio::sync::mpsc::UnboundedReceiver<u32>) -> u32 {
     rx.recv().await.unwrap_or(0) // receive_unbounded_forever
+}
+
+async fn send_forever(tx: tokio::sync::mpsc::Sender<u32>) -> bool {
+    tx.send(1).await.is_ok() // send_forever
 }
 
 async fn acquire_forever(permits: Arc<tokio::sync::Semaphore>) -> bool {

@@ -170,8 +170,25 @@ impl std::fmt::Debug for TypeIndex {
 }
 
 impl TypeIndex {
-    /// `file` is parsed from `mapped`, whose sections the index keeps.
-    pub fn new(file: &object::File<'_>, mapped: &MappedFile) -> Result<Self, TypeError> {
+    /// The index of `file`'s DWARF types, keeping copies of its sections.
+    pub fn new(file: &object::File<'_>) -> Result<Self, TypeError> {
+        Self::with_sections(file, |section| {
+            Some(SectionBytes::Owned(Arc::from(
+                &*section.uncompressed_data().ok()?,
+            )))
+        })
+    }
+
+    /// The index of `file`'s DWARF types, keeping windows on `mapped` (which `file` was parsed
+    /// from) rather than copies.
+    pub fn mapped(file: &object::File<'_>, mapped: &MappedFile) -> Result<Self, TypeError> {
+        Self::with_sections(file, |section| mapped.section(section))
+    }
+
+    fn with_sections(
+        file: &object::File<'_>,
+        bytes: impl Fn(&object::Section<'_, '_>) -> Option<SectionBytes>,
+    ) -> Result<Self, TypeError> {
         if file
             .section_by_name(".debug_info")
             .is_none_or(|section| section.size() == 0)
@@ -186,7 +203,7 @@ impl TypeIndex {
         let load = |id: gimli::SectionId| -> Result<Reader, gimli::Error> {
             let data = file
                 .section_by_name(id.name())
-                .and_then(|section| mapped.section(&section))
+                .and_then(|section| bytes(&section))
                 .unwrap_or_else(SectionBytes::empty);
             Ok(Reader::new(data, endian))
         };

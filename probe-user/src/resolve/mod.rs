@@ -440,7 +440,7 @@ pub fn resolve_with(binary: &Path, debuginfo: Option<&Path>) -> Result<ProbePlan
     }
 
     let types = if has_dwarf {
-        match futures::TypeIndex::new(dwarf_source, debug_data.as_ref().unwrap_or(&mapped)) {
+        match futures::TypeIndex::mapped(dwarf_source, debug_data.as_ref().unwrap_or(&mapped)) {
             Ok(types) => Some(std::sync::Arc::new(types.with_names(
                 dwarf_info.impls.clone(),
                 std::mem::take(&mut dwarf_info.macro_awaits),

@@ -23,15 +23,15 @@ pub(super) enum Detail {
 }
 
 impl Walker<'_> {
-    /// The detail a recognised tokio async fn's `self` gives: an mpsc receiver's channel, a
-    /// tokio::net socket.
+    /// The detail a recognised tokio async fn's `self` gives: the channel of an mpsc receiver
+    /// or of a sender waiting for room, a tokio::net socket.
     pub(super) fn frame_detail(
         &self,
         address: u64,
         function: &str,
         state: &State,
     ) -> Option<Detail> {
-        let mpsc = function.starts_with("tokio::sync::mpsc::") && function.ends_with("::recv");
+        let mpsc = is_mpsc(function, "::recv") || is_mpsc(function, "::send");
         if !mpsc && !function.starts_with("tokio::net::") {
             return None;
         }
@@ -54,6 +54,14 @@ impl Walker<'_> {
         frames: &[Frame],
     ) -> Option<Detail> {
         if let Some(Resource::Semaphore { .. }) = self.waited(address, info, frames) {
+            // A sender waits for a free slot: its channel's counts, read at its frame, say
+            // more than the slots' semaphore does.
+            if frames
+                .iter()
+                .any(|frame| is_mpsc(&frame.function, "::send"))
+            {
+                return None;
+            }
             let permits = self.read_path(address, ty, &["semaphore", "*", "permits"])?;
             return Some(Detail::Counts(counted(permits >> 1, "permit", "available")));
         }
@@ -63,7 +71,8 @@ impl Walker<'_> {
         None
     }
 
-    /// `2 senders alive, 0 queued`, from the channel behind the `&mut Receiver` at `at`.
+    /// `2 senders alive, 0 queued`, from the channel behind the `&mut Receiver` or `&Sender`
+    /// at `at` (both keep it as `chan.inner`).
     fn channel_counts(&self, at: u64, ty: usize) -> Option<String> {
         let (chan, chan_ty) = self.follow(
             at,
@@ -213,6 +222,11 @@ impl Verb {
         };
         format!("{} {ends} ({}, fd {fd})", self.words(), socket.protocol)
     }
+}
+
+/// Whether `function` is the mpsc channel's `verb` (`::recv`, `::send`), bounded or not.
+fn is_mpsc(function: &str, verb: &str) -> bool {
+    function.starts_with("tokio::sync::mpsc::") && function.ends_with(verb)
 }
 
 /// Frames get the walk's detail on their leaf; a `select!` or `join!` frame keeps its own
