@@ -9,6 +9,8 @@
 #       the demo's poll-heavy workload (tasks that only yield): slowdown probed and recording.
 #   scripts/bench.sh [SERVER OR YIELD OPTION...]
 #       both, server first.
+#   scripts/bench.sh memory [--crowd N]
+#       the collector's memory (VmRSS, steady and peak) with N parked tasks (default 100000).
 #
 # The probe needs root: when this is not run as root, only the probe goes through sudo.
 set -euo pipefail

@@ -2,7 +2,9 @@
 //! request/response tokio server under loopback load, measured in CPU per request, plain, probed
 //! and with console-subscriber. `yield` is the demo's poll-heavy workload (tasks that only yield),
 //! timed unprobed, probed and probed with `--record`. With neither named, both run, server first;
-//! either's options may then be given. It only prints figures: it never passes or fails on them.
+//! either's options may then be given. `memory` (memory_bench.rs), run only when named, is the
+//! collector's memory with a crowd of parked tasks. It only prints figures: it never passes or
+//! fails on them.
 
 use std::{
     ffi::OsString,
@@ -11,6 +13,7 @@ use std::{
     process::{Command, Output, Stdio},
 };
 
+use crate::memory_bench::{self, MemoryOptions};
 use crate::server_bench::{self, ServerOptions};
 use crate::{Result, USAGE, cargo, describe, root, root_prefix, run};
 
@@ -19,6 +22,7 @@ use crate::{Result, USAGE, cargo, describe, root, root_prefix, run};
 struct BenchPlan {
     server: Option<ServerOptions>,
     yields: Option<YieldOptions>,
+    memory: Option<MemoryOptions>,
 }
 
 #[derive(Debug, PartialEq)]
@@ -54,10 +58,13 @@ impl YieldOptions {
 /// error.
 fn parse_bench_args(args: Vec<String>) -> Result<BenchPlan> {
     let mut args = args.into_iter().peekable();
-    let chosen = args.next_if(|arg| arg == "server" || arg == "yield");
+    let chosen = args.next_if(|arg| ["server", "yield", "memory"].contains(&arg.as_str()));
+    let both = chosen.is_none();
+    let is = |name: &str| both || chosen.as_deref() == Some(name);
     let mut plan = BenchPlan {
-        server: (chosen.as_deref() != Some("yield")).then(ServerOptions::default),
-        yields: (chosen.as_deref() != Some("server")).then(YieldOptions::default),
+        server: is("server").then(ServerOptions::default),
+        yields: is("yield").then(YieldOptions::default),
+        memory: (chosen.as_deref() == Some("memory")).then(MemoryOptions::default),
     };
     while let Some(arg) = args.next() {
         let (name, inline) = match arg.split_once('=') {
@@ -67,6 +74,7 @@ fn parse_bench_args(args: Vec<String>) -> Result<BenchPlan> {
         let workload = match name.as_str() {
             "--runs" | "--tasks" | "--yields" => "yield",
             "--rounds" | "--seconds" | "--clients" | "--fanout" => "server",
+            "--crowd" => "memory",
             _ => return Err(format!("bench: unknown argument '{arg}'\n{USAGE}")),
         };
         let value = inline
@@ -77,6 +85,8 @@ fn parse_bench_args(args: Vec<String>) -> Result<BenchPlan> {
             .map_err(|_| format!("bench: {name}: '{value}' is not a whole number"))?;
         let not_chosen = || format!("bench: {name} is an option of the {workload} workload");
         match workload {
+            "memory" if number == 0 => return Err("bench: --crowd must be at least 1".into()),
+            "memory" => plan.memory.as_mut().ok_or_else(not_chosen)?.crowd = number,
             "yield" => plan
                 .yields
                 .as_mut()
@@ -107,6 +117,9 @@ pub(crate) fn bench(args: Vec<String>) -> Result<()> {
             println!();
         }
         yield_bench(options, &sudo, &reports)?;
+    }
+    if let Some(options) = &plan.memory {
+        memory_bench::memory_bench(options, &sudo, &reports)?;
     }
     Ok(())
 }
@@ -497,6 +510,23 @@ mod tests {
         assert_eq!(plan.yields.unwrap().runs, 2);
         assert_eq!(plan.server.unwrap().rounds, 4);
         assert!(parse_bench_args(strings("both")).is_err());
+        assert_eq!(plan_memory(""), None);
+    }
+
+    fn plan_memory(args: &str) -> Option<MemoryOptions> {
+        parse_bench_args(strings(args)).unwrap().memory
+    }
+
+    #[test]
+    fn memory_arguments() {
+        assert_eq!(plan_memory("memory"), Some(MemoryOptions::default()));
+        assert_eq!(
+            plan_memory("memory --crowd 5"),
+            Some(MemoryOptions { crowd: 5 })
+        );
+        assert!(parse_bench_args(strings("memory --crowd 0")).is_err());
+        assert!(parse_bench_args(strings("memory --runs 2")).is_err());
+        assert!(parse_bench_args(strings("yield --crowd 2")).is_err());
     }
 
     #[test]

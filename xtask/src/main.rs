@@ -12,6 +12,7 @@
 //! run through `sudo` (and only they: the build stays the user's).
 
 mod bench;
+mod memory_bench;
 mod server_bench;
 
 use std::{
@@ -33,7 +34,8 @@ const NOPIE_TARGET: &str = "x86_64-unknown-linux-gnu";
 const USAGE: &str = "usage: cargo xtask test [CARGO TEST ARG...]
        cargo xtask bench server [--rounds N] [--seconds S] [--clients N] [--fanout N]
        cargo xtask bench yield [--runs N] [--tasks N] [--yields N]
-       cargo xtask bench [SERVER OR YIELD OPTION...]   (both workloads, server first)";
+       cargo xtask bench [SERVER OR YIELD OPTION...]   (both workloads, server first)
+       cargo xtask bench memory [--crowd N]            (the collector's memory, N parked tasks)";
 
 fn main() -> ExitCode {
     let mut args = env::args().skip(1);
