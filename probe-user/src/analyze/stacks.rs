@@ -326,10 +326,7 @@ impl Stacks {
         if stack.frames.is_empty() && keep {
             return;
         }
-        if index >= self.by_task.len() {
-            self.by_task.resize_with(index + 1, || None);
-        }
-        self.by_task[index] = Some(stack);
+        put(&mut self.by_task, index, stack);
     }
 
     /// Follows tasks to their new indices after the model folded ended ones.
@@ -337,14 +334,19 @@ impl Stacks {
         let mut by_task = Vec::with_capacity(self.by_task.len());
         for (index, stack) in std::mem::take(&mut self.by_task).into_iter().enumerate() {
             if let (Some(stack), Some(new)) = (stack, remap.get(index).copied().flatten()) {
-                if new >= by_task.len() {
-                    by_task.resize_with(new + 1, || None);
-                }
-                by_task[new] = Some(stack);
+                put(&mut by_task, new, stack);
             }
         }
         self.by_task = by_task;
     }
+}
+
+/// Fills `index`'s slot, adding empty slots up to it.
+fn put(slots: &mut Vec<Option<TaskStack>>, index: usize, stack: TaskStack) {
+    if index >= slots.len() {
+        slots.resize_with(index + 1, || None);
+    }
+    slots[index] = Some(stack);
 }
 
 #[cfg(test)]
