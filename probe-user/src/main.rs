@@ -5,7 +5,7 @@ use probe_user::{
     analyze::{
         deadlocks::WaitGraph,
         lints::Thresholds,
-        stacks::{PendingStacks, StackReader, Stacks},
+        stacks::{JoinedTasks, PendingStacks, StackReader, Stacks},
     },
     attach::{self, Attachment},
     budget::Budget,
@@ -872,9 +872,12 @@ async fn test_through_cargo(args: &TestArgs) -> anyhow::Result<i32> {
 
 /// Reads where each of `tasks` that is idle now waits, into the session (and its recording).
 fn read_stacks<O: Observer>(reader: &StackReader<'_>, session: &mut Session<O>, tasks: &[usize]) {
-    // In batches, so that a re-read of 100 000 tasks never holds two backtraces of each.
+    // In batches, so that a re-read of 100 000 tasks never holds two backtraces of each; the
+    // tasks by id are looked up once for all (storing stacks adds no task).
+    let mut joined = JoinedTasks::default();
     for batch in tasks.chunks(1024) {
-        for (task, stack) in reader.read_idle(&session.model, batch, collect::monotonic_ns()) {
+        let now_ns = collect::monotonic_ns();
+        for (task, stack) in reader.read_idle(&session.model, batch, now_ns, &mut joined) {
             session.stack(task, stack);
         }
     }

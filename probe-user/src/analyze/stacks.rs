@@ -142,14 +142,15 @@ impl StackReader<'_> {
 
     /// Reads the backtraces of the tasks in `indices` that are idle now (a task that ran or was
     /// freed meanwhile is left out); a task whose backtrace cannot be read gets why instead,
-    /// except in a binary without DWARF, which the report says once for all.
+    /// except in a binary without DWARF, which the report says once for all. `joined` may serve
+    /// several calls (batches of one read) while `model` gains and folds no task.
     pub fn read_idle(
         &self,
         model: &TaskModel,
         indices: &[usize],
         now_ns: u64,
+        joined: &mut JoinedTasks,
     ) -> Vec<(usize, TaskStack)> {
-        let mut joined = JoinedTasks::default();
         indices
             .iter()
             .filter_map(|&index| {
@@ -191,7 +192,8 @@ impl StackReader<'_> {
         let unread: Vec<usize> = (0..model.tasks().len())
             .filter(|&index| stacks.get(index).is_none())
             .collect();
-        for (index, stack) in self.read_idle(model, &unread, now_ns) {
+        let mut joined = JoinedTasks::default();
+        for (index, stack) in self.read_idle(model, &unread, now_ns, &mut joined) {
             stacks.insert(index, stack);
         }
     }
@@ -200,7 +202,7 @@ impl StackReader<'_> {
 /// Names the task a `JoinHandle` waits for (its leaf says only the task's id, all the future's
 /// memory tells), from the model: `waiting for task 7 (JoinHandle): app::worker, idle`.
 #[derive(Default)]
-struct JoinedTasks {
+pub struct JoinedTasks {
     /// Tasks by tokio id, made at the first JoinHandle met.
     by_id: Option<HashMap<u64, usize>>,
 }
