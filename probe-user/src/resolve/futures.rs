@@ -172,11 +172,7 @@ impl std::fmt::Debug for TypeIndex {
 impl TypeIndex {
     /// The index of `file`'s DWARF types, keeping copies of its sections.
     pub fn new(file: &object::File<'_>) -> Result<Self, TypeError> {
-        Self::with_sections(file, |section| {
-            Some(SectionBytes::Owned(Arc::from(
-                &*section.uncompressed_data().ok()?,
-            )))
-        })
+        Self::with_sections(file, |section| SectionBytes::copied(section))
     }
 
     /// The index of `file`'s DWARF types, keeping windows on `mapped` (which `file` was parsed

@@ -31,8 +31,7 @@ impl MappedFile {
     pub fn section<'data>(&self, section: &impl ObjectSection<'data>) -> Option<SectionBytes> {
         let range = section.compressed_file_range().ok()?;
         if range.format != CompressionFormat::None {
-            let data = section.uncompressed_data().ok()?;
-            return Some(SectionBytes::Owned(Arc::from(&*data)));
+            return SectionBytes::copied(section);
         }
         let start = usize::try_from(range.offset).ok()?;
         let end = start.checked_add(usize::try_from(range.uncompressed_size).ok()?)?;
@@ -66,6 +65,11 @@ pub enum SectionBytes {
 impl SectionBytes {
     pub fn empty() -> Self {
         Self::Owned(Arc::from(&[][..]))
+    }
+
+    /// A copy of `section`'s bytes, decompressed.
+    pub fn copied<'data>(section: &impl ObjectSection<'data>) -> Option<Self> {
+        Some(Self::Owned(Arc::from(&*section.uncompressed_data().ok()?)))
     }
 }
 
