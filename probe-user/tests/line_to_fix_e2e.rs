@@ -9,15 +9,11 @@
 
 mod common;
 
-use std::{
-    io::{BufRead as _, BufReader},
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::{process::Command, time::Duration};
 
 use common::{
-    fixture, hangs_line, number, privileged, probe_binary, probe_launch, read_report, task,
-    temp_json,
+    RunningDemo, fixture, hangs_line, number, privileged, probe_binary, probe_launch, read_report,
+    task, temp_json,
 };
 use serde_json::Value;
 
@@ -86,25 +82,19 @@ fn dump(build: &str, scenario: &str) -> (String, Value) {
 
 /// [`dump`], with the first line the scenario printed (`ready`, or what it says before).
 fn dump_after_first_line(build: &str, scenario: &str) -> (String, Value, String) {
-    let mut target = Command::new(fixture(&format!("{build}/inspect-hangs")))
-        .args([scenario, "--exit-after-ms", "20000"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("starting inspect-hangs");
-    let mut line = String::new();
-    BufReader::new(target.stdout.as_mut().expect("stdout"))
-        .read_line(&mut line)
-        .expect("ready line");
+    let (target, line) = RunningDemo::started(
+        &format!("{build}/inspect-hangs"),
+        &[scenario, "--exit-after-ms", "20000"],
+    );
     std::thread::sleep(Duration::from_millis(500));
     let json = temp_json(&format!("dump-{scenario}"));
     let output = Command::new(probe_binary())
         .args(["dump", "--json"])
         .arg(&json)
-        .args(["--pid", &target.id().to_string()])
+        .args(["--pid", &target.pid()])
         .output()
         .expect("dump");
-    let _ = target.kill();
-    let _ = target.wait();
+    drop(target);
     assert!(
         output.status.success(),
         "{}",

@@ -1051,17 +1051,9 @@ fn the_overhead_budget_attaches_the_per_poll_probes_in_windows() {
 /// run that ends in a gap does not take the tasks that ran meanwhile for stuck ones.
 #[test]
 fn a_busy_server_loses_no_event_under_the_budget() {
-    use std::io::{BufRead as _, BufReader};
     let Some(_serial) = privileged() else { return };
-    let mut server = Command::new(fixture("release-debuginfo/inspect-server"))
-        .args(["--fanout", "8"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("starting inspect-server");
-    let mut line = String::new();
-    BufReader::new(server.stdout.as_mut().expect("stdout"))
-        .read_line(&mut line)
-        .expect("the server's address");
+    let (server, line) =
+        RunningDemo::started("release-debuginfo/inspect-server", &["--fanout", "8"]);
     let address = line.trim().rsplit(' ').next().expect("address").to_owned();
     let mut load = Command::new(fixture("release-debuginfo/inspect-load"))
         .args(["--addr", &address, "--clients", "20", "--duration", "8s"])
@@ -1073,12 +1065,11 @@ fn a_busy_server_loses_no_event_under_the_budget() {
     let output = Command::new(probe_binary())
         .args(["probe", "--no-tui", "--quiet", "--duration", "4s", "--json"])
         .arg(&json)
-        .args(["--pid", &server.id().to_string()])
+        .args(["--pid", &server.pid()])
         .output()
         .expect("running async-inspect");
     let _ = load.wait();
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     assert_nothing_left_attached();
     let report = read_report(&json, &output);
     let summary = &report["summary"];

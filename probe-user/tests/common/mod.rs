@@ -157,18 +157,24 @@ pub struct RunningDemo(std::process::Child);
 impl RunningDemo {
     /// `build` is a fixture path (e.g. `release-debuginfo/inspect-demo`), `args` its arguments.
     pub fn start(build: &str, args: &[&str]) -> Self {
+        let (demo, line) = Self::started(build, args);
+        assert!(line.contains("ready"), "{line}");
+        demo
+    }
+
+    /// The fixture `build` with `args`, once it has printed its first line, and that line.
+    pub fn started(build: &str, args: &[&str]) -> (Self, String) {
         use std::io::BufRead as _;
         let mut child = Command::new(fixture(build))
             .args(args)
             .stdout(std::process::Stdio::piped())
             .spawn()
-            .expect("starting the demo");
+            .unwrap_or_else(|error| panic!("starting {build}: {error}"));
         let mut line = String::new();
         std::io::BufReader::new(child.stdout.as_mut().expect("stdout"))
             .read_line(&mut line)
-            .expect("the demo's ready line");
-        assert!(line.contains("ready"), "{line}");
-        Self(child)
+            .unwrap_or_else(|error| panic!("{build}'s first line: {error}"));
+        (Self(child), line)
     }
 
     /// The demo with every task parked for seconds (ticks of 4 s), settled.
