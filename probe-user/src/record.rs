@@ -269,7 +269,8 @@ pub enum Entry {
     Event(TaskEvent),
     Observed(Observed),
     Stack(usize, TaskStack),
-    End(RunFacts),
+    /// Boxed: it comes once, and the entries read for every event need not be its size.
+    End(Box<RunFacts>),
     Coverage(Coverage),
 }
 
@@ -398,7 +399,7 @@ impl Reader {
             Item::Observed(found) => Entry::Observed(found),
             Item::Stack { task, stack } => Entry::Stack(task as usize, self.parse_json(&stack)?),
             Item::Coverage(change) => Entry::Coverage(self.parse_json(&change)?),
-            Item::End(json) => Entry::End(self.parse_json(&json)?),
+            Item::End(json) => Entry::End(Box::new(self.parse_json(&json)?)),
         }))
     }
 
@@ -538,7 +539,7 @@ pub fn replay<O: Observer>(path: &Path, observer: O) -> Result<Replayed<O>, Reco
             }
             Entry::Stack(task, stack) => session.stack(task, stack),
             Entry::Coverage(change) => session.coverage(change),
-            Entry::End(end) => facts = Some(end),
+            Entry::End(end) => facts = Some(*end),
         }
     }
     let cut_short = facts.is_none();
