@@ -85,8 +85,7 @@ fn parse_bench_args(args: Vec<String>) -> Result<BenchPlan> {
             .map_err(|_| format!("bench: {name}: '{value}' is not a whole number"))?;
         let not_chosen = || format!("bench: {name} is an option of the {workload} workload");
         match workload {
-            "memory" if number == 0 => return Err("bench: --crowd must be at least 1".into()),
-            "memory" => plan.memory.as_mut().ok_or_else(not_chosen)?.crowd = number,
+            "memory" => plan.memory.as_mut().ok_or_else(not_chosen)?.set(number)?,
             "yield" => plan
                 .yields
                 .as_mut()

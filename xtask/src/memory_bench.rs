@@ -2,15 +2,16 @@
 //! tasks. `inspect-crowd` (built with debuginfo, so every task gets a backtrace) parks N tasks;
 //! `async-inspect probe --pid` attaches for 15 s, finds them in memory and keeps them; its
 //! VmRSS and anonymous RSS are sampled from /proc every 250 ms. Steady is the median of the
-//! samples from the second third of the run on (after the scan, before the report); peak is
-//! the most seen, the report included.
+//! samples from 5 s after the probe started (past resolving and the memory scan, about 3 s
+//! here) to the end of its 15 s (before the report); peak is the most seen, the report
+//! included.
 
 use std::{
     io::{BufRead, BufReader},
     path::Path,
     process::{Child, Command, Stdio},
     thread::sleep,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use crate::bench::{median, probe_command};
@@ -27,7 +28,20 @@ impl Default for MemoryOptions {
     }
 }
 
+impl MemoryOptions {
+    /// `--crowd` (the only option).
+    pub(crate) fn set(&mut self, value: u32) -> Result<()> {
+        if value == 0 {
+            return Err("bench: --crowd must be at least 1".into());
+        }
+        self.crowd = value;
+        Ok(())
+    }
+}
+
 const PROBE_SECONDS: u64 = 15;
+/// When the steady state is taken to start, from the probe's start.
+const SETTLED_SECONDS: f64 = 5.0;
 
 pub(crate) fn memory_bench(
     options: &MemoryOptions,
@@ -71,7 +85,9 @@ fn measure(
         .stdout(Stdio::null())
         .spawn()
         .map_err(|error| format!("starting the probe: {error}"))?;
-    let mut samples: Vec<(f64, f64)> = Vec::new();
+    let started = Instant::now();
+    // (seconds since the probe started, VmRSS, anonymous RSS)
+    let mut samples: Vec<(f64, f64, f64)> = Vec::new();
     let mut collector = None;
     while probe
         .try_wait()
@@ -79,18 +95,19 @@ fn measure(
         .is_none()
     {
         collector = collector.or_else(|| find_collector(&crowd_pid));
-        if let Some(sample) = collector.and_then(rss_of) {
-            samples.push(sample);
+        if let Some((vm, anon)) = collector.and_then(rss_of) {
+            samples.push((started.elapsed().as_secs_f64(), vm, anon));
         }
         sleep(Duration::from_millis(250));
     }
     if samples.is_empty() {
         return Err("memory: the probe's process was never seen in /proc".into());
     }
-    let steady = &samples[samples.len() / 3..];
-    let mut vm: Vec<f64> = steady.iter().map(|(vm, _)| *vm).collect();
-    let mut anon: Vec<f64> = steady.iter().map(|(_, anon)| *anon).collect();
-    let peak = samples.iter().map(|(vm, _)| *vm).fold(0.0, f64::max);
+    let steady = samples
+        .iter()
+        .filter(|(at, ..)| (SETTLED_SECONDS..PROBE_SECONDS as f64).contains(at));
+    let (mut vm, mut anon): (Vec<f64>, Vec<f64>) = steady.map(|&(_, vm, anon)| (vm, anon)).unzip();
+    let peak = samples.iter().map(|&(_, vm, _)| vm).fold(0.0, f64::max);
     let mb = |value: Option<f64>| value.map_or_else(|| "n/a".into(), |v| format!("{v:.1}"));
     println!(
         "\nmemory: the collector with {} parked tasks (inspect-crowd), `probe --pid` for {PROBE_SECONDS} s; MiB",
