@@ -142,6 +142,10 @@ pub struct Config {
     pub header_vtable: u64,
     /// Offset of `Vtable::id_offset` (a `usize`: where the task id sits relative to the header).
     pub vtable_id_offset: u64,
+    /// Where every task type's id sits relative to its header, when the binary's vtables all
+    /// agree and it lies within the [`HEADER_WORDS`] read at once; 0 when they do not, and the
+    /// id is read through the task's vtable (two more reads of the target's memory).
+    pub task_id_offset: u64,
     /// Non-zero once the user side has filled this in; the programs emit nothing before that.
     pub ready: u64,
     /// [`MODE_EVENTS`] or [`MODE_COUNT_ONLY`].
@@ -152,6 +156,12 @@ pub struct Config {
     /// asking the ring buffer how full it is costs more than the rest of the event.
     pub wake_every: u64,
 }
+
+/// How many words the programs read from a task header at once: its state word, its vtable
+/// and (at [`Config::task_id_offset`]) its id. One read of the target's memory costs about as
+/// much as the rest of a program, whatever its size; a task cell is aligned to 128 bytes, so
+/// these never cross a page.
+pub const HEADER_WORDS: usize = 8;
 
 /// The programs do their work: read the task, emit events.
 pub const MODE_EVENTS: u64 = 0;

@@ -24,8 +24,8 @@ use aya_ebpf::{
     programs::{ProbeContext, RetProbeContext, TracePointContext},
 };
 use probe_common::{
-    BlockOnDone, Config, Event, EventKind, HIT_SLOTS, MODE_COUNT_ONLY, cookie, flags, off_cpu,
-    register, state,
+    BlockOnDone, Config, Event, EventKind, HEADER_WORDS, HIT_SLOTS, MODE_COUNT_ONLY, cookie, flags,
+    off_cpu, register, state,
 };
 
 /// Each program twice: as a `uprobe.multi` program (one link over every point, Linux >= 6.6) and
@@ -51,6 +51,7 @@ static CONFIG: Config = Config {
     header_state: 0,
     header_vtable: 0,
     vtable_id_offset: 0,
+    task_id_offset: 0,
     ready: 0,
     mode: 0,
     wake_every: 0,
@@ -84,6 +85,13 @@ static HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(HIT_SLOTS, 0);
 /// that started. LRU, so the slots of exited threads are recycled.
 #[map]
 static CURRENT: LruHashMap<u32, Current> = LruHashMap::with_max_entries(16384, 0);
+
+/// Where the task id sits in the tasks of each vtable (key: the vtable's runtime address), as
+/// read from the vtable's `id_offset` the first time a program met it: a vtable lives on a page
+/// of its own, and reading it costs a program more than this lookup (used when the task types
+/// disagree, see [`Config::task_id_offset`]). LRU, so a header that was not a task cannot fill it.
+#[map]
+static ID_OFFSETS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(4096, 0);
 
 /// How each `block_on` poll site's future says it returned `Ready` (key: site index), written
 /// by the user side before it attaches.
@@ -188,7 +196,14 @@ fn task_argument(ctx: &ProbeContext) -> u64 {
     use aya_ebpf::bindings::pt_regs;
     use core::mem::offset_of;
     let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
-    let offset = match cookie::register(cookie) {
+    let register = cookie::register(cookie);
+    if register == register::RDI {
+        // Most sites: a direct load from the context, at a constant offset the verifier
+        // accepts, costs a fraction of the helper call below.
+        // SAFETY: the context of a uprobe program is the trapped thread's pt_regs.
+        return unsafe { (*ctx.regs).rdi };
+    }
+    let offset = match register {
         register::RSI => offset_of!(pt_regs, rsi),
         register::RDX => offset_of!(pt_regs, rdx),
         register::RCX => offset_of!(pt_regs, rcx),
@@ -230,19 +245,59 @@ const NO_IDENTITY: Identity = Identity {
     task_id: 0,
 };
 
-/// The task's vtable and tokio task id (read through `Vtable::id_offset`): three reads of the
-/// target's memory.
+/// What one read of a task's first [`HEADER_WORDS`] gives: its state word and its identity.
+#[derive(Clone, Copy)]
+struct TaskWords {
+    state: u64,
+    identity: Identity,
+}
+
+/// A task's state word, vtable and tokio task id: one read of the target's memory when the
+/// user side found every task type's id at the same offset ([`Config::task_id_offset`]),
+/// three otherwise (the id's offset is then read from the task's vtable).
 #[inline(always)]
-fn task_identity(config: &Config, header: u64) -> Identity {
-    let Some(vtable) = read_u64(header + config.header_vtable) else {
-        return NO_IDENTITY;
+fn read_task(config: &Config, header: u64) -> TaskWords {
+    // SAFETY: bpf_probe_read_user faults safely on bad addresses.
+    let Ok(words) = (unsafe { bpf_probe_read_user(header as *const [u64; HEADER_WORDS]) }) else {
+        return TaskWords {
+            state: 0,
+            identity: NO_IDENTITY,
+        };
     };
-    let task_id = read_u64(vtable + config.vtable_id_offset)
-        // The id lives inside the task cell; anything far away is not a tokio task.
-        .filter(|offset| *offset < 1 << 20)
-        .and_then(|offset| read_u64(header + offset))
-        .unwrap_or(0);
-    Identity { vtable, task_id }
+    let word = |offset: u64| words[(offset / 8) as usize % HEADER_WORDS];
+    let vtable = word(config.header_vtable);
+    let id_offset = if config.task_id_offset != 0 {
+        config.task_id_offset
+    } else {
+        id_offset(config, vtable)
+    };
+    let task_id = if id_offset != 0 && id_offset < (HEADER_WORDS * 8) as u64 {
+        word(id_offset)
+    } else if id_offset != 0 {
+        read_u64(header + id_offset).unwrap_or(0)
+    } else {
+        0
+    };
+    TaskWords {
+        state: word(config.header_state),
+        identity: Identity { vtable, task_id },
+    }
+}
+
+/// Where the tasks of `vtable` keep their id (0: unknown), cached in [`ID_OFFSETS`].
+#[inline(always)]
+fn id_offset(config: &Config, vtable: u64) -> u64 {
+    // SAFETY: map values stay valid while the program runs.
+    if let Some(offset) = unsafe { ID_OFFSETS.get(&vtable) } {
+        return *offset;
+    }
+    // The id lives inside the task cell; anything far away is not a tokio task.
+    let Some(offset) = read_u64(vtable + config.vtable_id_offset).filter(|offset| *offset < 1 << 20)
+    else {
+        return 0;
+    };
+    let _ = ID_OFFSETS.insert(&vtable, &offset, 0);
+    offset
 }
 
 #[inline(always)]
@@ -420,9 +475,8 @@ fn poll_start_body(ctx: ProbeContext) -> u32 {
     let (identity, state, entry_flags) = if block_on {
         (NO_IDENTITY, 0, flags::BLOCK_ON)
     } else {
-        let identity = task_identity(&config, header);
-        let state = read_u64(header + config.header_state).unwrap_or(0);
-        (identity, state, 0)
+        let task = read_task(&config, header);
+        (task.identity, task.state, 0)
     };
     // SAFETY: see slot().
     unsafe { (*entry).enter(header, identity, u64::from(entry_flags)) };
@@ -550,7 +604,7 @@ fn spawn_return_body(ctx: RetProbeContext) -> u32 {
         return 0;
     }
     let parent = running(current_tid());
-    let identity = task_identity(&config, header);
+    let identity = read_task(&config, header).identity;
     emit(
         &ctx,
         &config,
@@ -586,19 +640,18 @@ fn task_op_body(ctx: ProbeContext) -> u32 {
     let polled = running(tid);
     if kind == EventKind::Complete {
         let header = argument - config.header_state;
-        let state = read_u64(argument).unwrap_or(0);
+        let task = read_task(&config, header);
         let panicked = if polled.header == header {
             polled.flags as u8 & flags::PANICKED
         } else {
             0
         };
-        let identity = task_identity(&config, header);
         emit(
             &ctx,
             &config,
             kind,
-            (header, identity),
-            state,
+            (header, task.identity),
+            task.state,
             panicked,
             polled,
         );
@@ -612,7 +665,7 @@ fn task_op_body(ctx: ProbeContext) -> u32 {
         // SAFETY: see slot().
         unsafe { (*entry).flags |= u64::from(flags::FREED_DURING_POLL) };
     }
-    let identity = task_identity(&config, header);
+    let identity = read_task(&config, header).identity;
     emit(&ctx, &config, kind, (header, identity), 0, 0, polled);
     0
 }

@@ -282,6 +282,7 @@ impl Attachment {
             header_state: plan.layout.header_state,
             header_vtable: plan.layout.header_vtable,
             vtable_id_offset: plan.layout.vtable_id_offset,
+            task_id_offset: plan.uniform_task_id_offset(),
             ready: 1,
             mode: if count_only {
                 MODE_COUNT_ONLY

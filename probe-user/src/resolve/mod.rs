@@ -194,6 +194,30 @@ impl ProbePlan {
             .and_then(|site| site.task_type)
     }
 
+    /// Where every task type's id sits relative to its header, if the vtables of all of them
+    /// agree and it lies within the words the kernel side reads at once
+    /// ([`probe_common::HEADER_WORDS`]); 0 otherwise, or where a type's vtable was not found.
+    pub fn uniform_task_id_offset(&self) -> u64 {
+        let mut offsets = self
+            .task_types
+            .iter()
+            .filter(|task_type| task_type.block_on.is_none())
+            .map(|task_type| task_type.vtable.map(|vtable| vtable.id_offset));
+        let Some(Some(first)) = offsets.next() else {
+            return 0;
+        };
+        let within = first != 0
+            && first.is_multiple_of(8)
+            && first < (probe_common::HEADER_WORDS * 8) as u64
+            && first != self.layout.header_state
+            && first != self.layout.header_vtable;
+        if within && offsets.all(|offset| offset == Some(first)) {
+            first
+        } else {
+            0
+        }
+    }
+
     /// What the rest of the run needs of this plan once attached.
     pub fn catalogue(&self) -> Catalogue {
         Catalogue {
@@ -639,4 +663,56 @@ fn bytes_at<'data>(file: &object::File<'data>, address: u64, size: u64) -> Optio
             .min(data.len());
         data.get(from..to)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task_type(id_offset: Option<u64>) -> TaskType {
+        TaskType {
+            name: "app::handler".into(),
+            poll_address: 0x1000,
+            runtime_worker: false,
+            future: None,
+            vtable: id_offset.map(|id_offset| vtables::TaskVtable {
+                address: 0x2000,
+                dealloc: 0x1100,
+                shutdown: 0x1200,
+                trailer_offset: 0x80,
+                scheduler_offset: 0x20,
+                id_offset,
+            }),
+            block_on: None,
+        }
+    }
+
+    fn plan(task_types: Vec<TaskType>) -> ProbePlan {
+        ProbePlan {
+            binary: PathBuf::from("app"),
+            sites: Vec::new(),
+            task_types,
+            layout: Layout::KNOWN,
+            naming: NamingSource::Dwarf,
+            has_dwarf: false,
+            types: None,
+            segments: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_kernel_side_reads_task_ids_at_one_offset_only_where_every_type_agrees() {
+        let agree = plan(vec![task_type(Some(0x28)), task_type(Some(0x28))]);
+        assert_eq!(agree.uniform_task_id_offset(), 0x28);
+        // A spawn_blocking task's scheduler is larger: its id sits further on.
+        let blocking = plan(vec![task_type(Some(0x28)), task_type(Some(0x30))]);
+        assert_eq!(blocking.uniform_task_id_offset(), 0);
+        let unknown = plan(vec![task_type(Some(0x28)), task_type(None)]);
+        assert_eq!(unknown.uniform_task_id_offset(), 0);
+        // Beyond the words read at once, or on the header's own fields.
+        assert_eq!(plan(vec![task_type(Some(0x40))]).uniform_task_id_offset(), 0);
+        assert_eq!(plan(vec![task_type(Some(0x10))]).uniform_task_id_offset(), 0);
+        assert_eq!(plan(Vec::new()).uniform_task_id_offset(), 0);
+    }
 }
