@@ -24,8 +24,8 @@ use aya_ebpf::{
     programs::{ProbeContext, RetProbeContext, TracePointContext},
 };
 use probe_common::{
-    BlockOnDone, Config, Event, EventKind, HEADER_WORDS, HIT_SLOTS, MODE_COUNT_ONLY, cookie, flags,
-    off_cpu, register, state,
+    BlockOnDone, Config, Current, Event, EventKind, HEADER_WORDS, HIT_SLOTS, MODE_COUNT_ONLY,
+    cookie, flags, register, state,
 };
 
 /// Each program twice: as a `uprobe.multi` program (one link over every point, Linux >= 6.6) and
@@ -97,74 +97,6 @@ static ID_OFFSETS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(4096, 0);
 /// by the user side before it attaches.
 #[map]
 static BLOCK_ON_DONE: HashMap<u32, BlockOnDone> = HashMap::with_max_entries(1024, 0);
-
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct Current {
-    header: u64,
-    /// The polled task's vtable and id, read once at the poll's start for its end as well:
-    /// every read of the target's memory costs about as much as the rest of a program.
-    vtable: u64,
-    task_id: u64,
-    flags: u64,
-    /// The poll this one is nested in (a runtime driven from inside a task), restored at its end.
-    outer_header: u64,
-    outer_vtable: u64,
-    outer_task_id: u64,
-    outer_flags: u64,
-    /// When this thread went off-CPU during a poll (0: on CPU), and whether it blocked.
-    off_since: u64,
-    off_blocked: u64,
-    /// Nanoseconds this thread spent off-CPU inside polls, ever: blocked in the kernel, and
-    /// runnable but preempted. Never reset, so a nested poll's time counts in its outer poll too.
-    blocked_total: u64,
-    preempted_total: u64,
-    /// The totals when this poll (and the one it is nested in) started.
-    blocked_base: u64,
-    preempted_base: u64,
-    outer_blocked_base: u64,
-    outer_preempted_base: u64,
-}
-
-impl Current {
-    /// This thread's poll of `header` starts, nested in whatever it was polling.
-    #[inline(always)]
-    fn enter(&mut self, header: u64, identity: Identity, entry_flags: u64) {
-        self.outer_header = self.header;
-        self.outer_vtable = self.vtable;
-        self.outer_task_id = self.task_id;
-        self.outer_flags = self.flags;
-        self.outer_blocked_base = self.blocked_base;
-        self.outer_preempted_base = self.preempted_base;
-        self.header = header;
-        self.vtable = identity.vtable;
-        self.task_id = identity.task_id;
-        self.flags = entry_flags;
-        self.blocked_base = self.blocked_total;
-        self.preempted_base = self.preempted_total;
-    }
-
-    /// This thread's poll ends: returns its off-CPU time, packed for the event
-    /// ([`off_cpu::pack`]), and restores the poll it was nested in (none: header 0).
-    #[inline(always)]
-    fn leave(&mut self) -> u64 {
-        let off = off_cpu::pack(
-            self.blocked_total - self.blocked_base,
-            self.preempted_total - self.preempted_base,
-        );
-        self.header = self.outer_header;
-        self.vtable = self.outer_vtable;
-        self.task_id = self.outer_task_id;
-        self.flags = self.outer_flags;
-        self.blocked_base = self.outer_blocked_base;
-        self.preempted_base = self.outer_preempted_base;
-        self.outer_header = 0;
-        self.outer_vtable = 0;
-        self.outer_task_id = 0;
-        self.outer_flags = 0;
-        off
-    }
-}
 
 #[inline(always)]
 fn config() -> Config {
@@ -292,7 +224,8 @@ fn id_offset(config: &Config, vtable: u64) -> u64 {
         return *offset;
     }
     // The id lives inside the task cell; anything far away is not a tokio task.
-    let Some(offset) = read_u64(vtable + config.vtable_id_offset).filter(|offset| *offset < 1 << 20)
+    let Some(offset) =
+        read_u64(vtable + config.vtable_id_offset).filter(|offset| *offset < 1 << 20)
     else {
         return 0;
     };
@@ -411,24 +344,7 @@ fn slot(tid: u32) -> Option<*mut Current> {
     if let Some(entry) = CURRENT.get_ptr_mut(&tid) {
         return Some(entry);
     }
-    let empty = Current {
-        header: 0,
-        vtable: 0,
-        task_id: 0,
-        flags: 0,
-        outer_header: 0,
-        outer_vtable: 0,
-        outer_task_id: 0,
-        outer_flags: 0,
-        off_since: 0,
-        off_blocked: 0,
-        blocked_total: 0,
-        preempted_total: 0,
-        blocked_base: 0,
-        preempted_base: 0,
-        outer_blocked_base: 0,
-        outer_preempted_base: 0,
-    };
+    let empty = Current::default();
     let _ = CURRENT.insert(&tid, &empty, 0);
     CURRENT.get_ptr_mut(&tid)
 }
@@ -479,7 +395,14 @@ fn poll_start_body(ctx: ProbeContext) -> u32 {
         (task.identity, task.state, 0)
     };
     // SAFETY: see slot().
-    unsafe { (*entry).enter(header, identity, u64::from(entry_flags)) };
+    unsafe {
+        (*entry).enter(
+            header,
+            identity.vtable,
+            identity.task_id,
+            u64::from(entry_flags),
+        )
+    };
     emit(
         &ctx,
         &config,
@@ -716,7 +639,7 @@ fn panic_start_body(ctx: ProbeContext) -> u32 {
     0
 }
 
-/// A poll end's `other_*` fields: its off-CPU time ([`off_cpu::pack`]) where other events
+/// A poll end's `other_*` fields: its off-CPU time ([`probe_common::off_cpu::pack`]) where other events
 /// name the running task (a poll end has none).
 #[inline(always)]
 fn off_cpu_time(packed: u64) -> Running {
@@ -806,7 +729,33 @@ unsafe fn switched_out(entry: *mut Current, now: u64, prev_state: u64) {
         (*entry).off_since = now;
         // The low byte holds the sleep states (S, D, ...); a runnable thread reports none,
         // with the preemption bit (TASK_REPORT_MAX, 0x100) set when preempted.
-        (*entry).off_blocked = u64::from(prev_state & 0xff != 0);
+        let blocked = prev_state & 0xff != 0;
+        (*entry).off_blocked = u64::from(blocked);
+        if blocked {
+            note_user_registers(entry, now);
+        }
+    }
+}
+
+/// Where the switched-out thread's user code is: the registers its kernel entry saved (the
+/// blocking system call's). The tracepoint runs on that thread, before the switch. The user
+/// side unwinds the stack from them while the thread stays blocked.
+#[inline(always)]
+unsafe fn note_user_registers(entry: *mut Current, now: u64) {
+    use aya_ebpf::{
+        bindings::pt_regs,
+        helpers::{bpf_get_current_task_btf, bpf_task_pt_regs},
+    };
+    // SAFETY: the helpers take the current task; the registers are read through the helper.
+    unsafe {
+        let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const pt_regs;
+        let Ok(regs) = bpf_probe_read_kernel(regs) else {
+            return;
+        };
+        (*entry).blocked_ip = regs.rip;
+        (*entry).blocked_sp = regs.rsp;
+        (*entry).blocked_bp = regs.rbp;
+        (*entry).blocked_since = now;
     }
 }
 

@@ -17,7 +17,7 @@ use aya::{
     },
     sys::UProbeMultiFeature,
 };
-use probe_common::{BlockOnDone, Config, MODE_COUNT_ONLY, MODE_EVENTS, cookie};
+use probe_common::{BlockOnDone, Config, Current, MODE_COUNT_ONLY, MODE_EVENTS, cookie};
 
 use crate::resolve::{ProbePlan, SiteKind, entry::Stepping};
 
@@ -488,6 +488,15 @@ impl Attachment {
             .take_map("EVENTS")
             .ok_or(AttachError::Missing("EVENTS map"))?;
         RingBuf::try_from(map).map_err(|error| AttachError::Map(Box::new(error)))
+    }
+
+    /// What the kernel side keeps for thread `tid` of the target: the poll it is in, and
+    /// where it last blocked inside one. `None` for a thread that never polled while probed.
+    pub fn thread(&self, tid: u32) -> Option<Current> {
+        let map = self.ebpf.map("CURRENT")?;
+        let threads: aya::maps::HashMap<_, u32, Current> =
+            aya::maps::HashMap::try_from(map).ok()?;
+        threads.get(&tid, 0).ok()
     }
 
     /// Events the kernel side could not reserve room for, per CPU.

@@ -9,6 +9,7 @@
 
 pub mod analyze;
 pub mod attach;
+pub mod blockers;
 pub mod budget;
 pub mod cli;
 pub mod collect;

@@ -8,6 +8,7 @@ use probe_user::{
         stacks::{JoinedTasks, PendingStacks, StackReader, Stacks},
     },
     attach::{self, Attachment},
+    blockers::Blockers,
     budget::Budget,
     cli::{Cli, Command, DumpArgs, Format, HangWatch, ProbeConfig, ReportArgs, Target, TestArgs},
     collect::{self, Collector},
@@ -301,6 +302,12 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
     // gate, so it is followed from its first poll all the same.
     attachment.attach_hot()?;
     let mut budget = Budget::new(pid.get(), prices, max_overhead, &attachment);
+    // Where long polls block needs the sched tracepoints' registers.
+    let mut blockers = attachment
+        .off_cpu
+        .is_ok()
+        .then(|| Blockers::new(pid.get(), plan.binary.clone()))
+        .flatten();
     let mut child = match gate {
         Some(gate) => Some(gate.release()?),
         None => None,
@@ -373,6 +380,9 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
                 {
                     budget_error = Some(error);
                     user_quit.notify_one();
+                }
+                if let Some(blockers) = &mut blockers {
+                    note_blocked(blockers, &attachment, &catalogue, session);
                 }
                 // Backtraces are read only for tasks that stay idle a while: most idle
                 // stretches of a busy program are too short to matter.
@@ -520,6 +530,20 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
 }
 
 /// The tasks in the program's memory, and the futures given to `block_on` parked on its stacks.
+/// Where the polls running a while are blocked, into the session.
+fn note_blocked<O: Observer>(
+    blockers: &mut Blockers,
+    attachment: &Attachment,
+    catalogue: &Catalogue,
+    session: &mut Session<O>,
+) {
+    let now = collect::monotonic_ns();
+    let thread = |tid| attachment.thread(tid);
+    for (task, at) in blockers.look(&session.model, catalogue, now, thread) {
+        session.blocked(task, at);
+    }
+}
+
 fn find_in_memory(
     plan: &resolve::ProbePlan,
     memory: &ProcessMemory,

@@ -3,7 +3,10 @@
 //! freed; the tokio task id, when the event carries it, tells two tasks at one address apart even
 //! when the free was lost.
 
+mod blocked;
 mod fold;
+
+pub use blocked::{BlockedAt, NativeFrame, Place};
 
 use foldhash::{HashMap, HashMapExt as _};
 
@@ -154,6 +157,11 @@ pub struct PollStats {
     /// task (the timer, the I/O driver, another thread). At most [`MAX_WAKERS`] entries; wakes
     /// from further tasks are not itemised.
     pub woken_by: Vec<(Option<usize>, u64)>,
+    /// Where the poll that blocked longest was seen blocked (its thread's native stack), when
+    /// the probe looked while it was.
+    pub blocked_at: Option<Box<BlockedAt>>,
+    /// Where the poll running now was seen blocked, until it ends.
+    blocked_now: Option<Box<BlockedAt>>,
 }
 
 /// A task's stats before its first poll or wake.
@@ -167,6 +175,8 @@ static NO_STATS: PollStats = PollStats {
     poll_times: Histogram { counts: None },
     scheduled_times: Histogram { counts: None },
     woken_by: Vec::new(),
+    blocked_at: None,
+    blocked_now: None,
 };
 
 /// How many distinct wakers a task keeps count of.
@@ -239,6 +249,12 @@ impl Task {
         }
         if known {
             stats.max_on_cpu_ns = stats.max_on_cpu_ns.max(took - blocked - preempted);
+        }
+        // Kept for the most blocked poll only, and dropped when that one was not seen blocked:
+        // the place must be where the time the report gives went.
+        let blocked_now = stats.blocked_now.take();
+        if blocked > 0 && blocked >= stats.max_blocked_ns {
+            stats.blocked_at = blocked_now;
         }
         stats.max_blocked_ns = stats.max_blocked_ns.max(blocked);
         stats.poll_times.record(took);
@@ -967,6 +983,31 @@ impl TaskModel {
         }
     }
 
+    /// The threads in a poll now, as `(thread, task, task header, when the poll started)`: the
+    /// innermost poll of each.
+    pub fn polls_running(&self) -> impl Iterator<Item = (u32, usize, u64, u64)> + '_ {
+        self.thread_polls.iter().filter_map(|(&tid, polls)| {
+            let &(index, _) = polls.last()?;
+            let task = &self.tasks[index];
+            match task.poll {
+                Some((poll_tid, started)) if poll_tid == tid => {
+                    Some((tid, index, task.header, started))
+                }
+                _ => None,
+            }
+        })
+    }
+
+    /// `task`'s poll running now was seen blocked at `at`: kept if that poll turns out its
+    /// most blocked one.
+    pub fn blocked(&mut self, task: usize, at: BlockedAt) {
+        if let Some(task) = self.tasks.get_mut(task)
+            && task.poll.is_some()
+        {
+            task.stats_mut().blocked_now = Some(Box::new(at));
+        }
+    }
+
     /// Tasks that went idle since the last call (each once, oldest first).
     pub fn take_newly_idle(&mut self) -> Vec<usize> {
         let mut indices = std::mem::take(&mut self.newly_idle);
@@ -1219,6 +1260,42 @@ mod tests {
         );
         assert_eq!(task.stats().max_on_cpu_ns, ms);
         assert_eq!(task.stats().max_blocked_ns, 29 * ms);
+    }
+
+    #[test]
+    fn where_a_poll_was_seen_blocked_is_kept_for_its_most_blocked_poll() {
+        let mut m = model();
+        let ms = 1_000_000;
+        let end = |ts_ns, blocked| TaskEvent {
+            other_header: probe_common::off_cpu::pack(blocked, 0),
+            ..poll_end(ts_ns, HDR, 1, 0)
+        };
+        let at = |function: &str| BlockedAt {
+            frames: vec![NativeFrame {
+                function: Some(function.to_owned()),
+                ..NativeFrame::default()
+            }],
+        };
+        m.apply(&event(0, EventKind::Spawn, HDR, 1));
+        m.apply(&event(0, EventKind::PollStart, HDR, 1));
+        assert_eq!(m.polls_running().count(), 1);
+        m.blocked(0, at("app::sleeps_long"));
+        m.apply(&end(30 * ms, 29 * ms));
+        assert_eq!(m.polls_running().count(), 0);
+        // Blocked for less, elsewhere: the longer block's place stays.
+        m.apply(&event(40 * ms, EventKind::PollStart, HDR, 1));
+        m.blocked(0, at("app::sleeps_short"));
+        m.apply(&end(50 * ms, 9 * ms));
+        // Between polls there is no poll to be blocked in.
+        m.blocked(0, at("app::not_polled"));
+        m.apply(&event(60 * ms, EventKind::PollStart, HDR, 1));
+        m.apply(&end(80 * ms, 19 * ms));
+        let kept = m.tasks()[0].stats().blocked_at.as_deref();
+        assert_eq!(kept, Some(&at("app::sleeps_long")));
+        // Blocked longest of all, but not seen where: no place is better than another's.
+        m.apply(&event(90 * ms, EventKind::PollStart, HDR, 1));
+        m.apply(&end(130 * ms, 39 * ms));
+        assert_eq!(m.tasks()[0].stats().blocked_at, None);
     }
 
     #[test]

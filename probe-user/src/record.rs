@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     analyze::stacks::TaskStack,
-    model::{Coverage, Observed, TaskEvent},
+    model::{BlockedAt, Coverage, Observed, TaskEvent},
     report::RunFacts,
     resolve::Catalogue,
     session::{Observer, Session},
@@ -122,6 +122,11 @@ enum Item {
     Observed(Observed),
     /// A [`Coverage`] change, as JSON.
     Coverage(String),
+    /// Where a task's running poll was seen blocked ([`BlockedAt`], as JSON).
+    Blocked {
+        task: u32,
+        at: String,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -214,6 +219,13 @@ impl Recorder {
         });
     }
 
+    pub fn blocked(&mut self, task: usize, at: &BlockedAt) {
+        self.item(&Item::Blocked {
+            task: task as u32,
+            at: to_json(at),
+        });
+    }
+
     fn item(&mut self, item: &Item) {
         let Some(out) = &mut self.out else { return };
         self.buf.clear();
@@ -272,6 +284,7 @@ pub enum Entry {
     /// Boxed: it comes once, and the entries read for every event need not be its size.
     End(Box<RunFacts>),
     Coverage(Coverage),
+    Blocked(usize, BlockedAt),
 }
 
 /// Reads a recording item by item.
@@ -399,6 +412,7 @@ impl Reader {
             Item::Observed(found) => Entry::Observed(found),
             Item::Stack { task, stack } => Entry::Stack(task as usize, self.parse_json(&stack)?),
             Item::Coverage(change) => Entry::Coverage(self.parse_json(&change)?),
+            Item::Blocked { task, at } => Entry::Blocked(task as usize, self.parse_json(&at)?),
             Item::End(json) => Entry::End(Box::new(self.parse_json(&json)?)),
         }))
     }
@@ -539,6 +553,7 @@ pub fn replay<O: Observer>(path: &Path, observer: O) -> Result<Replayed<O>, Reco
             }
             Entry::Stack(task, stack) => session.stack(task, stack),
             Entry::Coverage(change) => session.coverage(change),
+            Entry::Blocked(task, at) => session.blocked(task, at),
             Entry::End(end) => facts = Some(*end),
         }
     }
@@ -637,7 +652,16 @@ mod tests {
             event(1_040, EventKind::Spawn, second, 0),
             event(1_100, EventKind::WakeByRef, HDR, 0),
             event(1_200, EventKind::PollStart, HDR, 0),
-            event(1_300, EventKind::PollEnd, HDR, 0),
+        ] {
+            session.event(&event);
+        }
+        session.blocked(1, blocked_at());
+        for event in [
+            TaskEvent {
+                // Blocked in the kernel for the whole poll.
+                other_header: probe_common::off_cpu::pack(1_000, 0),
+                ..event(1_300, EventKind::PollEnd, HDR, 0)
+            },
             event(1_400, EventKind::PollStart, second, 0),
             event(
                 1_450,
@@ -667,6 +691,16 @@ mod tests {
                 missing: None,
             },
         );
+    }
+
+    fn blocked_at() -> BlockedAt {
+        BlockedAt {
+            frames: vec![crate::model::NativeFrame {
+                function: Some("app::handler".into()),
+                file: Some("/src/app/src/main.rs".into()),
+                line: Some(14),
+            }],
+        }
     }
 
     fn json(session: &Session, facts: RunFacts) -> String {
@@ -710,6 +744,13 @@ mod tests {
         assert_eq!(replayed.header.catalogue, catalogue());
         assert_eq!(replayed.session.model.events, 9);
         assert_eq!(replayed.session.model.tasks().len(), 3);
+        assert_eq!(
+            replayed.session.model.tasks()[1]
+                .stats()
+                .blocked_at
+                .as_deref(),
+            Some(&blocked_at())
+        );
         assert_eq!(
             json(&replayed.session, replayed.facts),
             json(&live, facts),

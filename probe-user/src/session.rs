@@ -5,7 +5,7 @@
 
 use crate::{
     analyze::stacks::{Stacks, TaskStack},
-    model::{Coverage, Observed, TaskEvent, TaskModel},
+    model::{BlockedAt, Coverage, Observed, TaskEvent, TaskModel},
     record::Recorder,
     resolve::Catalogue,
 };
@@ -131,6 +131,14 @@ impl<O: Observer> Session<O> {
         }
         self.model.coverage(change);
         self.follow_fold();
+    }
+
+    /// The poll `task` is in was seen blocked at `at` (its thread's native stack).
+    pub fn blocked(&mut self, task: usize, at: BlockedAt) {
+        if let Some(recorder) = &mut self.recorder {
+            recorder.blocked(task, &at);
+        }
+        self.model.blocked(task, at);
     }
 
     pub fn stack(&mut self, task: usize, stack: TaskStack) {

@@ -1,6 +1,7 @@
 //! End to end: a long poll is split into time on CPU, blocked in the kernel and preempted
 //! (from the `sched_switch` tracepoint), and `long_poll` warns only for the first two: a
-//! blocking call (`inspect-hangs blocking`: std::thread::sleep 300 ms) and a computation
+//! blocking call (`inspect-hangs blocking`: std::thread::sleep 300 ms, named with the line that
+//! made it) and a computation
 //! (`inspect-polls spin`: 50 ms of CPU, however long a loaded machine stretches it) warn,
 //! saying which; short polls preempted on an overloaded machine (`inspect-polls busy`) do not.
 //! Root and uprobe_multi, like the other end-to-end tests.
@@ -48,10 +49,13 @@ fn a_blocking_call_is_told_blocked() {
     assert_eq!(warnings.len(), 1, "{:#}", report["warnings"]);
     let blocker = task(&report, "inspect_hangs::block_worker");
     assert_eq!(Some(warnings[0].0), blocker["id"].as_u64());
+    // The blocker's own line: the worker's native stack as it went off CPU, unwound through
+    // libc and std to the program's frame that called sleep.
     assert!(
-        warnings[0]
-            .1
-            .contains("blocked in the kernel (a blocking call"),
+        warnings[0].1.contains(
+            "blocked in the kernel, in std::thread::functions::sleep ← \
+             inspect_hangs::block_worker (demo/src/bin/hangs.rs:213)"
+        ),
         "{}",
         warnings[0].1
     );

@@ -171,10 +171,12 @@ fn poll_split(task: &crate::model::Task, limits: &Thresholds) -> String {
     let on_cpu = task.max_poll_ns.saturating_sub(blocked + preempted);
     let mut parts = vec![format!("{} on CPU", duration(on_cpu))];
     if blocked > 0 {
-        parts.push(format!(
-            "{} blocked in the kernel (a blocking call: std::thread::sleep, a std Mutex, blocking I/O)",
-            duration(blocked)
-        ));
+        // Where the probe saw it blocked, when it looked while it was.
+        let at = match &task.stats().blocked_at {
+            Some(at) => format!(", in {}", at.describe(&location)),
+            None => " (a blocking call: std::thread::sleep, a std Mutex, blocking I/O)".to_owned(),
+        };
+        parts.push(format!("{} blocked in the kernel{at}", duration(blocked)));
     }
     if preempted > 0 {
         parts.push(format!("{} preempted", duration(preempted)));

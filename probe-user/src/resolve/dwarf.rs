@@ -114,11 +114,16 @@ impl LayoutParts {
     /// The layout DWARF gives, if the kernel side can read it: it takes a header's state and
     /// vtable from the words it reads at once ([`probe_common::HEADER_WORDS`]).
     fn layout(&self) -> Option<Layout> {
-        let in_header_words =
-            |offset: u64| offset.is_multiple_of(8) && offset < (probe_common::HEADER_WORDS * 8) as u64;
+        let in_header_words = |offset: u64| {
+            offset.is_multiple_of(8) && offset < (probe_common::HEADER_WORDS * 8) as u64
+        };
         Some(Layout {
-            header_state: self.header_state.filter(|offset| in_header_words(*offset))?,
-            header_vtable: self.header_vtable.filter(|offset| in_header_words(*offset))?,
+            header_state: self
+                .header_state
+                .filter(|offset| in_header_words(*offset))?,
+            header_vtable: self
+                .header_vtable
+                .filter(|offset| in_header_words(*offset))?,
             vtable_id_offset: self.vtable_id_offset?,
             from_dwarf: true,
         })

@@ -711,8 +711,14 @@ mod tests {
         let unknown = plan(vec![task_type(Some(0x28)), task_type(None)]);
         assert_eq!(unknown.uniform_task_id_offset(), 0);
         // Beyond the words read at once, or on the header's own fields.
-        assert_eq!(plan(vec![task_type(Some(0x40))]).uniform_task_id_offset(), 0);
-        assert_eq!(plan(vec![task_type(Some(0x10))]).uniform_task_id_offset(), 0);
+        assert_eq!(
+            plan(vec![task_type(Some(0x40))]).uniform_task_id_offset(),
+            0
+        );
+        assert_eq!(
+            plan(vec![task_type(Some(0x10))]).uniform_task_id_offset(),
+            0
+        );
         assert_eq!(plan(Vec::new()).uniform_task_id_offset(), 0);
     }
 }
