@@ -306,7 +306,7 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
     let mut blockers = attachment
         .off_cpu
         .is_ok()
-        .then(|| Blockers::new(pid.get(), plan.binary.clone()))
+        .then(|| Blockers::new(pid.get(), plan.dwarf_file.clone()))
         .flatten();
     let mut child = match gate {
         Some(gate) => Some(gate.release()?),

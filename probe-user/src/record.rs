@@ -336,6 +336,7 @@ impl Reader {
                 catalogue: Catalogue {
                     task_types: Vec::new(),
                     site_types: Vec::new(),
+                    spawned_at: Vec::new(),
                     naming: crate::resolve::NamingSource::Labels,
                     has_dwarf: false,
                     notes: Vec::new(),
@@ -592,6 +593,7 @@ mod tests {
                 runtime_worker: false,
             }],
             site_types: vec![Some(0), None],
+            spawned_at: Vec::new(),
             naming: NamingSource::Dwarf,
             has_dwarf: true,
             notes: vec!["a note".into()],

@@ -92,6 +92,9 @@ impl FoldedRow {
 pub struct StuckRow {
     pub id: Option<u64>,
     pub name: String,
+    /// The program's lines that spawn tasks of its type (`demo/src/main.rs:40`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub spawned_at: Vec<String>,
     pub idle_ns: u64,
     pub leaf: Option<String>,
     /// Innermost last.
@@ -287,6 +290,9 @@ pub struct TaskRow {
     /// The tokio task id (`tokio::task::Id`), if it could be read.
     pub id: Option<u64>,
     pub name: String,
+    /// The program's lines that spawn tasks of its type (`demo/src/main.rs:40`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub spawned_at: Vec<String>,
     /// One of tokio's own tasks, not the program's (see `Summary::internal_tasks`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub internal: bool,
@@ -427,6 +433,7 @@ impl TaskRow {
         TaskRow {
             id: task.id,
             name: name(task),
+            spawned_at: spawned_at(plan, model, task),
             internal: is_internal(plan, model, task),
             state: task.state,
             polls: task.polls,
@@ -585,6 +592,7 @@ impl Report {
             StuckRow {
                 id: task.id,
                 name: name(task),
+                spawned_at: spawned_at(plan, model, task),
                 idle_ns: stuck.idle_ns,
                 leaf: stack.and_then(|stack| stack.leaf().map(str::to_owned)),
                 backtrace: stack.map(|stack| stack.frames.clone()).unwrap_or_default(),
@@ -1000,6 +1008,7 @@ impl Report {
             Parked {
                 id: stuck.id,
                 name: &stuck.name,
+                spawned_at: &stuck.spawned_at,
                 what: &what,
                 leaf: stuck.leaf.as_deref(),
                 backtrace: &stuck.backtrace,
@@ -1074,6 +1083,7 @@ impl Report {
             Parked {
                 id: task.id,
                 name: &task.name,
+                spawned_at: &task.spawned_at,
                 what: task.state.as_str(),
                 leaf: task
                     .backtrace
@@ -1093,6 +1103,7 @@ impl Report {
 struct Parked<'a> {
     id: Option<u64>,
     name: &'a str,
+    spawned_at: &'a [String],
     /// `idle 12.3s`, or its state.
     what: &'a str,
     leaf: Option<&'a str>,
@@ -1117,11 +1128,30 @@ impl Parked<'_> {
         for (depth, frame) in self.backtrace.iter().rev().enumerate() {
             writeln!(out, "      {}", frame_line(frame, depth))?;
         }
+        if !self.spawned_at.is_empty() {
+            writeln!(out, "      spawned at {}", self.spawned_at.join(", "))?;
+        }
         if let Some(sentence) = self.wait.sentence() {
             writeln!(out, "      {sentence}")?;
         }
         Ok(())
     }
+}
+
+/// Where tasks of `task`'s type are spawned: the program's lines, as `demo/src/main.rs:40`.
+fn spawned_at(plan: &Catalogue, model: &TaskModel, task: &Task) -> Vec<String> {
+    let Some(task_type) = model.task_type(task) else {
+        return Vec::new();
+    };
+    let mut lines: Vec<String> = model
+        .spawn_sites_of(task_type)
+        .filter_map(|site| plan.spawned_at.get(site as usize))
+        .flatten()
+        .map(|at| location(Some(&at.file), Some(u64::from(at.line))))
+        .collect();
+    lines.sort();
+    lines.dedup();
+    lines
 }
 
 /// A tokio task id, or `?` when it could not be read.

@@ -1,6 +1,6 @@
 //! End to end: hang reports point at the line to fix. A task parked in a `select!` or `join!`
 //! is shown at the user's line of the macro with its pending branches, a method's task is named
-//! after its type, each stuck task says whether anything bounds its wait, and a missing
+//! after its type and says where it is spawned, each stuck task says whether anything bounds its wait, and a missing
 //! backtrace says why, and a task parked on a socket, an mpsc channel or a semaphore says which
 //! and what is left of it: in the text, JSON and Markdown reports of `probe` and in `dump`.
 //!
@@ -308,6 +308,7 @@ fn a_method_and_its_blocks_are_named_after_their_type() {
     let reports = probe("debug", "impl-method");
     let run_line = "self.connections.recv().await.unwrap_or(0)";
     let block_line = "tokio::spawn(async move { rx.await.unwrap_or(0) });";
+    let spawn_line = "tokio::spawn(Listener { connections }.run());";
     for text in [&reports.text, &reports.markdown] {
         let run = line_starting(text, &header(&reports.json, "inspect_hangs::Listener::run"));
         assert!(
@@ -341,9 +342,16 @@ fn a_method_and_its_blocks_are_named_after_their_type() {
                 ),
                 forever(run_line),
                 forever(block_line),
+                // Where each is spawned, found from the binary's calls and DWARF lines.
+                format!("spawned at {}", at(spawn_line)),
+                format!("spawned at {}", at(block_line)),
             ],
         );
     }
+    assert_eq!(
+        task(&reports.json, "inspect_hangs::Listener::run")["spawned_at"],
+        serde_json::json!([at(spawn_line)])
+    );
     assert_eq!(
         task(&reports.json, "inspect_hangs::Listener::run")["await_point"]["line"],
         hangs_line(run_line)

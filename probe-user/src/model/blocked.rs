@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::resolve::is_library_function;
+
 /// How a file and line are written (the reports shorten paths).
 pub type Place = dyn Fn(Option<&str>, Option<u64>) -> String;
 
@@ -22,31 +24,12 @@ pub struct BlockedAt {
     pub frames: Vec<NativeFrame>,
 }
 
-/// Crates whose frames are the machinery under a blocking call, not the code to fix.
-const LIBRARIES: &[&str] = &[
-    "std",
-    "core",
-    "alloc",
-    "tokio",
-    "parking_lot",
-    "parking_lot_core",
-    "futures",
-    "futures_util",
-    "futures_executor",
-];
-
 impl NativeFrame {
-    /// Whether it is code of the program itself: a Rust path outside the standard library,
-    /// tokio and the usual locking crates (a C symbol has no path).
+    /// Whether it is code of the program itself, not a library's or C's.
     fn is_own(&self) -> bool {
-        let Some(function) = &self.function else {
-            return false;
-        };
-        let path = function.trim_start_matches('<');
-        match path.split_once("::") {
-            Some((krate, _)) => !LIBRARIES.contains(&krate),
-            None => false,
-        }
+        self.function
+            .as_deref()
+            .is_some_and(|function| !is_library_function(function))
     }
 
     /// `inspect_hangs::block_worker (demo/src/bin/hangs.rs:213)`, the place as `place` writes

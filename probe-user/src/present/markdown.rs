@@ -412,6 +412,7 @@ pub(crate) mod fixtures {
         TaskRow {
             id: Some(id),
             name: name.to_owned(),
+            spawned_at: Vec::new(),
             internal: false,
             state,
             polls: 0,
@@ -609,6 +610,7 @@ pub(crate) mod fixtures {
         report.stuck = vec![StuckRow {
             id: Some(4),
             name: "inspect_demo::handler".to_owned(),
+            spawned_at: vec!["demo/src/main.rs:40".to_owned()],
             idle_ns: 1_500 * MS,
             leaf: Some("waiting for a message on a tokio::sync::mpsc channel".into()),
             backtrace: stuck_backtrace.into(),
@@ -731,6 +733,12 @@ mod tests {
             summary.contains(
                 &"| note | target built without frame pointers \\| backtraces from DWARF |"
             )
+        );
+
+        // A stuck task says where tasks of its type are spawned, under its backtrace.
+        assert!(
+            md.contains("\n    spawned at demo/src/main.rs:40\n"),
+            "{md}"
         );
 
         let slowest = table_rows(&md, "## Slowest tasks");

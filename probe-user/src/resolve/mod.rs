@@ -11,6 +11,7 @@ pub mod entry;
 pub mod futures;
 mod mapped;
 mod names;
+mod spawned;
 mod symbols;
 pub mod verify;
 pub mod vtables;
@@ -20,7 +21,8 @@ use std::path::{Path, PathBuf};
 use object::{Object as _, ObjectSection as _};
 use probe_common::EventKind;
 
-pub use names::task_name_from_type;
+pub use names::{is_library_function, task_name_from_type};
+pub use spawned::SourceLine;
 
 /// What a probe site is. One kind per tokio function we attach to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -87,6 +89,8 @@ pub struct Site {
     /// The cheapest place for a plain probe: past a first instruction the kernel would
     /// single-step, where it can.
     pub cheapest: entry::Entry,
+    /// For a scheduler spawn function: the program's lines that spawn through it (needs DWARF).
+    pub spawned_at: Vec<SourceLine>,
 }
 
 /// A future type that tasks are spawned with.
@@ -166,6 +170,8 @@ impl Layout {
 #[derive(Clone, Debug)]
 pub struct ProbePlan {
     pub binary: PathBuf,
+    /// The file DWARF is read from: `binary`, or its separate debug file.
+    pub dwarf_file: PathBuf,
     pub sites: Vec<Site>,
     pub task_types: Vec<TaskType>,
     pub layout: Layout,
@@ -230,6 +236,11 @@ impl ProbePlan {
                 })
                 .collect(),
             site_types: self.sites.iter().map(|site| site.task_type).collect(),
+            spawned_at: self
+                .sites
+                .iter()
+                .map(|site| site.spawned_at.clone())
+                .collect(),
             naming: self.naming,
             has_dwarf: self.has_dwarf,
             notes: self.notes.clone(),
@@ -245,6 +256,9 @@ pub struct Catalogue {
     pub task_types: Vec<TypeName>,
     /// `site_types[cookie]`: the task type of a per-type site.
     pub site_types: Vec<Option<usize>>,
+    /// `spawned_at[cookie]`: for a spawn site, the program's lines that spawn through it.
+    #[serde(default)]
+    pub spawned_at: Vec<Vec<SourceLine>>,
     pub naming: NamingSource,
     pub has_dwarf: bool,
     pub notes: Vec<String>,
@@ -574,6 +588,7 @@ pub fn resolve_with(binary: &Path, debuginfo: Option<&Path>) -> Result<ProbePlan
             task_type,
             at_start,
             cheapest,
+            spawned_at: Vec::new(),
         });
         Ok(())
     };
@@ -589,6 +604,10 @@ pub fn resolve_with(binary: &Path, debuginfo: Option<&Path>) -> Result<ProbePlan
         }
     }
 
+    if has_dwarf {
+        find_spawn_lines(&file, debug_path.as_deref().unwrap_or(binary), &mut sites);
+    }
+
     let segments = file
         .segments()
         .filter_map(|segment| {
@@ -602,6 +621,7 @@ pub fn resolve_with(binary: &Path, debuginfo: Option<&Path>) -> Result<ProbePlan
     }
     Ok(ProbePlan {
         binary: binary.to_owned(),
+        dwarf_file: debug_path.unwrap_or_else(|| binary.to_owned()),
         sites,
         task_types,
         layout,
@@ -611,6 +631,28 @@ pub fn resolve_with(binary: &Path, debuginfo: Option<&Path>) -> Result<ProbePlan
         segments,
         notes,
     })
+}
+
+/// Fills in the lines of the program that spawn through each scheduler spawn site.
+fn find_spawn_lines(file: &object::File<'_>, dwarf_file: &Path, sites: &mut [Site]) {
+    let Ok(lines) = addr2line::Loader::new(dwarf_file) else {
+        return;
+    };
+    let spawning: Vec<usize> = (0..sites.len())
+        .filter(|&index| {
+            matches!(
+                sites[index].kind,
+                SiteKind::SpawnMultiThread | SiteKind::SpawnCurrentThread
+            )
+        })
+        .collect();
+    let functions: Vec<u64> = spawning.iter().map(|&index| sites[index].address).collect();
+    for (index, found) in spawning
+        .into_iter()
+        .zip(spawned::spawn_lines(file, &lines, &functions))
+    {
+        sites[index].spawned_at = found;
+    }
 }
 
 /// Where a task's future sits in its `Cell<T, S>`: `core.stage.stage.value` is the `Stage<T>`,
@@ -690,6 +732,7 @@ mod tests {
     fn plan(task_types: Vec<TaskType>) -> ProbePlan {
         ProbePlan {
             binary: PathBuf::from("app"),
+            dwarf_file: PathBuf::from("app"),
             sites: Vec::new(),
             task_types,
             layout: Layout::KNOWN,

@@ -74,6 +74,30 @@ pub fn first_generic_arg(args: &str) -> Option<String> {
     (!all.is_empty()).then(|| all.to_owned())
 }
 
+/// Crates whose functions are machinery under the program's own code, not the line to point
+/// at: the standard library, tokio, and the usual futures and locking crates.
+const LIBRARIES: &[&str] = &[
+    "std",
+    "core",
+    "alloc",
+    "tokio",
+    "parking_lot",
+    "parking_lot_core",
+    "futures",
+    "futures_util",
+    "futures_executor",
+];
+
+/// Whether a demangled function name is a library's ([`LIBRARIES`]) or C's (no Rust path),
+/// rather than the program's own: `<myapp::Listener>::run` is the program's,
+/// `<core::pin::Pin<P> as core::future::Future>::poll` is not.
+pub fn is_library_function(name: &str) -> bool {
+    match name.trim_start_matches('<').split_once("::") {
+        Some((krate, _)) => LIBRARIES.contains(&krate),
+        None => true,
+    }
+}
+
 /// The name users see for a task's future type:
 /// - `app::handler::{async_fn_env#0}` (DWARF) or `app::handler::{closure#0}` (v0) -> `app::handler`
 /// - `app::main::{async_block_env#1}` -> `app::main::{async block#1}`
