@@ -240,6 +240,7 @@ pub struct Config {
 /// much as the rest of a program, whatever its size; a task cell is aligned to 128 bytes, so
 /// these never cross a page.
 pub const HEADER_WORDS: usize = 8;
+const _: () = assert!(HEADER_WORDS.is_power_of_two());
 
 /// The programs do their work: read the task, emit events.
 pub const MODE_EVENTS: u64 = 0;

@@ -196,7 +196,14 @@ fn read_task(config: &Config, header: u64) -> TaskWords {
             identity: NO_IDENTITY,
         };
     };
-    let word = |offset: u64| words[(offset / 8) as usize % HEADER_WORDS];
+    let word = |offset: u64| {
+        // Masked after a volatile read: the compiler would otherwise drop the mask where a
+        // caller's check already bounds the offset, and older verifiers (6.1) lose that bound
+        // on the way to the stack access.
+        // SAFETY: a read of a local.
+        let offset = unsafe { core::ptr::read_volatile(&offset) };
+        words[(offset / 8) as usize & (HEADER_WORDS - 1)]
+    };
     let vtable = word(config.header_vtable);
     let id_offset = if config.task_id_offset != 0 {
         config.task_id_offset
