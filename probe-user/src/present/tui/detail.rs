@@ -103,6 +103,13 @@ pub(super) fn document(report: &Report, index: usize, width: u16) -> Vec<Line<'s
         }
     }
 
+    if !task.spawned_at.is_empty() {
+        lines.push(indented(
+            // "spawned at" is when, among the figures above: this is where.
+            format!("spawned from {}", task.spawned_at.join(", ")).dim(),
+        ));
+    }
+
     section(&mut lines, "Woken by");
     if task.woken_by.is_empty() {
         lines.push(indented("(not woken while the probe watched)".dim()));

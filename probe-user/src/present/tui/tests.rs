@@ -163,6 +163,7 @@ fn fixture() -> Report {
         below_ns: Some(2_048),
         count: 77,
     }];
+    handler.spawned_at = vec!["demo/src/main.rs:20".to_owned()];
     handler.woken_by = vec![
         WakerRow {
             task: Some(1),
@@ -449,6 +450,8 @@ fn the_detail_view_shows_everything_about_a_task() {
         "  waiting for a tokio::sync::Mutex",
         "at tokio::sync::mutex::Mutex::lock (tokio-1.54.1/src/sync/mutex.rs:3)",
         "<- demo::handler::{async_fn_env#0} (demo/src/handler.rs:33) [request = 42]",
+        // Where its type is spawned.
+        "spawned from demo/src/main.rs:20",
         // Who woke it.
         "38 wakes  task 1 app::accept_loop",
         " 2 wakes  (outside any task)",
