@@ -448,8 +448,6 @@ pub struct TaskModel {
     generations: HashMap<u64, u32>,
     site_types: Vec<Option<usize>>,
     vtable_types: HashMap<u64, usize>,
-    /// Which spawn sites spawned tasks of which vtable: where each task type is spawned.
-    spawn_sites: foldhash::HashSet<(u64, u32)>,
     pub events: u64,
     pub first_ns: Option<u64>,
     pub last_ns: u64,
@@ -495,7 +493,6 @@ impl TaskModel {
             generations: HashMap::new(),
             site_types,
             vtable_types: HashMap::new(),
-            spawn_sites: foldhash::HashSet::default(),
             events: 0,
             first_ns: None,
             last_ns: 0,
@@ -548,7 +545,6 @@ impl TaskModel {
         let now = event.ts_ns;
         match event.kind {
             EventKind::Spawn => {
-                self.spawn_sites.insert((event.vtable, event.site));
                 if let Some(&index) = self.live.get(&event.header)
                     && self.same_task(index, event)
                 {
@@ -985,14 +981,6 @@ impl TaskModel {
         {
             task.state_word = Some((word, now));
         }
-    }
-
-    /// The spawn sites that spawned tasks of `task_type` (cookies).
-    pub fn spawn_sites_of(&self, task_type: usize) -> impl Iterator<Item = u32> + '_ {
-        self.spawn_sites
-            .iter()
-            .filter(move |(vtable, _)| self.vtable_types.get(vtable) == Some(&task_type))
-            .map(|&(_, site)| site)
     }
 
     /// The threads in a poll now, as `(thread, task, task header, when the poll started)`: the

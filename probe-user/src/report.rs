@@ -1138,15 +1138,19 @@ impl Parked<'_> {
     }
 }
 
-/// Where tasks of `task`'s type are spawned: the program's lines, as `demo/src/main.rs:40`.
+/// Where tasks of `task`'s type are spawned: the program's lines, as `demo/src/main.rs:40`. By
+/// name: a future spawned on both schedulers is two task types of one name.
 fn spawned_at(plan: &Catalogue, model: &TaskModel, task: &Task) -> Vec<String> {
-    let Some(task_type) = model.task_type(task) else {
+    let name_of = |task_type: Option<usize>| Some(&plan.task_types.get(task_type?)?.name);
+    let Some(name) = name_of(model.task_type(task)) else {
         return Vec::new();
     };
-    let mut lines: Vec<String> = model
-        .spawn_sites_of(task_type)
-        .filter_map(|site| plan.spawned_at.get(site as usize))
-        .flatten()
+    let mut lines: Vec<String> = plan
+        .site_types
+        .iter()
+        .zip(&plan.spawned_at)
+        .filter(|(task_type, _)| name_of(**task_type) == Some(name))
+        .flat_map(|(_, lines)| lines)
         .map(|at| location(Some(&at.file), Some(u64::from(at.line))))
         .collect();
     lines.sort();

@@ -456,6 +456,11 @@ fn dump_shows_the_users_lines_and_whether_waits_are_bounded() {
         &[
             format!("at tokio::select! ({})", at(SELECT_FOREVER)),
             forever(SELECT_FOREVER),
+            // An optimised build's spawn path is inlined: its lines say where.
+            format!(
+                "spawned at {}",
+                at("tokio::spawn(select_forever(once_rx, many_rx));")
+            ),
         ],
     );
     assert!(

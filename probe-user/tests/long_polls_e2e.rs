@@ -8,7 +8,11 @@
 
 mod common;
 
-use common::{assert_nothing_left_attached, fixture, privileged, probe_launch, task};
+use std::process::Command;
+
+use common::{
+    assert_nothing_left_attached, fixture, privileged, probe_binary, probe_launch, task, temp_json,
+};
 use serde_json::Value;
 
 fn probe(tag: &str, binary: &str, scenario: &str) -> Value {
@@ -44,20 +48,42 @@ fn long_polls(report: &Value) -> Vec<(u64, String)> {
 #[test]
 fn a_blocking_call_is_told_blocked() {
     let Some(_serial) = privileged() else { return };
-    let report = probe("long-poll-blocking", "inspect-hangs", "blocking");
+    let recording = temp_json("long-poll-blocking-recording");
+    let (output, report) = probe_launch(
+        "long-poll-blocking",
+        &["--quiet", "--record", recording.to_str().expect("utf-8")],
+        &fixture("debug/inspect-hangs"),
+        &["blocking", "--exit-after-ms", "1500"],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_nothing_left_attached();
     let warnings = long_polls(&report);
     assert_eq!(warnings.len(), 1, "{:#}", report["warnings"]);
     let blocker = task(&report, "inspect_hangs::block_worker");
     assert_eq!(Some(warnings[0].0), blocker["id"].as_u64());
     // The blocker's own line: the worker's native stack as it went off CPU, unwound through
     // libc and std to the program's frame that called sleep.
+    let blocked = "blocked in the kernel, in std::thread::functions::sleep ← \
+                   inspect_hangs::block_worker (demo/src/bin/hangs.rs:213)";
+    assert!(warnings[0].1.contains(blocked), "{}", warnings[0].1);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains(blocked), "{text}");
+    // A replay of the recording knows it too (Markdown escapes the underscores).
+    let replayed = Command::new(probe_binary())
+        .arg("report")
+        .arg(&recording)
+        .args(["--format", "md"])
+        .output()
+        .expect("async-inspect report");
+    let _ = std::fs::remove_file(&recording);
+    let markdown = String::from_utf8_lossy(&replayed.stdout);
     assert!(
-        warnings[0].1.contains(
-            "blocked in the kernel, in std::thread::functions::sleep ← \
-             inspect_hangs::block_worker (demo/src/bin/hangs.rs:213)"
-        ),
-        "{}",
-        warnings[0].1
+        markdown.contains(&blocked.replace('_', "\\_")),
+        "{markdown}"
     );
 }
 

@@ -1,5 +1,6 @@
-//! What DWARF tells resolve: the future type `T` of each `raw::poll::<T, S>` instance, and the
-//! offsets of tokio's `Header::{state, vtable}` and `Vtable::id_offset`.
+//! What DWARF tells resolve: the future type `T` of each `raw::poll::<T, S>` instance (and of
+//! each scheduler spawn function, generic the same way), and the offsets of tokio's
+//! `Header::{state, vtable}` and `Vtable::id_offset`.
 
 use std::{
     borrow::Cow,
@@ -239,8 +240,10 @@ fn scan_unit(
             }
             gimli::DW_TAG_template_type_parameter => {
                 let child = |outer: Option<isize>| outer.is_some_and(|d| depth == d + 1);
+                // The future is `T` (`raw::poll`, `Cell`, `bind_new_task`), or `F` (the
+                // current-thread scheduler's `spawn`).
                 if !(child(cell.map(|(_, d)| d)) || child(poll.map(|(_, d)| d)))
-                    || name().as_deref() != Some("T")
+                    || !matches!(name().as_deref(), Some("T" | "F"))
                 {
                     continue;
                 }

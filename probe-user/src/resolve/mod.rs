@@ -460,14 +460,25 @@ pub fn resolve_with(binary: &Path, debuginfo: Option<&Path>) -> Result<ProbePlan
         );
     }
 
-    let mut dwarf_info = dwarf::read(
-        dwarf_source,
-        &found
-            .polls
-            .iter()
-            .map(|p| p.symbol.as_str())
-            .collect::<Vec<_>>(),
-    );
+    // The scheduler spawn functions are generic in the future as `raw::poll` is: DWARF says
+    // which task type each spawns, after the polls' own.
+    let spawns: Vec<u64> = found
+        .others
+        .iter()
+        .filter(|(kind, _)| is_spawn(*kind))
+        .map(|&(_, address)| address)
+        .collect();
+    let generic_functions: Vec<&str> = found
+        .polls
+        .iter()
+        .map(|p| p.symbol.as_str())
+        .chain(
+            spawns
+                .iter()
+                .map(|&address| table.at(address).map_or("", |symbol| symbol.raw.as_str())),
+        )
+        .collect();
+    let mut dwarf_info = dwarf::read(dwarf_source, &generic_functions);
     let has_dwarf = dwarf_info.has_dwarf;
     let layout = dwarf_info.layout.unwrap_or(Layout::KNOWN);
     if has_dwarf && !layout.from_dwarf {
@@ -595,8 +606,9 @@ pub fn resolve_with(binary: &Path, debuginfo: Option<&Path>) -> Result<ProbePlan
     for (index, poll) in found.polls.iter().enumerate() {
         push(SiteKind::Poll, poll.address, Some(index))?;
     }
+    let spawn_types = spawned_types(&dwarf_info.poll_type_names, found.polls.len(), &spawns);
     for (kind, address) in found.singles.iter().chain(&found.others) {
-        push(*kind, *address, None)?;
+        push(*kind, *address, spawn_types.get(address).copied())?;
     }
     for (index, task_type) in task_types.iter().enumerate() {
         if task_type.block_on.is_some() {
@@ -633,18 +645,39 @@ pub fn resolve_with(binary: &Path, debuginfo: Option<&Path>) -> Result<ProbePlan
     })
 }
 
+fn is_spawn(kind: SiteKind) -> bool {
+    matches!(
+        kind,
+        SiteKind::SpawnMultiThread | SiteKind::SpawnCurrentThread
+    )
+}
+
+/// The task type each spawn function (by address) spawns, where DWARF names its future as it
+/// names a `raw::poll`'s: `names` holds the polls' future types, then the spawns'.
+fn spawned_types(
+    names: &[Option<String>],
+    polls: usize,
+    spawns: &[u64],
+) -> std::collections::HashMap<u64, usize> {
+    let type_of: std::collections::HashMap<&str, usize> = names[..polls.min(names.len())]
+        .iter()
+        .enumerate()
+        .filter_map(|(index, name)| Some((name.as_deref()?, index)))
+        .collect();
+    spawns
+        .iter()
+        .zip(names.iter().skip(polls))
+        .filter_map(|(&address, name)| Some((address, *type_of.get(name.as_deref()?)?)))
+        .collect()
+}
+
 /// Fills in the lines of the program that spawn through each scheduler spawn site.
 fn find_spawn_lines(file: &object::File<'_>, dwarf_file: &Path, sites: &mut [Site]) {
     let Ok(lines) = addr2line::Loader::new(dwarf_file) else {
         return;
     };
     let spawning: Vec<usize> = (0..sites.len())
-        .filter(|&index| {
-            matches!(
-                sites[index].kind,
-                SiteKind::SpawnMultiThread | SiteKind::SpawnCurrentThread
-            )
-        })
+        .filter(|&index| is_spawn(sites[index].kind))
         .collect();
     let functions: Vec<u64> = spawning.iter().map(|&index| sites[index].address).collect();
     for (index, found) in spawning
@@ -742,6 +775,23 @@ mod tests {
             segments: Vec::new(),
             notes: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_spawn_function_spawns_the_task_type_whose_future_dwarf_names_alike() {
+        let name = |name: &str| Some(name.to_owned());
+        // Two polls, then three spawn functions: one per poll's future, one DWARF could not name.
+        let names = [
+            name("app::handler::{async_fn_env#0}"),
+            name("app::main::{async_block_env#1}"),
+            name("app::main::{async_block_env#1}"),
+            None,
+            name("app::handler::{async_fn_env#0}"),
+        ];
+        let types = spawned_types(&names, 2, &[0x10, 0x20, 0x30]);
+        assert_eq!(types.get(&0x10), Some(&1));
+        assert_eq!(types.get(&0x20), None);
+        assert_eq!(types.get(&0x30), Some(&0));
     }
 
     #[test]
