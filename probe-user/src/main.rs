@@ -212,21 +212,7 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
         .as_ref()
         .and_then(|_| ProcessMemory::open(pid.get()).ok());
     let started_ns = collect::monotonic_ns();
-    let mut facts = RunFacts {
-        mode: Mode::Probe,
-        target: target::display_name(&binary),
-        pid: pid.get(),
-        started_ns,
-        ended_ns: started_ns,
-        dropped_per_cpu: Vec::new(),
-        undecodable: 0,
-        probe_points: attachment.points(),
-        links: attachment.links(),
-        perf_event_uprobes: mechanism == attach::Mechanism::PerfEvent,
-        overhead: None,
-        target_exit: None,
-        exec_into: None,
-    };
+    let mut facts = facts_at_start(&binary, pid, started_ns, &attachment);
     let exports = Exports::new(&config.output, started_ns);
     let settings = record::Settings {
         stuck_after_ns: config.stuck_after.as_nanos() as u64,
@@ -530,6 +516,26 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
 }
 
 /// The tasks in the program's memory, and the futures given to `block_on` parked on its stacks.
+/// What is known of a probe run once it is attached; the rest comes as it ends.
+fn facts_at_start(
+    binary: &std::path::Path,
+    pid: std::num::NonZeroU32,
+    started_ns: u64,
+    attachment: &Attachment,
+) -> RunFacts {
+    RunFacts {
+        mode: Mode::Probe,
+        target: target::display_name(binary),
+        pid: pid.get(),
+        started_ns,
+        ended_ns: started_ns,
+        probe_points: attachment.points(),
+        links: attachment.links(),
+        perf_event_uprobes: attachment.mechanism == attach::Mechanism::PerfEvent,
+        ..RunFacts::default()
+    }
+}
+
 /// Where the polls running a while are blocked, into the session.
 fn note_blocked<O: Observer>(
     blockers: &mut Blockers,

@@ -171,8 +171,14 @@ fn poll_split(task: &crate::model::Task, limits: &Thresholds) -> String {
     let on_cpu = task.max_poll_ns.saturating_sub(blocked + preempted);
     let mut parts = vec![format!("{} on CPU", duration(on_cpu))];
     if blocked > 0 {
-        // Where the probe saw it blocked, when it looked while it was.
-        let at = match &task.stats().blocked_at {
+        // Where the probe saw it blocked, when it looked while it was: the place is the most
+        // blocked poll's, so it is told only where that is the longest poll.
+        let place = task
+            .stats()
+            .blocked_at
+            .as_ref()
+            .filter(|_| task.stats().max_blocked_ns == blocked);
+        let at = match place {
             Some(at) => format!(", in {}", at.describe(&location)),
             None => " (a blocking call: std::thread::sleep, a std Mutex, blocking I/O)".to_owned(),
         };
