@@ -227,9 +227,10 @@ impl Modules {
         }
         if frames.iter().all(|frame| frame.function.is_none()) {
             // No DWARF here (libc): the symbol table names the function.
+            // `{:#}`: without the hashes of legacy names and v0's crate disambiguators.
             let function = symbols
                 .find_symbol(probe)
-                .map(|name| task_name_from_type(&rustc_demangle::demangle(name).to_string()));
+                .map(|name| task_name_from_type(&format!("{:#}", rustc_demangle::demangle(name))));
             frames = vec![NativeFrame {
                 function,
                 ..NativeFrame::default()
