@@ -184,9 +184,9 @@ struct TaskWords {
     identity: Identity,
 }
 
-/// A task's state word, vtable and tokio task id: one read of the target's memory when the
-/// user side found every task type's id at the same offset ([`Config::task_id_offset`]),
-/// three otherwise (the id's offset is then read from the task's vtable).
+/// A task's state word, vtable and tokio task id, from one read of the target's memory. The
+/// id's offset is the one every task type shares ([`Config::task_id_offset`]), or else its
+/// vtable's, from [`ID_OFFSETS`] (read from the vtable the first time it is met).
 #[inline(always)]
 fn read_task(config: &Config, header: u64) -> TaskWords {
     // SAFETY: bpf_probe_read_user faults safely on bad addresses.
