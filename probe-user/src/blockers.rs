@@ -37,6 +37,9 @@ pub struct Blockers {
     main_binary: PathBuf,
     /// Built when the first blocked poll is seen: most runs have none.
     modules: Option<Modules>,
+    /// Whether building them was tried: a target whose maps cannot be read is not read again
+    /// at every tick.
+    tried: bool,
     /// The block each thread was last looked at in (its `blocked_since`): one look each.
     looked: HashMap<u32, u64>,
 }
@@ -62,6 +65,7 @@ impl Blockers {
             memory: ProcessMemory::open(pid).ok()?,
             main_binary,
             modules: None,
+            tried: false,
             looked: HashMap::new(),
         })
     }
@@ -111,7 +115,8 @@ impl Blockers {
 
     /// The return addresses on the stack of the thread `current` describes, innermost first.
     fn unwind(&mut self, current: &Current) -> Vec<u64> {
-        if self.modules.is_none() {
+        if !self.tried {
+            self.tried = true;
             self.modules = Modules::load(&self.memory, &self.main_binary);
         }
         let Some(modules) = self.modules.as_mut() else {
