@@ -13,7 +13,7 @@ use std::{process::Command, time::Duration};
 
 use common::{
     RunningDemo, fixture, hangs_line, number, privileged, probe_binary, probe_launch, read_report,
-    task, temp_json,
+    replayed_markdown, task, temp_json,
 };
 use serde_json::Value;
 
@@ -55,22 +55,10 @@ fn probe(build: &str, scenario: &str) -> Reports {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let replayed = Command::new(probe_binary())
-        .arg("report")
-        .arg(&recording)
-        .args(["--format", "md"])
-        .output()
-        .expect("async-inspect report");
-    let _ = std::fs::remove_file(&recording);
-    assert!(
-        replayed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&replayed.stderr)
-    );
     Reports {
         text: String::from_utf8_lossy(&output.stdout).into_owned(),
         json,
-        markdown: String::from_utf8_lossy(&replayed.stdout).into_owned(),
+        markdown: replayed_markdown(&recording),
     }
 }
 

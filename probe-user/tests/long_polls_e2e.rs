@@ -8,10 +8,9 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::{
-    assert_nothing_left_attached, fixture, privileged, probe_binary, probe_launch, task, temp_json,
+    assert_nothing_left_attached, fixture, privileged, probe_launch, replayed_markdown, task,
+    temp_json,
 };
 use serde_json::Value;
 
@@ -73,14 +72,7 @@ fn a_blocking_call_is_told_blocked() {
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(text.contains(blocked), "{text}");
     // A replay of the recording knows it too (Markdown escapes the underscores).
-    let replayed = Command::new(probe_binary())
-        .arg("report")
-        .arg(&recording)
-        .args(["--format", "md"])
-        .output()
-        .expect("async-inspect report");
-    let _ = std::fs::remove_file(&recording);
-    let markdown = String::from_utf8_lossy(&replayed.stdout);
+    let markdown = replayed_markdown(&recording);
     assert!(
         markdown.contains(&blocked.replace('_', "\\_")),
         "{markdown}"

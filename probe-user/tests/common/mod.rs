@@ -50,6 +50,23 @@ pub fn probe_binary() -> &'static str {
     env!("CARGO_BIN_EXE_async-inspect")
 }
 
+/// The Markdown report `async-inspect report` makes from `recording`, which is then removed.
+pub fn replayed_markdown(recording: &Path) -> String {
+    let replayed = Command::new(probe_binary())
+        .arg("report")
+        .arg(recording)
+        .args(["--format", "md"])
+        .output()
+        .expect("async-inspect report");
+    let _ = std::fs::remove_file(recording);
+    assert!(
+        replayed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replayed.stderr)
+    );
+    String::from_utf8_lossy(&replayed.stdout).into_owned()
+}
+
 /// The serial lock, when this machine can run eBPF probes; `None` (skip) otherwise, outside CI.
 pub fn privileged() -> Option<MutexGuard<'static, ()>> {
     let guard = SERIAL
