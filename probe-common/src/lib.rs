@@ -130,23 +130,33 @@ pub struct Event {
 
 pub const EVENT_SIZE: usize = core::mem::size_of::<Event>();
 
-/// The per-thread record the programs keep in their `CURRENT` map (key: thread id): the task
-/// being polled on the thread, its off-CPU time, and where its user code was when it last
-/// blocked in a poll. The user side reads it to find where a long poll blocks.
+/// One poll a thread is in, as the programs keep it in [`Current`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Current {
+pub struct ThreadPoll {
+    /// The polled task's header (0: none).
     pub header: u64,
     /// The polled task's vtable and id, read once at the poll's start for its end as well:
     /// every read of the target's memory costs about as much as the rest of a program.
     pub vtable: u64,
     pub task_id: u64,
     pub flags: u64,
+    /// The thread's off-CPU totals ([`Current::blocked_total`], [`Current::preempted_total`])
+    /// when this poll started.
+    pub blocked_base: u64,
+    pub preempted_base: u64,
+}
+
+/// The per-thread record the programs keep in their `CURRENT` map (key: thread id): the task
+/// being polled on the thread, its off-CPU time, and where its user code was when it last
+/// blocked in a poll. The user side reads it to find where a long poll blocks.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Current {
+    /// The poll running now (header 0: none).
+    pub poll: ThreadPoll,
     /// The poll this one is nested in (a runtime driven from inside a task), restored at its end.
-    pub outer_header: u64,
-    pub outer_vtable: u64,
-    pub outer_task_id: u64,
-    pub outer_flags: u64,
+    pub outer: ThreadPoll,
     /// When this thread went off-CPU during a poll (0: on CPU), and whether it blocked.
     pub off_since: u64,
     pub off_blocked: u64,
@@ -154,11 +164,6 @@ pub struct Current {
     /// runnable but preempted. Never reset, so a nested poll's time counts in its outer poll too.
     pub blocked_total: u64,
     pub preempted_total: u64,
-    /// The totals when this poll (and the one it is nested in) started.
-    pub blocked_base: u64,
-    pub preempted_base: u64,
-    pub outer_blocked_base: u64,
-    pub outer_preempted_base: u64,
     /// The user registers (instruction, stack and frame pointers) of the thread's last
     /// blocking switch inside a poll, and when it was (the `off_since` it set): enough to unwind
     /// its stack while it stays blocked. 0 until it blocks in a poll.
@@ -172,18 +177,15 @@ impl Current {
     /// This thread's poll of `header` starts, nested in whatever it was polling.
     #[inline(always)]
     pub fn enter(&mut self, header: u64, vtable: u64, task_id: u64, entry_flags: u64) {
-        self.outer_header = self.header;
-        self.outer_vtable = self.vtable;
-        self.outer_task_id = self.task_id;
-        self.outer_flags = self.flags;
-        self.outer_blocked_base = self.blocked_base;
-        self.outer_preempted_base = self.preempted_base;
-        self.header = header;
-        self.vtable = vtable;
-        self.task_id = task_id;
-        self.flags = entry_flags;
-        self.blocked_base = self.blocked_total;
-        self.preempted_base = self.preempted_total;
+        self.outer = self.poll;
+        self.poll = ThreadPoll {
+            header,
+            vtable,
+            task_id,
+            flags: entry_flags,
+            blocked_base: self.blocked_total,
+            preempted_base: self.preempted_total,
+        };
     }
 
     /// This thread's poll ends: returns its off-CPU time, packed for the event
@@ -191,19 +193,11 @@ impl Current {
     #[inline(always)]
     pub fn leave(&mut self) -> u64 {
         let off = crate::off_cpu::pack(
-            self.blocked_total - self.blocked_base,
-            self.preempted_total - self.preempted_base,
+            self.blocked_total - self.poll.blocked_base,
+            self.preempted_total - self.poll.preempted_base,
         );
-        self.header = self.outer_header;
-        self.vtable = self.outer_vtable;
-        self.task_id = self.outer_task_id;
-        self.flags = self.outer_flags;
-        self.blocked_base = self.outer_blocked_base;
-        self.preempted_base = self.outer_preempted_base;
-        self.outer_header = 0;
-        self.outer_vtable = 0;
-        self.outer_task_id = 0;
-        self.outer_flags = 0;
+        self.poll = self.outer;
+        self.outer = ThreadPoll::default();
         off
     }
 }

@@ -336,9 +336,9 @@ unsafe fn running_in(entry: *const Current) -> Running {
     // SAFETY: the caller's.
     unsafe {
         Running {
-            header: (*entry).header,
-            task_id: (*entry).task_id,
-            flags: (*entry).flags,
+            header: (*entry).poll.header,
+            task_id: (*entry).poll.task_id,
+            flags: (*entry).poll.flags,
         }
     }
 }
@@ -469,11 +469,11 @@ fn poll_end_body(ctx: RetProbeContext) -> u32 {
     };
     // SAFETY: see slot().
     let entry = unsafe { *slot };
-    if entry.header == 0 {
+    if entry.poll.header == 0 {
         // Attached while this poll was already running: its start was never seen.
         return 0;
     }
-    let mut event_flags = entry.flags as u8;
+    let mut event_flags = entry.poll.flags as u8;
     if entry.off_since != 0 {
         // Running now, yet its return to a CPU was not seen.
         event_flags |= flags::OFF_CPU_UNKNOWN;
@@ -487,25 +487,25 @@ fn poll_end_body(ctx: RetProbeContext) -> u32 {
     }
     let state = if block_on {
         let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
-        block_on_done(cookie::site(cookie), entry.header)
+        block_on_done(cookie::site(cookie), entry.poll.header)
     } else if event_flags & flags::FREED_DURING_POLL != 0 {
         0
     } else {
-        read_u64(entry.header + config.header_state).unwrap_or(0)
+        read_u64(entry.poll.header + config.header_state).unwrap_or(0)
     };
     // SAFETY: see slot().
     let off = unsafe { (*slot).leave() };
     // The identity read at the poll's start: the header may be freed memory now
     // (FREED_DURING_POLL).
     let identity = Identity {
-        vtable: entry.vtable,
-        task_id: entry.task_id,
+        vtable: entry.poll.vtable,
+        task_id: entry.poll.task_id,
     };
     emit(
         &ctx,
         &config,
         EventKind::PollEnd,
-        (entry.header, identity),
+        (entry.poll.header, identity),
         state,
         event_flags,
         off_cpu_time(off),
@@ -593,7 +593,7 @@ fn task_op_body(ctx: ProbeContext) -> u32 {
         && let Some(entry) = CURRENT.get_ptr_mut(&tid)
     {
         // SAFETY: see slot().
-        unsafe { (*entry).flags |= u64::from(flags::FREED_DURING_POLL) };
+        unsafe { (*entry).poll.flags |= u64::from(flags::FREED_DURING_POLL) };
     }
     let identity = read_task(&config, header).identity;
     emit(&ctx, &config, kind, (header, identity), 0, 0, polled);
@@ -623,13 +623,13 @@ fn panic_start_body(ctx: ProbeContext) -> u32 {
         return 0;
     };
     // SAFETY: see slot().
-    let polled = unsafe { *entry };
+    let polled = unsafe { (*entry).poll };
     if polled.header == 0 {
         return 0;
     }
     if polled.flags & u64::from(flags::BLOCK_ON) == 0 {
         // SAFETY: see slot().
-        unsafe { (*entry).flags |= u64::from(flags::PANICKED) };
+        unsafe { (*entry).poll.flags |= u64::from(flags::PANICKED) };
         return 0;
     }
     // SAFETY: see slot(). Restores the poll this one was nested in, as poll_end does.
@@ -726,12 +726,12 @@ pub fn sched_wakeup(ctx: TracePointContext) -> u32 {
 unsafe fn switched_out(entry: *mut Current, now: u64, prev_state: u64) {
     // SAFETY: see sched_switch().
     unsafe {
-        if (*entry).header == 0 {
+        if (*entry).poll.header == 0 {
             return;
         }
         if (*entry).off_since != 0 {
             // Its return to a CPU was not seen.
-            (*entry).flags |= u64::from(flags::OFF_CPU_UNKNOWN);
+            (*entry).poll.flags |= u64::from(flags::OFF_CPU_UNKNOWN);
         }
         (*entry).off_since = now;
         // The low byte holds the sleep states (S, D, ...); a runnable thread reports none,
@@ -773,9 +773,9 @@ unsafe fn switched_in(entry: *mut Current, now: u64) {
     unsafe {
         let since = (*entry).off_since;
         if since == 0 {
-            if (*entry).header != 0 {
+            if (*entry).poll.header != 0 {
                 // It started the poll on a CPU, so its leaving was not seen.
-                (*entry).flags |= u64::from(flags::OFF_CPU_UNKNOWN);
+                (*entry).poll.flags |= u64::from(flags::OFF_CPU_UNKNOWN);
             }
             return;
         }

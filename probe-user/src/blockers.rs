@@ -146,7 +146,7 @@ impl Blockers {
 /// Whether `current` says its thread is blocked, in a poll of `header`, with its registers
 /// noted at this very block.
 fn blocked_in(current: &Current, header: u64) -> bool {
-    current.header == header
+    current.poll.header == header
         && current.off_since != 0
         && current.off_blocked != 0
         && current.blocked_since == current.off_since
