@@ -515,7 +515,6 @@ async fn probe(config: ProbeConfig) -> anyhow::Result<i32> {
     Ok(status.map_or(0, target::exit_code))
 }
 
-/// The tasks in the program's memory, and the futures given to `block_on` parked on its stacks.
 /// What is known of a probe run once it is attached; the rest comes as it ends.
 fn facts_at_start(
     binary: &std::path::Path,
@@ -550,6 +549,7 @@ fn note_blocked<O: Observer>(
     }
 }
 
+/// The tasks in the program's memory, and the futures given to `block_on` parked on its stacks.
 fn find_in_memory(
     plan: &resolve::ProbePlan,
     memory: &ProcessMemory,
