@@ -336,7 +336,6 @@ impl Reader {
                 catalogue: Catalogue {
                     task_types: Vec::new(),
                     site_types: Vec::new(),
-                    spawned_at: Vec::new(),
                     naming: crate::resolve::NamingSource::Labels,
                     has_dwarf: false,
                     notes: Vec::new(),
@@ -591,9 +590,9 @@ mod tests {
             task_types: vec![TypeName {
                 name: "app::handler".into(),
                 runtime_worker: false,
+                spawned_at: Vec::new(),
             }],
             site_types: vec![Some(0), None],
-            spawned_at: Vec::new(),
             naming: NamingSource::Dwarf,
             has_dwarf: true,
             notes: vec!["a note".into()],

@@ -1138,24 +1138,18 @@ impl Parked<'_> {
     }
 }
 
-/// Where tasks of `task`'s type are spawned: the program's lines, as `demo/src/main.rs:40`. By
-/// name: a future spawned on both schedulers is two task types of one name.
+/// Where tasks of `task`'s type are spawned: the program's lines, as `demo/src/main.rs:40`.
 fn spawned_at(plan: &Catalogue, model: &TaskModel, task: &Task) -> Vec<String> {
-    let name_of = |task_type: Option<usize>| Some(&plan.task_types.get(task_type?)?.name);
-    let Some(name) = name_of(model.task_type(task)) else {
-        return Vec::new();
-    };
-    let mut lines: Vec<String> = plan
-        .site_types
-        .iter()
-        .zip(&plan.spawned_at)
-        .filter(|(task_type, _)| name_of(**task_type) == Some(name))
-        .flat_map(|(_, lines)| lines)
-        .map(|at| location(Some(&at.file), Some(u64::from(at.line))))
-        .collect();
-    lines.sort();
-    lines.dedup();
-    lines
+    let task_type = model
+        .task_type(task)
+        .and_then(|index| plan.task_types.get(index));
+    task_type.map_or_else(Vec::new, |task_type| {
+        task_type
+            .spawned_at
+            .iter()
+            .map(|at| location(Some(&at.file), Some(u64::from(at.line))))
+            .collect()
+    })
 }
 
 /// A tokio task id, or `?` when it could not be read.

@@ -89,8 +89,6 @@ pub struct Site {
     /// The cheapest place for a plain probe: past a first instruction the kernel would
     /// single-step, where it can.
     pub cheapest: entry::Entry,
-    /// For a scheduler spawn function: the program's lines that spawn through it (needs DWARF).
-    pub spawned_at: Vec<SourceLine>,
 }
 
 /// A future type that tasks are spawned with.
@@ -111,6 +109,9 @@ pub struct TaskType {
     /// For a future given to `block_on` (no tokio task: `poll_address` is its own poll
     /// function, `future` is at offset 0 from the "header", its address).
     pub block_on: Option<block_on::Body>,
+    /// The program's lines that spawn tasks of this type (or of another of its name: one
+    /// future spawned on both schedulers is two types), where DWARF says.
+    pub spawned_at: Vec<SourceLine>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -233,14 +234,10 @@ impl ProbePlan {
                 .map(|t| TypeName {
                     name: t.name.clone(),
                     runtime_worker: t.runtime_worker,
+                    spawned_at: t.spawned_at.clone(),
                 })
                 .collect(),
             site_types: self.sites.iter().map(|site| site.task_type).collect(),
-            spawned_at: self
-                .sites
-                .iter()
-                .map(|site| site.spawned_at.clone())
-                .collect(),
             naming: self.naming,
             has_dwarf: self.has_dwarf,
             notes: self.notes.clone(),
@@ -256,9 +253,6 @@ pub struct Catalogue {
     pub task_types: Vec<TypeName>,
     /// `site_types[cookie]`: the task type of a per-type site.
     pub site_types: Vec<Option<usize>>,
-    /// `spawned_at[cookie]`: for a spawn site, the program's lines that spawn through it.
-    #[serde(default)]
-    pub spawned_at: Vec<Vec<SourceLine>>,
     pub naming: NamingSource,
     pub has_dwarf: bool,
     pub notes: Vec<String>,
@@ -269,6 +263,9 @@ pub struct TypeName {
     pub name: String,
     /// A multi-thread worker's loop: runtime plumbing, left out of the task counts.
     pub runtime_worker: bool,
+    /// The program's lines that spawn tasks of this type.
+    #[serde(default)]
+    pub spawned_at: Vec<SourceLine>,
 }
 
 impl TypeName {
@@ -547,6 +544,7 @@ pub fn resolve_with(binary: &Path, debuginfo: Option<&Path>) -> Result<ProbePlan
             name,
             poll_address: poll.address,
             block_on: None,
+            spawned_at: Vec::new(),
         });
     }
     if let Some(types) = &types {
@@ -563,6 +561,7 @@ pub fn resolve_with(binary: &Path, debuginfo: Option<&Path>) -> Result<ProbePlan
                 }),
                 vtable: None,
                 block_on: Some(body),
+                spawned_at: Vec::new(),
             });
         }
     }
@@ -599,7 +598,6 @@ pub fn resolve_with(binary: &Path, debuginfo: Option<&Path>) -> Result<ProbePlan
             task_type,
             at_start,
             cheapest,
-            spawned_at: Vec::new(),
         });
         Ok(())
     };
@@ -617,7 +615,8 @@ pub fn resolve_with(binary: &Path, debuginfo: Option<&Path>) -> Result<ProbePlan
     }
 
     if has_dwarf {
-        find_spawn_lines(&file, debug_path.as_deref().unwrap_or(binary), &mut sites);
+        let dwarf_file = debug_path.as_deref().unwrap_or(binary);
+        find_spawn_lines(&file, dwarf_file, &spawn_types, &mut task_types);
     }
 
     let segments = file
@@ -671,20 +670,40 @@ fn spawned_types(
         .collect()
 }
 
-/// Fills in the lines of the program that spawn through each scheduler spawn site.
-fn find_spawn_lines(file: &object::File<'_>, dwarf_file: &Path, sites: &mut [Site]) {
+/// Fills in the lines of the program that spawn each task type, through the scheduler spawn
+/// functions (by address) that DWARF ties to a type.
+fn find_spawn_lines(
+    file: &object::File<'_>,
+    dwarf_file: &Path,
+    spawn_types: &std::collections::HashMap<u64, usize>,
+    task_types: &mut [TaskType],
+) {
     let Ok(lines) = addr2line::Loader::new(dwarf_file) else {
         return;
     };
-    let spawning: Vec<usize> = (0..sites.len())
-        .filter(|&index| is_spawn(sites[index].kind))
+    let mut functions: Vec<(u64, usize)> = spawn_types
+        .iter()
+        .map(|(&address, &task_type)| (address, task_type))
         .collect();
-    let functions: Vec<u64> = spawning.iter().map(|&index| sites[index].address).collect();
-    for (index, found) in spawning
+    functions.sort_unstable();
+    let addresses: Vec<u64> = functions.iter().map(|&(address, _)| address).collect();
+    for ((_, spawned), found) in functions
         .into_iter()
-        .zip(spawned::spawn_lines(file, &lines, &functions))
+        .zip(spawned::spawn_lines(file, &lines, &addresses))
     {
-        sites[index].spawned_at = found;
+        let name = task_types[spawned].name.clone();
+        for task_type in task_types.iter_mut().filter(|t| t.name == name) {
+            for line in &found {
+                if !task_type.spawned_at.contains(line) {
+                    task_type.spawned_at.push(line.clone());
+                }
+            }
+        }
+    }
+    for task_type in task_types {
+        task_type
+            .spawned_at
+            .sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
     }
 }
 
@@ -759,6 +778,7 @@ mod tests {
                 id_offset,
             }),
             block_on: None,
+            spawned_at: Vec::new(),
         }
     }
 

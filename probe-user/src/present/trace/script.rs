@@ -56,6 +56,7 @@ pub(crate) fn catalogue() -> Catalogue {
     let named = |name: &str, runtime_worker| TypeName {
         name: name.to_owned(),
         runtime_worker,
+        spawned_at: Vec::new(),
     };
     Catalogue {
         task_types: vec![
@@ -65,7 +66,6 @@ pub(crate) fn catalogue() -> Catalogue {
             named(NESTED_NAME, false),
         ],
         site_types: vec![Some(0), Some(1), Some(2), Some(3), None],
-        spawned_at: Vec::new(),
         naming: NamingSource::Dwarf,
         has_dwarf: true,
         notes: Vec::new(),
