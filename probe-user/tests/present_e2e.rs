@@ -122,9 +122,20 @@ fn a_recording_gives_back_every_report_and_export() {
         .arg(live.path("run.airec"))
         .args(export_flags(&replayed)));
     for name in EXPORTS {
-        assert!(
-            live.read(name) == replayed.read(name),
-            "{name} from the recording differs from the live run's"
+        let (live, replayed) = (live.read(name), replayed.read(name));
+        if let Some((line, (a, b))) = live
+            .lines()
+            .zip(replayed.lines())
+            .enumerate()
+            .find(|(_, (a, b))| a != b)
+        {
+            panic!(
+                "{name} from the recording differs from the live run's, line {line}:\nlive:     {a}\nreplayed: {b}"
+            );
+        }
+        assert_eq!(
+            live, replayed,
+            "{name} from the recording differs in length"
         );
     }
     // The text report too: the same tables, from the same facts.
