@@ -3,9 +3,10 @@
 //! Data flows one way: [`resolve`] (ELF, DWARF) -> [`attach`] (uprobe.multi links) -> [`collect`]
 //! (ring buffer -> [`session`]: the [`model`] and the backtraces read) -> [`analyze`] (stuck
 //! tasks, lints, deadlocks) -> [`report`] and [`present`] (text, JSON, Markdown, the live view,
-//! timeline, flamegraphs). [`record`] writes what a session takes in and plays it back into a new
-//! session, so a recording gives the same reports. [`target`] launches or finds the process;
-//! [`cli`] turns flags into a validated configuration.
+//! timeline, flamegraphs). [`record`] writes what a session takes in, and [`replay`] plays it
+//! back into a new session, so a recording gives the same reports. [`target`] launches or finds
+//! the process; [`cli`] turns flags into a validated configuration; [`readable`] writes times and
+//! places as every stage shows them.
 
 pub mod analyze;
 pub mod attach;
@@ -17,7 +18,9 @@ pub mod memory;
 pub mod model;
 pub mod overhead;
 pub mod present;
+pub mod readable;
 pub mod record;
+pub mod replay;
 pub mod report;
 pub mod resolve;
 pub mod session;

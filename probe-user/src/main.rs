@@ -941,7 +941,8 @@ fn replay(args: &ReportArgs) -> anyhow::Result<i32> {
         .header
         .facts
         .started_ns;
-    let replayed = record::replay(&args.recording, Exports::new(&args.output, started_ns))?;
+    let replayed =
+        probe_user::replay::replay(&args.recording, Exports::new(&args.output, started_ns))?;
     if let Some(note) = replayed.note(&args.recording) {
         eprintln!("async-inspect: note: {note}");
     }

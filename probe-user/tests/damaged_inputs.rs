@@ -26,7 +26,8 @@ use probe_common::EventKind;
 use probe_user::{
     analyze::stacks::TaskStack,
     model::{Coverage, Observed, TaskEvent},
-    record::{self, Header, RecordError, Recorder, Replayed},
+    record::{self, Header, RecordError, Recorder},
+    replay::Replayed,
     report::RunFacts,
     resolve::{self, futures::TypeKind},
 };
@@ -358,7 +359,7 @@ fn make_sample(path: &Path, events: u64, flush_every: u64) -> Sample {
 }
 
 fn replay(path: &Path) -> Result<Replayed<()>, RecordError> {
-    record::replay(path, ())
+    probe_user::replay::replay(path, ())
 }
 
 /// The sample the recording tests mutate, and the scratch file a case is written to (in

@@ -537,7 +537,7 @@ impl Walker<'_> {
                 .sleep_deadline(address, ty)
                 .map(|deadline| deadline.saturating_sub(self.now_ns));
             return Some(match left {
-                Some(ns) => format!("sleeping ({} left)", crate::report::duration(ns)),
+                Some(ns) => format!("sleeping ({} left)", crate::readable::duration(ns)),
                 None => "sleeping".into(),
             });
         }

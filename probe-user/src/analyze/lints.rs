@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use super::stacks::TaskStack;
 use crate::{
     model::{Task, TaskModel, TaskState},
-    report::{duration, location},
+    readable::{duration, location},
 };
 
 /// What the lints measure against.
