@@ -762,7 +762,11 @@ impl Report {
     }
 
     pub fn write_json(&self, out: impl Write) -> io::Result<()> {
-        serde_json::to_writer_pretty(out, self).map_err(io::Error::other)
+        // An I/O error keeps its kind (a closed pipe is no failure to the caller).
+        serde_json::to_writer_pretty(out, self).map_err(|error| match error.io_error_kind() {
+            Some(kind) => io::Error::new(kind, error),
+            None => io::Error::other(error),
+        })
     }
 
     /// The summary and the `top` busiest tasks (all when `top` is 0).
