@@ -9,7 +9,7 @@ pub use crate::readable::{duration, location};
 use crate::{
     analyze::{
         backtrace::{Frame, Frames, Resource},
-        deadlocks::WaitGraph,
+        deadlocks::{Chain, Deadlock, WaitGraph},
         hangs,
         lints::{self, TaskView, Thresholds, Warning},
         stacks::{NoBacktrace, Stacks, TaskStack, await_point_of},
@@ -567,196 +567,30 @@ impl Report {
         facts: RunFacts,
         analysis: Analysis<'_>,
     ) -> Self {
-        let task_type = |task: &Task| task_type(plan, model, task);
-        let is_worker = |task: &Task| is_runtime_worker(plan, model, task);
-        let runtime_workers = model.tasks().iter().filter(|task| is_worker(task)).count();
-        let name = |task: &Task| task_name(plan, model, task).to_owned();
-        // Sized exactly (a filtered iterator would grow by doubling): one row per task, and a
-        // program can have 100 000 of them.
-        let mut tasks = Vec::with_capacity(model.tasks().len() - runtime_workers);
-        tasks.extend(
-            model
-                .tasks()
-                .iter()
-                .enumerate()
-                .filter(|(_, task)| !is_worker(task))
-                .map(|(index, task)| TaskRow::new(plan, model, &analysis, &facts, index, task)),
-        );
-        let internal = |task: &Task| is_internal(plan, model, task);
-        let stuck = hangs::stuck_tasks(model, facts.ended_ns, analysis.stuck_after_ns, |task| {
-            !internal(task)
-        })
-        .into_iter()
-        .map(|stuck| {
-            let task = &model.tasks()[stuck.task];
-            let stack = analysis.stacks.get(stuck.task);
-            StuckRow {
-                id: task.id,
-                name: name(task),
-                spawned_at: spawned_at(plan, model, task),
-                idle_ns: stuck.idle_ns,
-                leaf: stack.and_then(|stack| stack.leaf().map(str::to_owned)),
-                backtrace: stack.map(|stack| stack.frames.clone()).unwrap_or_default(),
-                no_backtrace: missing_backtrace(plan, stack, task),
-                wait: stack.map_or_else(Wait::default, |stack| {
-                    Wait::of(&stack.frames, facts.ended_ns)
-                }),
-            }
-        })
-        .collect();
-        tasks.sort_by(|a, b| b.busy_ns.cmp(&a.busy_ns).then(a.id.cmp(&b.id)));
-
-        let views: Vec<TaskView<'_>> = model
-            .tasks()
-            .iter()
-            .enumerate()
-            .filter(|(_, task)| !internal(task))
-            .map(|(index, task)| TaskView {
-                index,
-                task,
-                name: task_type(task).map_or("(unknown type)", |t| t.name.as_str()),
-                stack: analysis.stacks.get(index),
-                now_ns: facts.ended_ns,
-                idle_ns: model
-                    .idle_since(index)
-                    .map(|since| facts.ended_ns.saturating_sub(since)),
-            })
-            .collect();
-        let type_name = |task: &Task| {
-            task_type(task)
-                .filter(|t| !t.is_internal())
-                .map(|t| t.name.clone())
+        let tasks = task_rows(plan, model, &analysis, &facts);
+        let waits = Waits {
+            plan,
+            model,
+            stacks: analysis.stacks,
         };
-        let warnings = lints::check_all(&views, model, &type_name, &analysis.limits);
-
         let graph = WaitGraph::build(model, analysis.stacks);
         let found = graph.deadlocks();
-        let waiter = |index: usize, waits_on: Resource| {
-            let task = &model.tasks()[index];
-            let stack = analysis.stacks.get(index);
-            WaiterRow {
-                task: task.id,
-                name: name(task),
-                waits_on,
-                at: stack.and_then(TaskStack::await_point).map(AwaitPoint::of),
-                holds: stack
-                    .map(|stack| {
-                        stack
-                            .frames
-                            .iter()
-                            .flat_map(|frame| {
-                                frame.holds.iter().map(|resource| HeldRow {
-                                    resource: *resource,
-                                    function: frame.function.clone(),
-                                    file: frame.file.clone(),
-                                    line: frame.line,
-                                })
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-            }
-        };
-        let chains = graph
-            .chains(model, &found)
-            .into_iter()
-            .map(|chain| {
-                let holder = &model.tasks()[chain.holder];
-                ChainRow {
-                    waiter: waiter(chain.waiter, chain.resource),
-                    holder: holder.id,
-                    holder_name: name(holder),
-                    holder_leaf: analysis
-                        .stacks
-                        .get(chain.holder)
-                        .and_then(|stack| stack.leaf().map(str::to_owned)),
-                }
-            })
-            .collect();
-        let deadlocks = found
-            .iter()
-            .map(|deadlock| DeadlockRow {
-                tasks: deadlock
-                    .tasks
-                    .iter()
-                    .map(|&t| model.tasks()[t].id)
-                    .collect(),
-                locks: deadlock.waits_on.clone(),
-                details: deadlock
-                    .tasks
-                    .iter()
-                    .zip(&deadlock.waits_on)
-                    .map(|(&task, &resource)| waiter(task, resource))
-                    .collect(),
-            })
-            .collect();
-        let workers = model
-            .workers
-            .iter()
-            .map(|(&tid, stats)| {
-                let longest = stats.longest_poll_task.map(|index| &model.tasks()[index]);
-                WorkerRow {
-                    tid,
-                    polls: stats.polls,
-                    busy_ns: stats.busy_ns,
-                    longest_poll_ns: stats.longest_poll_ns,
-                    longest_poll_task: longest.and_then(|task| task.id),
-                    longest_poll_name: longest.map(name),
-                }
-            })
-            .collect();
         let folded_types = FoldedRow::all(plan, model);
-        let folded = |field: fn(&FoldedRow) -> u64| -> usize {
-            let rows = folded_types.iter().filter(|row| !row.internal);
-            rows.map(field).sum::<u64>() as usize
-        };
-        // The program's own tasks: what the counts count.
-        let own: Vec<&TaskRow> = tasks.iter().filter(|task| !task.internal).collect();
-        let internal_tasks = tasks.len() - own.len();
-        let count = |state| own.iter().filter(|task| task.state == state).count();
-        let summary = Summary {
-            mode: facts.mode,
-            target: facts.target,
-            pid: facts.pid,
-            duration_ns: facts.ended_ns.saturating_sub(facts.started_ns),
-            tasks: own.len() + folded(|row| row.tasks),
-            // Folded tasks no longer say when they lived: the model's running peak does.
-            peak_concurrency: model.peak_concurrency(|task| !internal(task)).max(
-                model
-                    .peak_active()
-                    .saturating_sub(runtime_workers + internal_tasks),
-            ),
-            completed: count(TaskState::Completed) + folded(|row| row.completed),
-            cancelled: count(TaskState::Cancelled) + folded(|row| row.cancelled),
-            panicked: count(TaskState::Panicked) + folded(|row| row.panicked),
-            folded: folded(|row| row.tasks) as u64,
-            live_at_end: own.iter().filter(|task| !task.state.is_terminal()).count(),
-            runtime_workers,
-            internal_tasks,
-            events: model.events,
-            dropped: facts.dropped_per_cpu.iter().sum(),
-            dropped_per_cpu: facts.dropped_per_cpu,
-            undecodable: facts.undecodable,
-            unmatched_poll_ends: model.anomalies.unmatched_poll_ends,
-            lost_frees: model.anomalies.lost_frees,
-            naming: plan.naming,
-            debuginfo: plan.has_dwarf,
-            probe_points: facts.probe_points,
-            links: facts.links,
-            perf_event_uprobes: facts.perf_event_uprobes,
-            overhead: facts.overhead,
-            target_exit: facts.target_exit,
-            exec_into: facts.exec_into,
-            notes: plan.notes.clone(),
-        };
         Self {
-            summary,
+            stuck: stuck_rows(plan, model, &analysis, facts.ended_ns),
+            warnings: warnings(plan, model, &analysis, facts.ended_ns),
+            chains: graph
+                .chains(model, &found)
+                .into_iter()
+                .map(|chain| waits.chain(chain))
+                .collect(),
+            deadlocks: found
+                .iter()
+                .map(|deadlock| waits.deadlock(deadlock))
+                .collect(),
+            workers: worker_rows(plan, model),
+            summary: Summary::new(plan, model, facts, &tasks, &folded_types),
             tasks,
-            stuck,
-            warnings,
-            deadlocks,
-            chains,
-            workers,
             folded_types,
         }
     }
@@ -1140,6 +974,241 @@ impl Parked<'_> {
             writeln!(out, "      {sentence}")?;
         }
         Ok(())
+    }
+}
+
+/// One row per task of the program's own (runtime workers left out), busiest first.
+fn task_rows(
+    plan: &Catalogue,
+    model: &TaskModel,
+    analysis: &Analysis<'_>,
+    facts: &RunFacts,
+) -> Vec<TaskRow> {
+    let is_worker = |task: &Task| is_runtime_worker(plan, model, task);
+    let runtime_workers = model.tasks().iter().filter(|task| is_worker(task)).count();
+    // Sized exactly (a filtered iterator would grow by doubling): one row per task, and a
+    // program can have 100 000 of them.
+    let mut tasks = Vec::with_capacity(model.tasks().len() - runtime_workers);
+    tasks.extend(
+        model
+            .tasks()
+            .iter()
+            .enumerate()
+            .filter(|(_, task)| !is_worker(task))
+            .map(|(index, task)| TaskRow::new(plan, model, analysis, facts, index, task)),
+    );
+    tasks.sort_by(|a, b| b.busy_ns.cmp(&a.busy_ns).then(a.id.cmp(&b.id)));
+    tasks
+}
+
+/// The program's own tasks idle longer than the threshold at `ended_ns`, with where each waits.
+fn stuck_rows(
+    plan: &Catalogue,
+    model: &TaskModel,
+    analysis: &Analysis<'_>,
+    ended_ns: u64,
+) -> Vec<StuckRow> {
+    let own = |task: &Task| !is_internal(plan, model, task);
+    hangs::stuck_tasks(model, ended_ns, analysis.stuck_after_ns, own)
+        .into_iter()
+        .map(|stuck| {
+            let task = &model.tasks()[stuck.task];
+            let stack = analysis.stacks.get(stuck.task);
+            StuckRow {
+                id: task.id,
+                name: task_name(plan, model, task).to_owned(),
+                spawned_at: spawned_at(plan, model, task),
+                idle_ns: stuck.idle_ns,
+                leaf: stack.and_then(|stack| stack.leaf().map(str::to_owned)),
+                backtrace: stack.map(|stack| stack.frames.clone()).unwrap_or_default(),
+                no_backtrace: missing_backtrace(plan, stack, task),
+                wait: stack.map_or_else(Wait::default, |stack| Wait::of(&stack.frames, ended_ns)),
+            }
+        })
+        .collect()
+}
+
+/// The lints over the program's own tasks, as of `ended_ns`.
+fn warnings(
+    plan: &Catalogue,
+    model: &TaskModel,
+    analysis: &Analysis<'_>,
+    ended_ns: u64,
+) -> Vec<Warning> {
+    let task_type = |task: &Task| task_type(plan, model, task);
+    let views: Vec<TaskView<'_>> = model
+        .tasks()
+        .iter()
+        .enumerate()
+        .filter(|(_, task)| !is_internal(plan, model, task))
+        .map(|(index, task)| TaskView {
+            index,
+            task,
+            name: task_type(task).map_or("(unknown type)", |t| t.name.as_str()),
+            stack: analysis.stacks.get(index),
+            now_ns: ended_ns,
+            idle_ns: model
+                .idle_since(index)
+                .map(|since| ended_ns.saturating_sub(since)),
+        })
+        .collect();
+    let type_name = |task: &Task| {
+        task_type(task)
+            .filter(|t| !t.is_internal())
+            .map(|t| t.name.clone())
+    };
+    lints::check_all(&views, model, &type_name, &analysis.limits)
+}
+
+/// Rows of tasks that wait on each other: a deadlock's members, a chain's waiter.
+struct Waits<'a> {
+    plan: &'a Catalogue,
+    model: &'a TaskModel,
+    stacks: &'a Stacks,
+}
+
+impl Waits<'_> {
+    fn name(&self, task: &Task) -> String {
+        task_name(self.plan, self.model, task).to_owned()
+    }
+
+    /// The task at `index`, waiting on `waits_on`: where, and the locks it holds meanwhile.
+    fn waiter(&self, index: usize, waits_on: Resource) -> WaiterRow {
+        let task = &self.model.tasks()[index];
+        let stack = self.stacks.get(index);
+        let holds = stack.map(|stack| {
+            stack
+                .frames
+                .iter()
+                .flat_map(|frame| {
+                    frame.holds.iter().map(|resource| HeldRow {
+                        resource: *resource,
+                        function: frame.function.clone(),
+                        file: frame.file.clone(),
+                        line: frame.line,
+                    })
+                })
+                .collect()
+        });
+        WaiterRow {
+            task: task.id,
+            name: self.name(task),
+            waits_on,
+            at: stack.and_then(TaskStack::await_point).map(AwaitPoint::of),
+            holds: holds.unwrap_or_default(),
+        }
+    }
+
+    fn chain(&self, chain: Chain) -> ChainRow {
+        let holder = &self.model.tasks()[chain.holder];
+        ChainRow {
+            waiter: self.waiter(chain.waiter, chain.resource),
+            holder: holder.id,
+            holder_name: self.name(holder),
+            holder_leaf: self
+                .stacks
+                .get(chain.holder)
+                .and_then(|stack| stack.leaf().map(str::to_owned)),
+        }
+    }
+
+    fn deadlock(&self, deadlock: &Deadlock) -> DeadlockRow {
+        DeadlockRow {
+            tasks: deadlock
+                .tasks
+                .iter()
+                .map(|&t| self.model.tasks()[t].id)
+                .collect(),
+            locks: deadlock.waits_on.clone(),
+            details: deadlock
+                .tasks
+                .iter()
+                .zip(&deadlock.waits_on)
+                .map(|(&task, &resource)| self.waiter(task, resource))
+                .collect(),
+        }
+    }
+}
+
+/// One row per thread that polled tasks.
+fn worker_rows(plan: &Catalogue, model: &TaskModel) -> Vec<WorkerRow> {
+    model
+        .workers
+        .iter()
+        .map(|(&tid, stats)| {
+            let longest = stats.longest_poll_task.map(|index| &model.tasks()[index]);
+            WorkerRow {
+                tid,
+                polls: stats.polls,
+                busy_ns: stats.busy_ns,
+                longest_poll_ns: stats.longest_poll_ns,
+                longest_poll_task: longest.and_then(|task| task.id),
+                longest_poll_name: longest.map(|task| task_name(plan, model, task).to_owned()),
+            }
+        })
+        .collect()
+}
+
+impl Summary {
+    /// The run's figures: the program's own tasks counted, those folded into their types' totals
+    /// included; runtime workers and tokio's internal tasks counted apart.
+    fn new(
+        plan: &Catalogue,
+        model: &TaskModel,
+        facts: RunFacts,
+        tasks: &[TaskRow],
+        folded_types: &[FoldedRow],
+    ) -> Self {
+        let runtime_workers = model
+            .tasks()
+            .iter()
+            .filter(|task| is_runtime_worker(plan, model, task))
+            .count();
+        let folded = |field: fn(&FoldedRow) -> u64| -> usize {
+            let rows = folded_types.iter().filter(|row| !row.internal);
+            rows.map(field).sum::<u64>() as usize
+        };
+        // The program's own tasks: what the counts count.
+        let own: Vec<&TaskRow> = tasks.iter().filter(|task| !task.internal).collect();
+        let internal_tasks = tasks.len() - own.len();
+        let count = |state| own.iter().filter(|task| task.state == state).count();
+        Summary {
+            mode: facts.mode,
+            target: facts.target,
+            pid: facts.pid,
+            duration_ns: facts.ended_ns.saturating_sub(facts.started_ns),
+            tasks: own.len() + folded(|row| row.tasks),
+            // Folded tasks no longer say when they lived: the model's running peak does.
+            peak_concurrency: model
+                .peak_concurrency(|task| !is_internal(plan, model, task))
+                .max(
+                    model
+                        .peak_active()
+                        .saturating_sub(runtime_workers + internal_tasks),
+                ),
+            completed: count(TaskState::Completed) + folded(|row| row.completed),
+            cancelled: count(TaskState::Cancelled) + folded(|row| row.cancelled),
+            panicked: count(TaskState::Panicked) + folded(|row| row.panicked),
+            folded: folded(|row| row.tasks) as u64,
+            live_at_end: own.iter().filter(|task| !task.state.is_terminal()).count(),
+            runtime_workers,
+            internal_tasks,
+            events: model.events,
+            dropped: facts.dropped_per_cpu.iter().sum(),
+            dropped_per_cpu: facts.dropped_per_cpu,
+            undecodable: facts.undecodable,
+            unmatched_poll_ends: model.anomalies.unmatched_poll_ends,
+            lost_frees: model.anomalies.lost_frees,
+            naming: plan.naming,
+            debuginfo: plan.has_dwarf,
+            probe_points: facts.probe_points,
+            links: facts.links,
+            perf_event_uprobes: facts.perf_event_uprobes,
+            overhead: facts.overhead,
+            target_exit: facts.target_exit,
+            exec_into: facts.exec_into,
+            notes: plan.notes.clone(),
+        }
     }
 }
 
