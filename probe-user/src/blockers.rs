@@ -183,7 +183,10 @@ impl Modules {
             let Ok(elf) = object::File::parse(&*bytes) else {
                 continue;
             };
-            let Some(bias) = load_bias(&elf, maps) else {
+            let segment = |segment: object::Segment<'_, '_>| {
+                maps.load_bias_of_segment(segment.address(), segment.file_range().0)
+            };
+            let Some(bias) = elf.segments().find_map(segment) else {
                 continue;
             };
             unwinder.add_module(Module::new(
@@ -259,19 +262,6 @@ fn executable_files(mappings: &[Mapping]) -> Vec<(PathBuf, Range<u64>, &Mapping)
         files.push((path.clone(), span, mapping));
     }
     files
-}
-
-/// Where the file's virtual address 0 is, from the segment that `mapping` maps: the one that
-/// starts on the mapping's first page (a read-only segment before it may share that page).
-fn load_bias(elf: &object::File<'_>, mapping: &Mapping) -> Option<u64> {
-    const PAGE: u64 = 0x1000;
-    elf.segments().find_map(|segment| {
-        let (offset, _) = segment.file_range();
-        (offset & !(PAGE - 1) == mapping.offset).then(|| {
-            let vaddr = segment.address() - (offset - mapping.offset);
-            mapping.start.wrapping_sub(vaddr)
-        })
-    })
 }
 
 /// What framehop unwinds with: `.eh_frame` and its index, and where they and the GOT are.
