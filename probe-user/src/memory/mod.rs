@@ -247,6 +247,24 @@ pub(super) fn page_size() -> u64 {
 pub(crate) mod testing {
     use super::*;
 
+    /// A private read-write anonymous mapping from `start` to `end`.
+    pub fn anonymous(start: u64, end: u64) -> Mapping {
+        Mapping {
+            start,
+            end,
+            readable: true,
+            writable: true,
+            executable: false,
+            private: true,
+            offset: 0,
+            dev: (0, 0),
+            inode: 0,
+            path: None,
+            pseudo: Some("[anon:test]".into()),
+            deleted: false,
+        }
+    }
+
     pub fn own() -> ProcessMemory {
         ProcessMemory::open(std::process::id()).expect("open self")
     }

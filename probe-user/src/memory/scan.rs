@@ -171,20 +171,7 @@ mod tests {
         let object = fake(marker);
         let address = &raw const *object as u64;
         assert_eq!(address % 128, 0);
-        let only_the_object = Mapping {
-            start: address,
-            end: address + size_of::<Fake>() as u64,
-            readable: true,
-            writable: true,
-            executable: false,
-            private: true,
-            offset: 0,
-            dev: (0, 0),
-            inode: 0,
-            path: None,
-            pseudo: None,
-            deleted: false,
-        };
+        let only_the_object = anonymous(address, address + size_of::<Fake>() as u64);
         let mut found = Vec::new();
         let stats = own()
             .scan_words(
@@ -258,23 +245,9 @@ mod tests {
         let start = bytes.as_ptr() as u64;
         let half = HalfMapped::new();
         let hole = half.address() + half.page as u64;
-        let region = |start: u64, end: u64| Mapping {
-            start,
-            end,
-            readable: true,
-            writable: true,
-            executable: false,
-            private: true,
-            offset: 0,
-            dev: (0, 0),
-            inode: 0,
-            path: None,
-            pseudo: Some("[anon:test]".into()),
-            deleted: false,
-        };
         let mappings = [
-            region(hole, hole + half.page as u64),
-            region(start, start + bytes.len() as u64),
+            anonymous(hole, hole + half.page as u64),
+            anonymous(start, start + bytes.len() as u64),
         ];
         let mut found = Vec::new();
         let stats = own()

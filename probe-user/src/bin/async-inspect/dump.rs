@@ -78,13 +78,12 @@ fn plan(args: &DumpArgs, exe: &std::path::Path) -> anyhow::Result<resolve::Probe
         args.binary.as_deref().unwrap_or(exe),
         args.debuginfo.as_deref(),
     )?;
-    let notes = verify_plan(
-        &plan,
+    verify_plan(
+        &mut plan,
         exe,
         args.binary.as_deref(),
         args.debuginfo.as_deref(),
     )?;
-    plan.notes.extend(notes);
     plan.notes
         .extend(resolve::block_on::unfindable_note(&plan.task_types, false));
     if plan.types.is_none() {

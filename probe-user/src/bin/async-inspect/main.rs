@@ -104,19 +104,21 @@ fn make_report<O>(
 }
 
 /// Checks that the plan fits the file the target runs (another build's `--binary` would put the
-/// probes inside its instructions), before anything is launched, attached or read. Returns notes
-/// on what could not be checked.
+/// probes inside its instructions), before anything is launched, attached or read; what could
+/// not be checked goes into the plan's notes.
 fn verify_plan(
-    plan: &resolve::ProbePlan,
+    plan: &mut resolve::ProbePlan,
     running: &std::path::Path,
     binary: Option<&std::path::Path>,
     debuginfo: Option<&std::path::Path>,
-) -> anyhow::Result<Vec<String>> {
+) -> anyhow::Result<()> {
     let files = resolve::verify::Files {
         running,
         running_name: target::display_name(running),
         binary,
         debuginfo,
     };
-    Ok(resolve::verify::verify(plan, &files)?)
+    let notes = resolve::verify::verify(plan, &files)?;
+    plan.notes.extend(notes);
+    Ok(())
 }

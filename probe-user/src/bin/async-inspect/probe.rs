@@ -197,52 +197,33 @@ impl Run {
     /// Detaches, reads where tasks wait at the end, settles a launched program, finishes the
     /// recording, and makes the report.
     async fn finish(self: Box<Self>, ended: Ended, config: &ProbeConfig) -> Finished {
-        let Run {
-            plan,
-            catalogue,
-            pid,
-            attachment,
-            collector,
-            memory,
-            mut session,
-            mut facts,
-            settings,
-            mut budget,
-            tui,
-            target_log,
-            mut child,
-            ..
-        } = *self;
+        let mut run = *self;
+        let facts = &mut run.facts;
         let ended_ns = collect::monotonic_ns();
         facts.ended_ns = ended_ns;
-        facts.dropped_per_cpu = attachment.drops_per_cpu().unwrap_or_default();
-        if target::is_alive(pid) {
-            budget.finish(&mut session, memory.as_ref(), &plan.layout);
+        facts.dropped_per_cpu = run.attachment.drops_per_cpu().unwrap_or_default();
+        if target::is_alive(run.pid) {
+            let memory = run.memory.as_ref();
+            run.budget
+                .finish(&mut run.session, memory, &run.plan.layout);
         }
-        facts.overhead = Some(budget.overhead(&attachment));
-        facts.undecodable = collector.undecodable;
+        facts.overhead = Some(run.budget.overhead(&run.attachment));
+        facts.undecodable = run.collector.undecodable;
         // Detach before reporting: the target runs unprobed from here on.
-        drop(collector);
-        drop(attachment);
-        session.model.close(ended_ns);
-        facts.exec_into = target::exec_since(pid, &facts.target);
-        let reader = reader(&plan, memory.as_ref(), config.values);
-        scan::read_final_stacks(
-            reader.as_ref(),
-            &mut session,
-            pid,
-            facts.exec_into.is_none(),
-        );
-        let status = stop::settle_child(ended, child.as_mut()).await;
+        drop(run.collector);
+        drop(run.attachment);
+        run.session.model.close(ended_ns);
+        facts.exec_into = target::exec_since(run.pid, &facts.target);
+        let same_program = facts.exec_into.is_none();
+        let reader = reader(&run.plan, run.memory.as_ref(), config.values);
+        scan::read_final_stacks(reader.as_ref(), &mut run.session, run.pid, same_program);
+        let status = stop::settle_child(ended, run.child.as_mut()).await;
         // A program killed by a signal must not look like one that ended well: every report
         // says.
         facts.target_exit = status.map(target::ended);
         // Finished once the target's end is known, so a replay reports it too. A recording that
         // failed (a full disk) must not cost the report.
-        let recorded = match session
-            .take_recorder()
-            .map(|recorder| recorder.finish(&facts))
-        {
+        let recorded = match run.session.take_recorder().map(|r| r.finish(facts)) {
             Some(Err(error)) => {
                 eprintln!("async-inspect: {error}");
                 None
@@ -250,15 +231,15 @@ impl Run {
             other => other.and_then(Result::ok),
         };
         Finished {
-            report: make_report(&catalogue, &session, facts, settings),
-            session,
-            catalogue,
-            tui,
-            target_log,
+            report: make_report(&run.catalogue, &run.session, run.facts, run.settings),
+            session: run.session,
+            catalogue: run.catalogue,
+            tui: run.tui,
+            target_log: run.target_log,
             recorded,
             status,
             ended,
-            stuck_after_ns: settings.stuck_after_ns,
+            stuck_after_ns: run.settings.stuck_after_ns,
         }
     }
 }
@@ -279,23 +260,13 @@ struct Finished {
 impl Finished {
     /// Shows the report (in the live view until the user leaves it, then as asked), says where
     /// the files went, and gives the exit status: the program's own, or [`stop::HANG_EXIT`].
-    fn present(self, config: &ProbeConfig) -> anyhow::Result<i32> {
-        let Finished {
-            report,
-            session,
-            catalogue,
-            tui,
-            target_log,
-            recorded,
-            status,
-            ended,
-            stuck_after_ns,
-        } = self;
-        if let Some(mut tui) = tui {
+    fn present(mut self, config: &ProbeConfig) -> anyhow::Result<i32> {
+        let report = &self.report;
+        if let Some(mut tui) = self.tui.take() {
             tui.update(report.clone());
             tui.set_status(format!(
                 "{}; q to leave and print the report",
-                stop::final_status(ended, report.summary.target_exit.as_ref())
+                stop::final_status(self.ended, report.summary.target_exit.as_ref())
             ));
             // A terminal that went away (SIGHUP) must not cost the report and the files.
             if let Err(error) = tui.wait_for_quit() {
@@ -303,23 +274,23 @@ impl Finished {
                 eprintln!("async-inspect: the live view ended: {error}");
             }
         }
-        if let Some((path, _)) = &target_log {
+        if let Some((path, _)) = &self.target_log {
             eprintln!(
                 "async-inspect: the program's output is in {}",
                 path.display()
             );
         }
-        if let Some(path) = recorded {
+        if let Some(path) = &self.recorded {
             eprintln!(
                 "async-inspect: recorded to {} (replay it with `async-inspect report {}`)",
                 path.display(),
                 path.display()
             );
         }
-        let exit_code = status.map_or(0, target::exit_code);
-        let failed = matches!(ended, Ended::Hang | Ended::Deadlock);
+        let exit_code = self.status.map_or(0, target::exit_code);
+        let failed = matches!(self.ended, Ended::Hang | Ended::Deadlock);
         if config.watch.is_some() && !failed {
-            present::write_files(&report, &session, &catalogue, &config.output)?;
+            present::write_files(report, &self.session, &self.catalogue, &config.output)?;
             // A passing test: one line, so CI logs stay short.
             eprintln!(
                 "async-inspect test: no hang ({} tasks seen); {}",
@@ -333,12 +304,12 @@ impl Finished {
             return Ok(exit_code);
         }
         present::emit(
-            &report,
-            &session,
-            &catalogue,
+            report,
+            &self.session,
+            &self.catalogue,
             &config.output,
-            stuck_after_ns,
-            &stop::verdict(ended, config),
+            self.stuck_after_ns,
+            &stop::verdict(self.ended, config),
         )?;
         if config.explain {
             report.write_explain(std::io::stdout().lock())?;

@@ -90,13 +90,12 @@ pub fn plan_probes(
         }
         plan => plan?,
     };
-    let notes = verify_plan(
-        &plan,
+    verify_plan(
+        &mut plan,
         runtime_binary,
         config.binary.as_deref(),
         config.debuginfo.as_deref(),
     )?;
-    plan.notes.extend(notes);
     if matches!(config.target, Target::Pid(_)) {
         plan.notes
             .extend(resolve::block_on::unfindable_note(&plan.task_types, true));
