@@ -84,6 +84,14 @@ pub struct Overhead {
     pub probes: Vec<ProbeCost>,
 }
 
+impl Overhead {
+    /// Whether the target did enough work while probed for the probe's share of it to mean
+    /// anything (an idle program makes any cost a large share).
+    pub fn is_judged(&self) -> bool {
+        self.target_cpu_ns >= MIN_JUDGED_CPU_NS
+    }
+}
+
 /// CPU figures at one moment, as cumulative counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Sample {

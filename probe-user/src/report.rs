@@ -485,12 +485,23 @@ pub fn describe_overhead(overhead: &Overhead) -> String {
         Some(percent) => format!(" (budget {percent}%)"),
         None => " (--exact: every poll followed)".to_owned(),
     };
-    let mut line = format!(
-        "probe cost: ~{:.1}% of the target's CPU{budget}: {} of probe traps, {} collecting",
-        overhead.share_percent,
+    let spent = format!(
+        "{} of probe traps, {} collecting",
         duration(overhead.traps_ns + overhead.programs_ns.unwrap_or(0)),
         duration(overhead.collector_cpu_ns)
     );
+    let target = duration(overhead.target_cpu_ns);
+    let mut line = if overhead.is_judged() {
+        format!(
+            "probe cost: ~{:.1}% of the target's CPU ({target} while probed){budget}: {spent}",
+            overhead.share_percent,
+        )
+    } else {
+        format!(
+            "probe cost: {spent}, while the target used only {target} of CPU, too little for a \
+             share of it to mean anything{budget}"
+        )
+    };
     if overhead.coverage < 1.0 {
         line += &format!(
             "; per-poll probes attached {:.0}% of the time in {} windows: polls, wakes and times \
@@ -1340,6 +1351,37 @@ pub fn is_runtime_worker(catalogue: &Catalogue, model: &TaskModel, task: &Task) 
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_probes_cost_is_a_share_only_of_a_target_that_worked() {
+        use super::describe_overhead;
+        let busy = crate::overhead::Overhead {
+            budget_percent: Some(5.0),
+            share_percent: 2.5,
+            target_cpu_ns: 2_000_000_000,
+            traps_ns: 40_000_000,
+            collector_cpu_ns: 10_000_000,
+            coverage: 1.0,
+            ..Default::default()
+        };
+        assert_eq!(
+            describe_overhead(&busy),
+            "probe cost: ~2.5% of the target's CPU (2.00s while probed) (budget 5%): 40.0ms of \
+             probe traps, 10.0ms collecting"
+        );
+        let idle = crate::overhead::Overhead {
+            share_percent: 0.0,
+            target_cpu_ns: 3_100_000,
+            budget_percent: None,
+            ..busy
+        };
+        assert_eq!(
+            describe_overhead(&idle),
+            "probe cost: 40.0ms of probe traps, 10.0ms collecting, while the target used only \
+             3.1ms of CPU, too little for a share of it to mean anything (--exact: every poll \
+             followed)"
+        );
+    }
 
     #[test]
     fn a_wait_says_what_bounds_it_or_that_nothing_does() {

@@ -107,11 +107,24 @@ fn draw_header(frame: &mut Frame, area: Rect, app: &App, report: &Report) {
         },
     ]);
     if let Some(overhead) = &summary.overhead {
-        let cost = format!("probe cost ~{:.1}%", overhead.share_percent);
         spans.push(separator());
-        spans.push(match overhead.budget_percent {
-            Some(budget) if overhead.share_percent > budget => cost.yellow(),
-            _ => cost.into(),
+        spans.push(if !overhead.is_judged() {
+            // An idle target makes any cost a large share: say what the probe spent.
+            format!(
+                "probe cost {} (target idle)",
+                duration(
+                    overhead.traps_ns
+                        + overhead.programs_ns.unwrap_or(0)
+                        + overhead.collector_cpu_ns
+                )
+            )
+            .into()
+        } else {
+            let cost = format!("probe cost ~{:.1}%", overhead.share_percent);
+            match overhead.budget_percent {
+                Some(budget) if overhead.share_percent > budget => cost.yellow(),
+                _ => cost.into(),
+            }
         });
         if overhead.coverage < 1.0 {
             spans.push(Span::raw(format!(
