@@ -65,6 +65,9 @@ struct Run {
     target_log: Option<(PathBuf, std::fs::File)>,
     /// A launched program, released from its gate.
     child: Option<tokio::process::Child>,
+    /// Attached by pid: the executable held open for the whole run, since the probes (and the
+    /// budget's re-attaches) name it by this descriptor.
+    _pinned: Option<(std::fs::File, PathBuf)>,
 }
 
 impl Run {
@@ -135,6 +138,7 @@ impl Run {
                 .then(|| Blockers::new(pid.get(), plan.dwarf_file.clone()))
                 .flatten(),
             child: gate.map(target::Launched::release).transpose()?,
+            _pinned: found.pinned,
             plan,
             catalogue,
             pid,
