@@ -90,6 +90,12 @@ impl Overhead {
     pub fn is_judged(&self) -> bool {
         self.target_cpu_ns >= MIN_JUDGED_CPU_NS
     }
+
+    /// What the probes cost inside the target: the traps, and the programs' run time where the
+    /// kernel keeps it.
+    pub fn in_target_ns(&self) -> u64 {
+        self.traps_ns + self.programs_ns.unwrap_or(0)
+    }
 }
 
 /// CPU figures at one moment, as cumulative counters.

@@ -487,7 +487,7 @@ pub fn describe_overhead(overhead: &Overhead) -> String {
     };
     let spent = format!(
         "{} of probe traps, {} collecting",
-        duration(overhead.traps_ns + overhead.programs_ns.unwrap_or(0)),
+        duration(overhead.in_target_ns()),
         duration(overhead.collector_cpu_ns)
     );
     let target = duration(overhead.target_cpu_ns);
@@ -1170,11 +1170,8 @@ impl Summary {
         tasks: &[TaskRow],
         folded_types: &[FoldedRow],
     ) -> Self {
-        let runtime_workers = model
-            .tasks()
-            .iter()
-            .filter(|task| is_runtime_worker(plan, model, task))
-            .count();
+        // `tasks` has a row for every task but the runtime workers.
+        let runtime_workers = model.tasks().len() - tasks.len();
         let folded = |field: fn(&FoldedRow) -> u64| -> usize {
             let rows = folded_types.iter().filter(|row| !row.internal);
             rows.map(field).sum::<u64>() as usize

@@ -342,11 +342,7 @@ fn status_field<'a>(status: &'a str, name: &str) -> Option<&'a str> {
 
 fn threads_of(pid: u32) -> Result<Vec<u32>, MemoryError> {
     let entries = std::fs::read_dir(format!("/proc/{pid}/task")).map_err(|source| {
-        if source.kind() == io::ErrorKind::NotFound {
-            MemoryError::NoSuchProcess { pid }
-        } else {
-            MemoryError::Threads { pid, source }
-        }
+        MemoryError::reading_proc(pid, source, |source| MemoryError::Threads { pid, source })
     })?;
     let mut tids = Vec::new();
     for entry in entries {

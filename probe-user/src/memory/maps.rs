@@ -3,7 +3,6 @@
 use std::{
     collections::HashMap,
     ffi::OsStr,
-    io,
     os::unix::{ffi::OsStrExt as _, fs::MetadataExt as _},
     path::PathBuf,
 };
@@ -86,11 +85,7 @@ impl ProcessMemory {
     pub fn mappings(&self) -> Result<Vec<Mapping>, MemoryError> {
         let pid = self.pid;
         let maps = std::fs::read(format!("/proc/{pid}/maps")).map_err(|source| {
-            if source.kind() == io::ErrorKind::NotFound {
-                MemoryError::NoSuchProcess { pid }
-            } else {
-                MemoryError::Maps { pid, source }
-            }
+            MemoryError::reading_proc(pid, source, |source| MemoryError::Maps { pid, source })
         })?;
         maps.split(|&byte| byte == b'\n')
             .filter(|line| !line.is_empty())

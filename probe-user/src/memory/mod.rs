@@ -86,6 +86,18 @@ pub enum MemoryError {
     FreezeSelf { pid: u32 },
 }
 
+impl MemoryError {
+    /// A `/proc/PID/...` entry that could not be read: the process is gone when it is not
+    /// found, else the error `other` makes of the cause.
+    fn reading_proc(pid: u32, source: io::Error, other: impl FnOnce(io::Error) -> Self) -> Self {
+        if source.kind() == io::ErrorKind::NotFound {
+            Self::NoSuchProcess { pid }
+        } else {
+            other(source)
+        }
+    }
+}
+
 /// The memory of one process, read through `process_vm_readv` (or `/proc/PID/mem` where that
 /// system call is refused). Shareable between threads: reads take `&self`.
 #[derive(Debug)]

@@ -65,9 +65,8 @@ struct Run {
     target_log: Option<(PathBuf, std::fs::File)>,
     /// A launched program, released from its gate.
     child: Option<tokio::process::Child>,
-    /// Attached by pid: the executable held open for the whole run, since the probes (and the
-    /// budget's re-attaches) name it by this descriptor.
-    _pinned: Option<(std::fs::File, PathBuf)>,
+    /// Attached by pid: its executable stays open for the whole run.
+    _running: Option<setup::Running>,
 }
 
 impl Run {
@@ -75,7 +74,7 @@ impl Run {
     /// finds the target, attaches, opens the session, and releases a launched program.
     async fn start(config: &ProbeConfig) -> anyhow::Result<Started> {
         let found = setup::find_target(config)?;
-        let Some(plan) = setup::plan_probes(config, &found.binary, found.pid.is_none())? else {
+        let Some(plan) = setup::plan_probes(config, &found.binary, found.running.is_none())? else {
             let probe_user::cli::Target::Launch(command) = &config.target else {
                 unreachable!("only a launched test binary runs unprobed")
             };
@@ -84,7 +83,7 @@ impl Run {
         let mut catalogue = plan.catalogue();
         let mechanism = probe_user::attach::preflight()?;
         let max_overhead = setup::budget_under(mechanism, config);
-        let target_log = match (config.tui, found.pid) {
+        let target_log = match (config.tui, &found.running) {
             (true, None) => Some(setup::target_log()?),
             _ => None,
         };
@@ -138,7 +137,7 @@ impl Run {
                 .then(|| Blockers::new(pid.get(), plan.dwarf_file.clone()))
                 .flatten(),
             child: gate.map(target::Launched::release).transpose()?,
-            _pinned: found.pinned,
+            _running: found.running,
             plan,
             catalogue,
             pid,

@@ -16,31 +16,35 @@ use probe_user::{
 
 use crate::verify_plan;
 
-/// The target before anything is attached: its pid when it runs already, the executable whose
-/// task types are probed, and, attaching by pid, that file held open (see [`target::pin`]).
+/// The target before anything is attached: the executable whose task types are probed, and the
+/// process when it runs already.
 pub struct Found {
-    pub pid: Option<NonZeroU32>,
     pub binary: PathBuf,
-    pub pinned: Option<(std::fs::File, PathBuf)>,
+    pub running: Option<Running>,
+}
+
+/// A process given by pid, and its executable held open (see [`target::pin`]) from before
+/// resolving to the run's end: the probes, and the budget's re-attaches, name the file through
+/// this descriptor, so they go into the file that was resolved, whatever the process runs by then.
+pub struct Running {
+    pub pid: NonZeroU32,
+    file: std::fs::File,
+    path: PathBuf,
 }
 
 /// Finds the program to probe: the command's executable, or the running process's.
 pub fn find_target(config: &ProbeConfig) -> anyhow::Result<Found> {
     Ok(match &config.target {
         Target::Launch(command) => Found {
-            pid: None,
             binary: target::find_program(&command[0])?,
-            pinned: None,
+            running: None,
         },
         Target::Pid(pid) => {
             let (pid, exe) = target::existing(*pid)?;
-            // Held open from before resolving to after attaching: the probes go into the file
-            // that was resolved, whatever the process runs by then.
-            let pinned = Some(target::pin(&exe)?);
+            let (file, path) = target::pin(&exe)?;
             Found {
-                pid: Some(pid),
                 binary: exe,
-                pinned,
+                running: Some(Running { pid, file, path }),
             }
         }
     })
@@ -53,16 +57,16 @@ pub fn start_target(
     config: &ProbeConfig,
     output: Option<std::fs::File>,
 ) -> anyhow::Result<(NonZeroU32, PathBuf, Option<target::Launched>)> {
-    match (&config.target, found.pid, &found.pinned) {
-        (Target::Pid(_), Some(pid), Some((file, path))) => {
-            target::still_runs(pid, file)?;
-            Ok((pid, path.clone(), None))
+    match (&found.running, &config.target) {
+        (Some(running), _) => {
+            target::still_runs(running.pid, &running.file)?;
+            Ok((running.pid, running.path.clone(), None))
         }
-        (Target::Launch(command), _, _) => {
+        (None, Target::Launch(command)) => {
             let gate = target::launch(command, output)?;
             Ok((gate.pid, gate.binary.clone(), Some(gate)))
         }
-        _ => unreachable!("a target is either launched, or given by pid and pinned"),
+        (None, Target::Pid(_)) => unreachable!("a target given by pid is found running"),
     }
 }
 

@@ -112,11 +112,7 @@ fn draw_header(frame: &mut Frame, area: Rect, app: &App, report: &Report) {
             // An idle target makes any cost a large share: say what the probe spent.
             format!(
                 "probe cost {} (target idle)",
-                duration(
-                    overhead.traps_ns
-                        + overhead.programs_ns.unwrap_or(0)
-                        + overhead.collector_cpu_ns
-                )
+                duration(overhead.in_target_ns() + overhead.collector_cpu_ns)
             )
             .into()
         } else {
