@@ -73,6 +73,9 @@ pub mod flags {
     /// skips a tracepoint's program while another BPF program, such as a uprobe's preempted on
     /// that CPU, is active), so part of its off-CPU time may count as on CPU.
     pub const OFF_CPU_UNKNOWN: u8 = 1 << 4;
+    /// At a poll end: `other_task_id` holds the poll's CPU time by its thread's task clock
+    /// ([`Config::task_cpu_time`]), in nanoseconds.
+    pub const CPU_TIME: u8 = 1 << 5;
 }
 
 /// How a poll end packs its off-CPU time into one `u64` (its `other_header`): microseconds
@@ -145,6 +148,9 @@ pub struct ThreadPoll {
     /// when this poll started.
     pub blocked_base: u64,
     pub preempted_base: u64,
+    /// The thread's CPU time by its task clock when this poll started, if measured
+    /// ([`flags::CPU_TIME`] in `flags`; a new thread's clock may still read 0).
+    pub cpu_base: u64,
 }
 
 /// The per-thread record the programs keep in their `CURRENT` map (key: thread id): the task
@@ -176,29 +182,44 @@ pub struct Current {
 impl Current {
     /// This thread's poll of `header` starts, nested in whatever it was polling.
     #[inline(always)]
-    pub fn enter(&mut self, header: u64, vtable: u64, task_id: u64, entry_flags: u64) {
+    pub fn enter(
+        &mut self,
+        header: u64,
+        vtable: u64,
+        task_id: u64,
+        entry_flags: u64,
+        cpu_ns: Option<u64>,
+    ) {
         self.outer = self.poll;
         self.poll = ThreadPoll {
             header,
             vtable,
             task_id,
-            flags: entry_flags,
+            flags: entry_flags | cpu_ns.map_or(0, |_| u64::from(flags::CPU_TIME)),
             blocked_base: self.blocked_total,
             preempted_base: self.preempted_total,
+            cpu_base: cpu_ns.unwrap_or(0),
         };
     }
 
-    /// This thread's poll ends: returns its off-CPU time, packed for the event
-    /// ([`off_cpu::pack`]), and restores the poll it was nested in (none: header 0).
+    /// This thread's poll ends, its thread's task clock at `cpu_ns` (`None`: not measured):
+    /// returns its off-CPU time, packed for the event ([`off_cpu::pack`]), and its CPU time
+    /// (`None`: not measured), and restores the poll it was nested in (none: header 0).
     #[inline(always)]
-    pub fn leave(&mut self) -> u64 {
+    pub fn leave(&mut self, cpu_ns: Option<u64>) -> (u64, Option<u64>) {
         let off = crate::off_cpu::pack(
             self.blocked_total - self.poll.blocked_base,
             self.preempted_total - self.poll.preempted_base,
         );
+        let cpu = match cpu_ns {
+            Some(now) if self.poll.flags & u64::from(flags::CPU_TIME) != 0 => {
+                Some(now.saturating_sub(self.poll.cpu_base))
+            }
+            _ => None,
+        };
         self.poll = self.outer;
         self.outer = ThreadPoll::default();
-        off
+        (off, cpu)
     }
 }
 
@@ -227,6 +248,11 @@ pub struct Config {
     /// events on a CPU: a burst then wakes it before the buffer fills. Counted per CPU because
     /// asking the ring buffer how full it is costs more than the rest of the event.
     pub wake_every: u64,
+    /// Offset in the kernel's `task_struct` of `se.sum_exec_runtime`, the thread's CPU time by
+    /// its task clock (from the kernel's BTF; 0: unknown). The task clock leaves out the time a
+    /// hypervisor ran something else on the virtual CPU (steal time), which wall time counts as
+    /// on CPU. Up to date at every context switch and scheduler tick: within a tick otherwise.
+    pub task_cpu_time: u64,
 }
 
 /// How many words the programs read from a task header at once: its state word, its vtable

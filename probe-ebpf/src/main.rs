@@ -16,8 +16,8 @@ use aya_ebpf::{
     EbpfContext,
     bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
-        bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
-        bpf_probe_read_user,
+        bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
+        bpf_probe_read_kernel, bpf_probe_read_user,
     },
     macros::{map, tracepoint, uprobe, uretprobe},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
@@ -55,6 +55,7 @@ static CONFIG: Config = Config {
     ready: 0,
     mode: 0,
     wake_every: 0,
+    task_cpu_time: 0,
 };
 
 /// The event stream. The user side may resize it at load time.
@@ -156,6 +157,21 @@ fn task_argument(ctx: &ProbeContext) -> u64 {
     // merges the branches into one load at a variable offset: read through the helper.
     // SAFETY: the offset is a field of the trapped thread's pt_regs.
     unsafe { bpf_probe_read_kernel((ctx.regs as *const u8).add(offset) as *const u64) }.unwrap_or(0)
+}
+
+/// The current thread's CPU time by its task clock (`None`: not measured): see
+/// [`Config::task_cpu_time`].
+#[inline(always)]
+fn thread_cpu_ns(config: &Config) -> Option<u64> {
+    if config.task_cpu_time == 0 {
+        return None;
+    }
+    // SAFETY: the helper returns the current task_struct; the field's offset is the kernel's
+    // own (BTF), and the read faults safely.
+    unsafe {
+        let task = bpf_get_current_task();
+        bpf_probe_read_kernel((task + config.task_cpu_time) as *const u64).ok()
+    }
 }
 
 #[inline(always)]
@@ -408,6 +424,7 @@ fn poll_start_body(ctx: ProbeContext) -> u32 {
             identity.vtable,
             identity.task_id,
             u64::from(entry_flags),
+            thread_cpu_ns(&config),
         )
     };
     emit(
@@ -494,7 +511,7 @@ fn poll_end_body(ctx: RetProbeContext) -> u32 {
         read_u64(entry.poll.header + config.header_state).unwrap_or(0)
     };
     // SAFETY: see slot().
-    let off = unsafe { (*slot).leave() };
+    let (off, cpu) = unsafe { (*slot).leave(thread_cpu_ns(&config)) };
     // The identity read at the poll's start: the header may be freed memory now
     // (FREED_DURING_POLL).
     let identity = Identity {
@@ -507,8 +524,9 @@ fn poll_end_body(ctx: RetProbeContext) -> u32 {
         EventKind::PollEnd,
         (entry.poll.header, identity),
         state,
-        event_flags,
-        off_cpu_time(off),
+        // Set at the start where the clock was read then: only where it was at the end too.
+        event_flags & !flags::CPU_TIME | cpu.map_or(0, |_| flags::CPU_TIME),
+        poll_times(off, cpu),
     );
     0
 }
@@ -633,26 +651,27 @@ fn panic_start_body(ctx: ProbeContext) -> u32 {
         return 0;
     }
     // SAFETY: see slot(). Restores the poll this one was nested in, as poll_end does.
-    let off = unsafe { (*entry).leave() };
+    let (off, cpu) = unsafe { (*entry).leave(thread_cpu_ns(&config)) };
     emit(
         &ctx,
         &config,
         EventKind::PollEnd,
         (polled.header, NO_IDENTITY),
         state::COMPLETE,
-        flags::BLOCK_ON | flags::PANICKED,
-        off_cpu_time(off),
+        flags::BLOCK_ON | flags::PANICKED | cpu.map_or(0, |_| flags::CPU_TIME),
+        poll_times(off, cpu),
     );
     0
 }
 
-/// A poll end's `other_*` fields: its off-CPU time ([`probe_common::off_cpu::pack`]) where other events
-/// name the running task (a poll end has none).
+/// A poll end's `other_*` fields, where other events name the running task (a poll end has
+/// none): its off-CPU time ([`probe_common::off_cpu::pack`]) and its CPU time
+/// ([`flags::CPU_TIME`]).
 #[inline(always)]
-fn off_cpu_time(packed: u64) -> Running {
+fn poll_times(off_cpu: u64, cpu: Option<u64>) -> Running {
     Running {
-        header: packed,
-        task_id: 0,
+        header: off_cpu,
+        task_id: cpu.unwrap_or(0),
         flags: 0,
     }
 }

@@ -180,6 +180,9 @@ pub struct Attachment {
     /// attached): poll ends then say how long their thread was blocked and preempted. Why not,
     /// otherwise.
     pub off_cpu: Result<(), String>,
+    /// Whether poll ends carry their thread's CPU time by its task clock, which tells time a
+    /// hypervisor stole from the virtual CPU from time on it. Why not, otherwise.
+    pub cpu_time: Result<(), String>,
     /// Their links while attached: with the per-poll probes, since they only act on threads
     /// inside a followed poll, and fire at every context switch of the machine.
     sched_links: Vec<(&'static str, TracePointLinkId)>,
@@ -278,6 +281,7 @@ impl Attachment {
         count_only: bool,
         mechanism: Mechanism,
     ) -> Result<Self, AttachError> {
+        let cpu_time = crate::resolve::kernel::task_cpu_time_offset();
         let config = Config {
             header_state: plan.layout.header_state,
             header_vtable: plan.layout.header_vtable,
@@ -290,6 +294,7 @@ impl Attachment {
                 MODE_EVENTS
             },
             wake_every: wake_every(ring_bytes),
+            task_cpu_time: cpu_time.as_ref().map_or(0, |&offset| offset),
         };
         let block_on = block_on_done(plan);
         let mut ebpf = EbpfLoader::new()
@@ -328,6 +333,7 @@ impl Attachment {
             pid,
             mechanism,
             off_cpu,
+            cpu_time: cpu_time.map(drop).map_err(|error| error.to_string()),
             sched_links: Vec::new(),
             // Without it the kernel keeps no run time per program; the probe then prices its
             // programs by their hits alone.
@@ -335,6 +341,22 @@ impl Attachment {
         };
         attachment.attach_where(|probe| !probe.hot)?;
         Ok(attachment)
+    }
+
+    /// What the report's polls lack on this kernel, and what that changes, for the report's
+    /// notes.
+    pub fn split_notes(&self) -> Vec<String> {
+        match (&self.off_cpu, &self.cpu_time) {
+            (Err(why), _) => vec![format!(
+                "polls are not split into time on CPU, blocked and preempted ({why}): long_poll \
+                 counts whole polls, preemption included"
+            )],
+            (Ok(()), Err(why)) => vec![format!(
+                "polls' CPU time is not measured ({why}): time a hypervisor took from a virtual \
+                 CPU counts as on CPU"
+            )],
+            (Ok(()), Ok(())) => Vec::new(),
+        }
     }
 
     /// Attaches every kind of probe that `which` selects and is not attached yet. The most

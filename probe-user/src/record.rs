@@ -29,7 +29,10 @@ use crate::{
 };
 
 /// The first bytes of every recording; the last three digits are the format version.
-pub const MAGIC: &[u8; 8] = b"AIREC001";
+pub const MAGIC: &[u8; 8] = b"AIREC002";
+/// The first bytes of the recordings of the formats this one extends, which are read too:
+/// format 1 had no [`Item::PollEnd`] (poll ends without their CPU time).
+const OLDER_MAGICS: [&[u8; 8]; 1] = [b"AIREC001"];
 
 /// A length prefix larger than this is corruption, not an item.
 const MAX_ITEM: u32 = 64 << 20;
@@ -116,6 +119,11 @@ enum Item {
         task: u32,
         at: String,
     },
+    /// A poll end with its CPU time ([`TaskEvent::cpu_ns`]); since format 2.
+    PollEnd {
+        event: Recorded,
+        cpu_ns: u64,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -179,7 +187,7 @@ impl Recorder {
         let dt = event.ts_ns.wrapping_sub(self.last_ts) as i64;
         self.last_ts = event.ts_ns;
         self.events += 1;
-        self.item(&Item::Event(Recorded {
+        let recorded = Recorded {
             dt,
             kind: event.kind as u8,
             flags: event.flags,
@@ -190,7 +198,14 @@ impl Recorder {
             value: event.value,
             site: event.site,
             tid: event.tid,
-        }));
+        };
+        self.item(&match event.cpu_ns {
+            Some(cpu_ns) => Item::PollEnd {
+                event: recorded,
+                cpu_ns,
+            },
+            None => Item::Event(recorded),
+        });
     }
 
     pub fn observed(&mut self, found: &Observed) {
@@ -310,7 +325,7 @@ impl Reader {
                 path: path.to_owned(),
             });
         }
-        if magic != *MAGIC {
+        if magic != *MAGIC && !OLDER_MAGICS.iter().any(|older| magic == **older) {
             return Err(RecordError::Version {
                 path: path.to_owned(),
                 found: String::from_utf8_lossy(&magic[5..]).into_owned(),
@@ -380,24 +395,8 @@ impl Reader {
         };
         Ok(Some(match item {
             Item::Header(_) => return Err(self.corrupt("a second header".into())),
-            Item::Event(recorded) => {
-                let ts_ns = self.last_ts.wrapping_add(recorded.dt as u64);
-                self.last_ts = ts_ns;
-                let kind = EventKind::from_u8(recorded.kind)
-                    .ok_or_else(|| self.corrupt(format!("unknown event kind {}", recorded.kind)))?;
-                Entry::Event(TaskEvent {
-                    ts_ns,
-                    kind,
-                    header: recorded.header,
-                    task_id: recorded.task_id,
-                    vtable: recorded.vtable,
-                    other_header: recorded.other_header,
-                    value: recorded.value,
-                    site: recorded.site,
-                    tid: recorded.tid,
-                    flags: recorded.flags,
-                })
-            }
+            Item::Event(recorded) => Entry::Event(self.event(recorded, None)?),
+            Item::PollEnd { event, cpu_ns } => Entry::Event(self.event(event, Some(cpu_ns))?),
             Item::Observed(found) => Entry::Observed(found),
             Item::Stack { task, stack } => Entry::Stack(task as usize, self.parse_json(&stack)?),
             Item::Coverage(change) => Entry::Coverage(self.parse_json(&change)?),
@@ -441,6 +440,27 @@ impl Reader {
 
     fn parse_json<T: for<'de> Deserialize<'de>>(&self, json: &str) -> Result<T, RecordError> {
         serde_json::from_str(json).map_err(|error| self.corrupt(error.to_string()))
+    }
+
+    /// A recorded event, its time restored from the previous one's.
+    fn event(&mut self, recorded: Recorded, cpu_ns: Option<u64>) -> Result<TaskEvent, RecordError> {
+        let ts_ns = self.last_ts.wrapping_add(recorded.dt as u64);
+        self.last_ts = ts_ns;
+        let kind = EventKind::from_u8(recorded.kind)
+            .ok_or_else(|| self.corrupt(format!("unknown event kind {}", recorded.kind)))?;
+        Ok(TaskEvent {
+            ts_ns,
+            kind,
+            header: recorded.header,
+            task_id: recorded.task_id,
+            vtable: recorded.vtable,
+            other_header: recorded.other_header,
+            value: recorded.value,
+            site: recorded.site,
+            tid: recorded.tid,
+            flags: recorded.flags,
+            cpu_ns,
+        })
     }
 
     fn corrupt(&self, reason: String) -> RecordError {
@@ -506,6 +526,7 @@ pub(crate) mod testing {
             site: u32::from(matches!(kind, EventKind::Spawn | EventKind::WakeByRef)),
             tid: 7,
             flags: 0,
+            cpu_ns: None,
         }
     }
 
@@ -558,5 +579,40 @@ mod tests {
         let per_event = bytes as f64 / 100_000.0;
         // The ring buffer's record is 72 bytes.
         assert!(per_event < 24.0, "{per_event:.1} bytes per event");
+    }
+
+    /// A poll end's CPU time replays as it was recorded; a recording of format 1, from before
+    /// poll ends had one, still replays, its poll ends without it.
+    #[test]
+    fn poll_ends_keep_their_cpu_time_and_format_1_still_reads() {
+        let path = temp("cpu-time");
+        let measured = TaskEvent {
+            cpu_ns: Some(1_000_000),
+            ..event(2_000, EventKind::PollEnd, HDR, 0)
+        };
+        let written = [event(1_000, EventKind::PollStart, HDR, 0), measured];
+        let read_back = |path: &Path| {
+            let mut reader = Reader::open(path).unwrap();
+            let mut events = Vec::new();
+            while let Some(entry) = reader.next_entry().unwrap() {
+                if let Entry::Event(event) = entry {
+                    events.push(event);
+                }
+            }
+            events
+        };
+        let mut recorder = Recorder::create(&path, &header(0)).unwrap();
+        written.iter().for_each(|event| recorder.event(event));
+        recorder.finish(&RunFacts::default()).unwrap();
+        assert_eq!(read_back(&path), written);
+        let mut recorder = Recorder::create(&path, &header(0)).unwrap();
+        recorder.event(&written[0]);
+        recorder.finish(&RunFacts::default()).unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[..8].copy_from_slice(b"AIREC001");
+        std::fs::write(&path, bytes).unwrap();
+        let older = read_back(&path);
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(older, written[..1]);
     }
 }

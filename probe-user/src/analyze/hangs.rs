@@ -51,6 +51,7 @@ mod tests {
             site: 0,
             tid: 1,
             flags: 0,
+            cpu_ns: None,
         };
         model.apply(&event(start, EventKind::PollStart));
         model.apply(&event(end, EventKind::PollEnd));

@@ -142,8 +142,9 @@ impl Lint for LongPoll {
     fn summary(&self) -> &'static str {
         "a poll blocked its worker thread (blocking code in async?)"
     }
-    /// Preemption does not count: on a busy machine the kernel, not the program, stalled the
-    /// worker, and the program can do nothing about it.
+    /// Preemption and steal time do not count: on a busy machine the kernel, or on a busy host
+    /// the hypervisor, not the program, stalled the worker, and the program can do nothing
+    /// about it.
     fn check(&self, task: &TaskView<'_>, limits: &Thresholds) -> bool {
         task.task.stats().max_on_cpu_ns > limits.long_poll_ns
             || task.task.stats().max_blocked_ns > limits.long_poll_ns
@@ -164,20 +165,23 @@ impl Lint for LongPoll {
 /// (…)": the blocked part says the fix is to move a blocking call out of async code, the
 /// on-CPU part that the computation needs `spawn_blocking` or yields.
 fn poll_split(task: &crate::model::Task, limits: &Thresholds) -> String {
-    let (blocked, preempted) = (
-        task.stats().max_poll_blocked_ns,
-        task.stats().max_poll_preempted_ns,
+    let stats = task.stats();
+    let (blocked, preempted, stolen) = (
+        stats.max_poll_blocked_ns,
+        stats.max_poll_preempted_ns,
+        stats.max_poll_stolen_ns,
     );
-    let on_cpu = task.max_poll_ns.saturating_sub(blocked + preempted);
+    let on_cpu = task
+        .max_poll_ns
+        .saturating_sub(blocked + preempted + stolen);
     let mut parts = vec![format!("{} on CPU", duration(on_cpu))];
     if blocked > 0 {
         // Where the probe saw it blocked, when it looked while it was: the place is the most
         // blocked poll's, so it is told only where that is the longest poll.
-        let place = task
-            .stats()
+        let place = stats
             .blocked_at
             .as_ref()
-            .filter(|_| task.stats().max_blocked_ns == blocked);
+            .filter(|_| stats.max_blocked_ns == blocked);
         let at = match place {
             Some(at) => format!(", in {}", at.describe(&location)),
             None => " (a blocking call: std::thread::sleep, a std Mutex, blocking I/O)".to_owned(),
@@ -187,17 +191,23 @@ fn poll_split(task: &crate::model::Task, limits: &Thresholds) -> String {
     if preempted > 0 {
         parts.push(format!("{} preempted", duration(preempted)));
     }
+    if stolen > 0 {
+        parts.push(format!(
+            "{} taken by the hypervisor (steal time)",
+            duration(stolen)
+        ));
+    }
     let mut text = parts.join(", ");
-    if computing(on_cpu, blocked, preempted, limits.long_poll_ns) {
+    if computing(on_cpu, blocked, preempted + stolen, limits.long_poll_ns) {
         text.push_str(" (computing without yielding: move it to spawn_blocking)");
     }
     text
 }
 
-/// Whether a poll's own time was mostly computation. Preemption is the machine's doing: a long
-/// computation stretched by it is still the program's defect.
-fn computing(on_cpu: u64, blocked: u64, preempted: u64, long_poll_ns: u64) -> bool {
-    on_cpu > blocked && on_cpu > preempted.min(long_poll_ns)
+/// Whether a poll's own time was mostly computation. Preemption and steal time are the
+/// machine's doing: a long computation stretched by them is still the program's defect.
+fn computing(on_cpu: u64, blocked: u64, machine: u64, long_poll_ns: u64) -> bool {
+    on_cpu > blocked && on_cpu > machine.min(long_poll_ns)
 }
 
 /// Still inside one poll at the end, for longer than a long poll.

@@ -9,6 +9,7 @@ mod debuglink;
 mod dwarf;
 pub mod entry;
 pub mod futures;
+pub mod kernel;
 mod mapped;
 mod names;
 mod spawned;

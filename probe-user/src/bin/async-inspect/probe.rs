@@ -94,12 +94,7 @@ impl Run {
         let (pid, binary, gate) = setup::start_target(&found, config, output)?;
         let (mut attachment, gate) =
             setup::attach_or_abandon(&plan, &binary, pid, gate, config, mechanism).await?;
-        if let Err(why) = &attachment.off_cpu {
-            catalogue.notes.push(format!(
-                "polls are not split into time on CPU, blocked and preempted ({why}): long_poll \
-                 counts whole polls, preemption included"
-            ));
-        }
+        catalogue.notes.extend(attachment.split_notes());
         let collector = Collector::new(attachment.take_events()?)?;
         let prices = attachment.calibrate().unwrap_or(Prices::TYPICAL);
         let memory = plan
