@@ -177,6 +177,12 @@ pub struct Current {
     pub blocked_sp: u64,
     pub blocked_bp: u64,
     pub blocked_since: u64,
+    /// The user registers of the thread's last timer sample inside a poll, and when it was
+    /// taken (0: none): where a poll that runs long is computing.
+    pub sampled_ip: u64,
+    pub sampled_sp: u64,
+    pub sampled_bp: u64,
+    pub sampled_at: u64,
 }
 
 impl Current {

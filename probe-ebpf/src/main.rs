@@ -6,6 +6,7 @@
 //!
 //! Two tracepoints, `sched:sched_switch` and `sched:sched_wakeup`, split each poll of the
 //! target's threads into time on CPU, blocked in the kernel and preempted, sent in its poll end.
+//! A timer sample of each CPU ([`sample_running`]) notes where a thread inside a poll runs.
 //!
 //! Nothing about tokio's layout is hard-coded here: the offsets come in [`CONFIG`], written by the
 //! user side before the programs are loaded.
@@ -19,9 +20,9 @@ use aya_ebpf::{
         bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
         bpf_probe_read_kernel, bpf_probe_read_user,
     },
-    macros::{map, tracepoint, uprobe, uretprobe},
+    macros::{map, perf_event, tracepoint, uprobe, uretprobe},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
-    programs::{ProbeContext, RetProbeContext, TracePointContext},
+    programs::{PerfEventContext, ProbeContext, RetProbeContext, TracePointContext},
 };
 use probe_common::{
     BlockOnDone, Config, Current, Event, EventKind, HEADER_WORDS, HIT_SLOTS, MODE_COUNT_ONLY,
@@ -768,6 +769,22 @@ unsafe fn switched_out(entry: *mut Current, now: u64, prev_state: u64) {
 /// side unwinds the stack from them while the thread stays blocked.
 #[inline(always)]
 unsafe fn note_user_registers(entry: *mut Current, now: u64) {
+    let Some(regs) = user_registers() else {
+        return;
+    };
+    // SAFETY: see slot().
+    unsafe {
+        (*entry).blocked_ip = regs.rip;
+        (*entry).blocked_sp = regs.rsp;
+        (*entry).blocked_bp = regs.rbp;
+        (*entry).blocked_since = now;
+    }
+}
+
+/// The current thread's user registers, as its last entry into the kernel (a system call, or
+/// the interrupt that runs a tracepoint or a timer sample) saved them.
+#[inline(always)]
+fn user_registers() -> Option<aya_ebpf::bindings::pt_regs> {
     use aya_ebpf::{
         bindings::pt_regs,
         helpers::{bpf_get_current_task_btf, bpf_task_pt_regs},
@@ -775,14 +792,39 @@ unsafe fn note_user_registers(entry: *mut Current, now: u64) {
     // SAFETY: the helpers take the current task; the registers are read through the helper.
     unsafe {
         let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const pt_regs;
-        let Ok(regs) = bpf_probe_read_kernel(regs) else {
-            return;
-        };
-        (*entry).blocked_ip = regs.rip;
-        (*entry).blocked_sp = regs.rsp;
-        (*entry).blocked_bp = regs.rbp;
-        (*entry).blocked_since = now;
+        bpf_probe_read_kernel(regs).ok()
     }
+}
+
+// A timer sample of each CPU, a hundred times a second: a thread of the target inside a poll
+// notes where its user code is running, so that a poll that computes for long is told with the
+// line computing. Other threads return at once.
+#[perf_event]
+pub fn sample_running(_ctx: PerfEventContext) -> u32 {
+    let config = config();
+    if config.ready == 0 || config.mode == MODE_COUNT_ONLY {
+        return 0;
+    }
+    let Some(entry) = CURRENT.get_ptr_mut(&current_tid()) else {
+        return 0;
+    };
+    // SAFETY: see slot(); the sample interrupts the thread itself.
+    unsafe {
+        if (*entry).poll.header == 0 {
+            return 0;
+        }
+    }
+    let Some(regs) = user_registers() else {
+        return 0;
+    };
+    // SAFETY: as above.
+    unsafe {
+        (*entry).sampled_ip = regs.rip;
+        (*entry).sampled_sp = regs.rsp;
+        (*entry).sampled_bp = regs.rbp;
+        (*entry).sampled_at = bpf_ktime_get_ns();
+    }
+    0
 }
 
 /// The thread of `entry` is back on a CPU: count the time it was off, by why it left.

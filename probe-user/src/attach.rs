@@ -7,6 +7,8 @@
 
 use std::{num::NonZeroU32, path::Path};
 
+mod sampler;
+
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, MapData, PerCpuArray, RingBuf},
@@ -186,6 +188,11 @@ pub struct Attachment {
     /// Their links while attached: with the per-poll probes, since they only act on threads
     /// inside a followed poll, and fire at every context switch of the machine.
     sched_links: Vec<(&'static str, TracePointLinkId)>,
+    /// Whether the timer sample of each CPU could be loaded (and attached): long polls are
+    /// then told where they compute. Why not, otherwise.
+    pub sampling: Result<(), String>,
+    /// Its links while attached, with the per-poll probes.
+    sample_links: Vec<aya::programs::perf_event::PerfEventLinkId>,
     /// Keeps the kernel's BPF run-time statistics on while it lives.
     _stats: Option<std::os::fd::OwnedFd>,
 }
@@ -314,10 +321,10 @@ impl Attachment {
                     .map_err(|source| attach_error(probe, 0, binary, source))?;
             }
         }
-        let off_cpu = if count_only {
-            Err("count-only mode".into())
+        let (off_cpu, sampling) = if count_only {
+            (Err("count-only mode".into()), Err("count-only mode".into()))
         } else {
-            load_sched_programs(&mut ebpf)
+            (load_sched_programs(&mut ebpf), sampler::load(&mut ebpf))
         };
         let (points, placed) = PROBES
             .iter()
@@ -335,6 +342,8 @@ impl Attachment {
             off_cpu,
             cpu_time: cpu_time.map(drop).map_err(|error| error.to_string()),
             sched_links: Vec::new(),
+            sampling,
+            sample_links: Vec::new(),
             // Without it the kernel keeps no run time per program; the probe then prices its
             // programs by their hits alone.
             _stats: aya::sys::enable_stats(aya::sys::Stats::RunTime).ok(),
@@ -357,6 +366,11 @@ impl Attachment {
             )],
             (Ok(()), Ok(())) => Vec::new(),
         }
+        .into_iter()
+        .chain(self.sampling.as_ref().err().map(|why| {
+            format!("long polls are not told where they compute ({why}): no timer samples")
+        }))
+        .collect()
     }
 
     /// Attaches every kind of probe that `which` selects and is not attached yet. The most
@@ -391,6 +405,13 @@ impl Attachment {
         {
             // Not fatal: every poll then counts as on CPU, as before they existed.
             self.off_cpu = Err(why);
+        }
+        if self.sampling.is_ok() && self.sample_links.is_empty() {
+            // Not fatal either: long polls are then told without where they compute.
+            match sampler::attach(&mut self.ebpf) {
+                Ok(links) => self.sample_links = links,
+                Err(why) => self.sampling = Err(why),
+            }
         }
         // Quiet until all are in place: each link takes milliseconds to attach, the collector
         // does not drain meanwhile, and a busy program's spawns, wakes and frees would fill the
@@ -430,6 +451,10 @@ impl Attachment {
         let detached = self.detach_hot_links();
         if let Err(why) = self.detach_sched() {
             self.off_cpu = Err(why);
+        }
+        let samples = std::mem::take(&mut self.sample_links);
+        if let Err(why) = sampler::detach(&mut self.ebpf, samples) {
+            self.sampling = Err(why);
         }
         self.pause_events(0)?;
         detached

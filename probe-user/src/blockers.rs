@@ -5,8 +5,13 @@
 //! blocking call and the program's own line that made it, e.g.
 //! `std::thread::sleep ← myapp::handler (src/main.rs:42)`.
 //!
-//! It looks at the threads whose poll has run a while, once per blocking switch, on the
-//! collector's tick: a poll that blocks for less than a tick may be missed, one that blocks
+//! A thread that computes inside a poll is found the same way from a timer sample's registers
+//! (`sample_running`), e.g. `myapp::parse ← myapp::handler (src/main.rs:57)`. Its stack moves
+//! on as it runs, but the frames from the sampled one outwards stay while it computes there:
+//! an unwind is kept only when it reaches the runtime that polls the task.
+//!
+//! It looks at the threads whose poll has run a while, once per blocking switch or sample, on
+//! the collector's tick: a poll that blocks for less than a tick may be missed, one that blocks
 //! its worker long enough to matter is not.
 
 use std::{collections::HashMap, ops::Range, path::PathBuf};
@@ -20,28 +25,70 @@ use probe_common::Current;
 
 use crate::{
     memory::{Mapping, ProcessMemory},
-    model::{BlockedAt, NativeFrame, TaskModel},
-    resolve::{Catalogue, task_name_from_type},
+    model::{BlockedAt, Doing, NativeFrame, TaskModel},
+    resolve::{Catalogue, is_runtime_function, task_name_from_type},
 };
 
 /// A poll is looked at once it has run this long: most polls end sooner, and a look reads the
 /// kernel side's map for its thread.
 const LOOK_AFTER_NS: u64 = 1_000_000;
+/// A poll's computation is looked at once it has run this long: samples fall in most polls
+/// of a busy worker, and a look unwinds a stack.
+const COMPUTING_AFTER_NS: u64 = 5_000_000;
 /// Frames unwound at most: a worker's stack is a few dozen deep.
 const MAX_FRAMES: usize = 128;
 
 /// Finds where the target's long polls block. One per probed process.
 pub struct Blockers {
     memory: ProcessMemory,
-    /// The file DWARF is read from for the main executable (`--binary`, or the one it runs).
-    main_binary: PathBuf,
-    /// Built when the first blocked poll is seen: most runs have none.
-    modules: Option<Modules>,
-    /// Whether building them was tried: a target whose maps cannot be read is not read again
-    /// at every tick.
-    tried: bool,
+    /// Read on a thread of their own once the target runs polls (a launched one has then
+    /// loaded its libraries): a look must unwind a computing thread while it still computes
+    /// there, and reading every module's tables takes a while.
+    modules: Loading,
     /// The block each thread was last looked at in (its `blocked_since`): one look each.
     looked: HashMap<u32, u64>,
+}
+
+/// The target's modules: not read yet, being read, or read (`None`: its memory map could not
+/// be read).
+enum Loading {
+    NotYet(u32, PathBuf),
+    Started(std::thread::JoinHandle<Option<Modules>>),
+    Done(Option<Modules>),
+}
+
+impl Loading {
+    /// The modules once read; `None` until then (reading them from the first call), or if
+    /// they could not be.
+    fn ready(&mut self) -> Option<&mut Modules> {
+        let finished = match self {
+            Self::NotYet(..) => true,
+            Self::Started(thread) => thread.is_finished(),
+            Self::Done(_) => false,
+        };
+        if finished {
+            *self = match std::mem::replace(self, Self::Done(None)) {
+                Self::NotYet(pid, main_binary) => Self::start(pid, main_binary),
+                Self::Started(thread) => Self::Done(thread.join().ok().flatten()),
+                done => done,
+            };
+        }
+        match self {
+            Self::Done(modules) => modules.as_mut(),
+            _ => None,
+        }
+    }
+
+    fn start(pid: u32, main_binary: PathBuf) -> Self {
+        let load = move || Modules::load(&ProcessMemory::open(pid).ok()?, &main_binary);
+        match std::thread::Builder::new()
+            .name("read-modules".into())
+            .spawn(load)
+        {
+            Ok(thread) => Self::Started(thread),
+            Err(_) => Self::Done(None),
+        }
+    }
 }
 
 /// The target's executable mappings, ready to unwind and name addresses in.
@@ -63,9 +110,7 @@ impl Blockers {
     pub fn new(pid: u32, main_binary: PathBuf) -> Option<Self> {
         Some(Self {
             memory: ProcessMemory::open(pid).ok()?,
-            main_binary,
-            modules: None,
-            tried: false,
+            modules: Loading::NotYet(pid, main_binary),
             looked: HashMap::new(),
         })
     }
@@ -81,6 +126,8 @@ impl Blockers {
     ) -> Vec<(usize, BlockedAt)> {
         let mut found = Vec::new();
         for (tid, task, header, started) in model.polls_running() {
+            // Read from the target's first polls on, ready for the first long one.
+            self.modules.ready();
             // A worker parked inside its worker loop's task is idle, not blocking anything.
             let worker_loop = model
                 .task_type(&model.tasks()[task])
@@ -89,49 +136,62 @@ impl Blockers {
             if worker_loop || now_ns.saturating_sub(started) < LOOK_AFTER_NS {
                 continue;
             }
-            let Some(before) = thread(tid).filter(|current| blocked_in(current, header)) else {
+            let Some(seen) =
+                thread(tid).and_then(|current| Seen::in_poll(&current, header, started))
+            else {
                 continue;
             };
-            if self.looked.insert(tid, before.blocked_since) == Some(before.blocked_since) {
+            if seen.doing == Doing::Computing && now_ns.saturating_sub(started) < COMPUTING_AFTER_NS
+            {
                 continue;
             }
-            let addresses = self.unwind(&before);
+            // One look per block or sample, once there are modules to unwind in.
+            if self.modules.ready().is_none() || self.looked.insert(tid, seen.at) == Some(seen.at) {
+                continue;
+            }
+            let addresses = self.unwind(&seen);
             // Read while it stayed blocked, or its stack may have moved on under the reads.
-            let still =
-                thread(tid).is_some_and(|after| after.blocked_since == before.blocked_since);
-            if let Some(modules) = &self.modules
+            let still = thread(tid).is_some_and(|after| seen.still(&after, header));
+            if let Some(modules) = self.modules.ready()
                 && still
                 && !addresses.is_empty()
             {
-                let frames = addresses
+                let frames: Vec<NativeFrame> = addresses
                     .into_iter()
                     .flat_map(|address| modules.name(address))
                     .collect();
-                found.push((task, BlockedAt { frames }));
+                // A running thread's stack is read as it runs on: only an unwind that reaches
+                // the runtime polling the task was read whole.
+                let whole = seen.doing == Doing::Blocked
+                    || frames
+                        .iter()
+                        .any(|frame| frame.function.as_deref().is_some_and(is_runtime_function));
+                if whole {
+                    found.push((
+                        task,
+                        BlockedAt {
+                            frames,
+                            doing: seen.doing,
+                        },
+                    ));
+                }
             }
         }
         found
     }
 
-    /// The return addresses on the stack of the thread `current` describes, innermost first.
-    fn unwind(&mut self, current: &Current) -> Vec<u64> {
-        if !self.tried {
-            self.tried = true;
-            self.modules = Modules::load(&self.memory, &self.main_binary);
-        }
-        let Some(modules) = self.modules.as_mut() else {
+    /// The return addresses on the stack of the thread as `seen`, innermost first.
+    fn unwind(&mut self, seen: &Seen) -> Vec<u64> {
+        let Some(modules) = self.modules.ready() else {
             return Vec::new();
         };
         let memory = &self.memory;
         let mut read_stack = |address: u64| memory.read_u64(address).map_err(|_| ());
-        let regs =
-            UnwindRegsX86_64::new(current.blocked_ip, current.blocked_sp, current.blocked_bp);
-        let mut frames = modules.unwinder.iter_frames(
-            current.blocked_ip,
-            regs,
-            &mut modules.cache,
-            &mut read_stack,
-        );
+        let regs = UnwindRegsX86_64::new(seen.ip, seen.sp, seen.bp);
+        let mut frames =
+            modules
+                .unwinder
+                .iter_frames(seen.ip, regs, &mut modules.cache, &mut read_stack);
         let mut addresses = Vec::new();
         while let Ok(Some(frame)) = frames.next() {
             addresses.push(frame.address_for_lookup());
@@ -143,14 +203,51 @@ impl Blockers {
     }
 }
 
-/// Whether `current` says its thread is blocked, in a poll of `header`, with its registers
-/// noted at this very block.
-fn blocked_in(current: &Current, header: u64) -> bool {
-    current.poll.header == header
-        && current.off_since != 0
-        && current.off_blocked != 0
-        && current.blocked_since == current.off_since
-        && current.blocked_sp != 0
+/// Where a thread inside a poll was caught, by the kernel side: blocked (its registers as it
+/// went off CPU) or computing (a timer sample's), and when.
+struct Seen {
+    doing: Doing,
+    ip: u64,
+    sp: u64,
+    bp: u64,
+    at: u64,
+}
+
+impl Seen {
+    /// What `current` says of its thread's poll of `header`, started at `started`: blocked now,
+    /// with its registers noted at this very block, or runnable and sampled since the start.
+    fn in_poll(current: &Current, header: u64, started: u64) -> Option<Self> {
+        if current.poll.header != header {
+            return None;
+        }
+        if current.off_since != 0 && current.off_blocked != 0 {
+            let noted = current.blocked_since == current.off_since && current.blocked_sp != 0;
+            return noted.then_some(Self {
+                doing: Doing::Blocked,
+                ip: current.blocked_ip,
+                sp: current.blocked_sp,
+                bp: current.blocked_bp,
+                at: current.blocked_since,
+            });
+        }
+        // On CPU, or preempted (by the collector itself, often, on a small machine).
+        (current.sampled_at > started && current.sampled_sp != 0).then_some(Self {
+            doing: Doing::Computing,
+            ip: current.sampled_ip,
+            sp: current.sampled_sp,
+            bp: current.sampled_bp,
+            at: current.sampled_at,
+        })
+    }
+
+    /// Whether the thread, as `after` says, is still where it was seen: the same block, or the
+    /// same poll.
+    fn still(&self, after: &Current, header: u64) -> bool {
+        match self.doing {
+            Doing::Blocked => after.blocked_since == self.at,
+            Doing::Computing => after.poll.header == header,
+        }
+    }
 }
 
 impl Modules {
@@ -201,6 +298,14 @@ impl Modules {
                 symbols: addr2line::Loader::new(&file).ok(),
             });
         }
+        if let Some((range, bias, sections)) = vdso(memory, &mappings) {
+            unwinder.add_module(Module::new("[vdso]".into(), range.clone(), bias, sections));
+            files.push(ModuleFile {
+                range,
+                bias,
+                symbols: None,
+            });
+        }
         Some(Self {
             unwinder,
             cache: CacheX86_64::new(),
@@ -246,6 +351,24 @@ impl Modules {
         }
         frames
     }
+}
+
+/// The kernel's vDSO, where `clock_gettime` and its kin run, is in no file: its image is read
+/// from the target's memory for its unwind tables (a computation timing itself is sampled
+/// there often). Its span, load bias and sections; its functions stay unnamed.
+fn vdso(
+    memory: &ProcessMemory,
+    mappings: &[Mapping],
+) -> Option<(Range<u64>, u64, ExplicitModuleSectionInfo<Vec<u8>>)> {
+    let maps = mappings
+        .iter()
+        .find(|mapping| mapping.pseudo.as_deref() == Some("[vdso]"))?;
+    let bytes = memory.read_bytes(maps.start, maps.end - maps.start).ok()?;
+    let elf = object::File::parse(&*bytes).ok()?;
+    let bias = elf
+        .segments()
+        .find_map(|segment| maps.load_bias_of_segment(segment.address(), segment.file_range().0))?;
+    Some((maps.start..maps.end, bias, unwind_sections(&elf)))
 }
 
 /// Each mapped file with code: its path, the span of all its mappings, and its executable one.

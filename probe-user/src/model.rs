@@ -6,7 +6,7 @@
 mod blocked;
 mod fold;
 
-pub use blocked::{BlockedAt, NativeFrame, Place};
+pub use blocked::{BlockedAt, Doing, NativeFrame, Place};
 
 use foldhash::{HashMap, HashMapExt as _};
 
@@ -170,6 +170,10 @@ pub struct PollStats {
     pub blocked_at: Option<Box<BlockedAt>>,
     /// Where the poll running now was seen blocked, until it ends.
     blocked_now: Option<Box<BlockedAt>>,
+    /// Where the poll that ran longest on CPU was seen computing (a timer sample), when one
+    /// fell in it, and where the poll running now was, until it ends.
+    pub computing_at: Option<Box<BlockedAt>>,
+    computing_now: Option<Box<BlockedAt>>,
 }
 
 /// A task's stats before its first poll or wake.
@@ -186,6 +190,8 @@ static NO_STATS: PollStats = PollStats {
     woken_by: Vec::new(),
     blocked_at: None,
     blocked_now: None,
+    computing_at: None,
+    computing_now: None,
 };
 
 /// How many distinct wakers a task keeps count of.
@@ -277,8 +283,13 @@ impl Task {
             stats.max_poll_preempted_ns = preempted;
             stats.max_poll_stolen_ns = stolen;
         }
+        // Kept for the poll longest on CPU only, as the place of the most blocked one below.
+        let computing_now = stats.computing_now.take();
         if end.flags & flags::OFF_CPU_UNKNOWN == 0 {
             let on_cpu = took - blocked - preempted - stolen;
+            if on_cpu > 0 && on_cpu >= stats.max_on_cpu_ns {
+                stats.computing_at = computing_now;
+            }
             stats.max_on_cpu_ns = stats.max_on_cpu_ns.max(on_cpu);
         }
         // Kept for the most blocked poll only, and dropped when that one was not seen blocked:
@@ -1029,13 +1040,18 @@ impl TaskModel {
         })
     }
 
-    /// `task`'s poll running now was seen blocked at `at`: kept if that poll turns out its
-    /// most blocked one.
+    /// `task`'s poll running now was seen blocked or computing at `at`: kept if that poll
+    /// turns out its most blocked one, or the longest on CPU.
     pub fn blocked(&mut self, task: usize, at: BlockedAt) {
         if let Some(task) = self.tasks.get_mut(task)
             && task.poll.is_some()
         {
-            task.stats_mut().blocked_now = Some(Box::new(at));
+            let stats = task.stats_mut();
+            let now = match at.doing {
+                Doing::Blocked => &mut stats.blocked_now,
+                Doing::Computing => &mut stats.computing_now,
+            };
+            *now = Some(Box::new(at));
         }
     }
 
@@ -1332,6 +1348,7 @@ mod tests {
             ..poll_end(ts_ns, HDR, 1, 0)
         };
         let at = |function: &str| BlockedAt {
+            doing: Doing::Blocked,
             frames: vec![NativeFrame {
                 function: Some(function.to_owned()),
                 ..NativeFrame::default()

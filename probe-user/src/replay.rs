@@ -204,6 +204,7 @@ mod tests {
 
     fn blocked_at() -> BlockedAt {
         BlockedAt {
+            doing: crate::model::Doing::Blocked,
             frames: vec![crate::model::NativeFrame {
                 function: Some("app::handler".into()),
                 file: Some("/src/app/src/main.rs".into()),

@@ -2,7 +2,8 @@
 //! (from the `sched_switch` tracepoint), and `long_poll` warns only for the first two: a
 //! blocking call (`inspect-hangs blocking`: std::thread::sleep 300 ms, named with the line that
 //! made it) and a computation
-//! (`inspect-polls spin`: 50 ms of CPU, however long a loaded machine stretches it) warn,
+//! (`inspect-polls spin`: 50 ms of CPU, however long a loaded machine stretches it, named with
+//! the line that computes) warn,
 //! saying which; short polls preempted on an overloaded machine (`inspect-polls busy`) do not.
 //! Root and uprobe_multi, like the other end-to-end tests.
 
@@ -15,6 +16,10 @@ use common::{
 use serde_json::Value;
 
 fn probe(tag: &str, binary: &str, scenario: &str) -> Value {
+    probe_output(tag, binary, scenario).1
+}
+
+fn probe_output(tag: &str, binary: &str, scenario: &str) -> (std::process::Output, Value) {
     let (output, report) = probe_launch(
         tag,
         &["--quiet"],
@@ -27,7 +32,7 @@ fn probe(tag: &str, binary: &str, scenario: &str) -> Value {
         String::from_utf8_lossy(&output.stderr)
     );
     assert_nothing_left_attached();
-    report
+    (output, report)
 }
 
 /// The `long_poll` warnings' texts, by task id.
@@ -82,7 +87,7 @@ fn a_blocking_call_is_told_blocked() {
 #[test]
 fn a_computation_is_told_on_cpu() {
     let Some(_serial) = privileged() else { return };
-    let report = probe("long-poll-spin", "inspect-polls", "spin");
+    let (output, report) = probe_output("long-poll-spin", "inspect-polls", "spin");
     let warnings = long_polls(&report);
     let spinner = task(&report, "inspect_polls::spin_worker");
     assert_eq!(warnings.len(), 1, "{:#}\n{spinner:#}", report["warnings"]);
@@ -93,6 +98,13 @@ fn a_computation_is_told_on_cpu() {
         warnings[0].1
     );
     assert!(!warnings[0].1.contains("blocked"), "{}", warnings[0].1);
+    // Its line, from a timer sample of the worker as it computed: the async fn's own, with
+    // the call it made there, wherever in that call the sample fell.
+    let computing = "on CPU, in inspect_polls::compute ← inspect_polls::spin_worker \
+                     (demo/src/bin/polls.rs:80)";
+    assert!(warnings[0].1.contains(computing), "{}", warnings[0].1);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains(computing), "{text}");
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! Long polls of each kind, for async-inspect's on-CPU / blocked / preempted split:
 //!
-//!   inspect-polls spin    a task computing for 50 ms of CPU without yielding: a long poll,
+//!   inspect-polls spin    a task computing for 50 ms of CPU without yielding, 300 ms in: a long poll,
 //!                         however long a loaded machine stretches it
 //!   inspect-polls busy    short polls (1 ms of CPU each) on a machine kept overloaded by
 //!                         threads spinning outside tokio: the workers are preempted inside
@@ -73,7 +73,9 @@ fn thread_cpu_ns() -> u64 {
 }
 
 async fn spin_worker() {
-    tokio::task::yield_now().await;
+    // Later than the program's first polls, as a server's requests come: a probe names where
+    // a poll computes once it has read the program's modules, from its first polls on.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     // The defect: a long computation inside async code holds the worker thread.
     compute(50);
 }

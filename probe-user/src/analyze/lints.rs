@@ -174,7 +174,15 @@ fn poll_split(task: &crate::model::Task, limits: &Thresholds) -> String {
     let on_cpu = task
         .max_poll_ns
         .saturating_sub(blocked + preempted + stolen);
-    let mut parts = vec![format!("{} on CPU", duration(on_cpu))];
+    // Where a sample found it computing, told only where the longest poll is the one longest
+    // on CPU, as for the blocked place below.
+    let computing_at = stats
+        .computing_at
+        .as_ref()
+        .filter(|_| on_cpu > 0 && stats.max_on_cpu_ns == on_cpu)
+        .map(|at| format!(", in {}", at.describe(&location)))
+        .unwrap_or_default();
+    let mut parts = vec![format!("{} on CPU{computing_at}", duration(on_cpu))];
     if blocked > 0 {
         // Where the probe saw it blocked, when it looked while it was: the place is the most
         // blocked poll's, so it is told only where that is the longest poll.

@@ -1,10 +1,10 @@
-//! Where a poll blocked its thread: the thread's native stack as it went off CPU blocked,
-//! symbolized, innermost frame first. What a person reads of it is the blocking call and the
-//! first frame of the program's own code that made it.
+//! Where a poll held its thread: the thread's native stack as it went off CPU blocked, or as a
+//! timer sample found it computing, symbolized, innermost frame first. What a person reads of
+//! it is the call and the frame of the program's own code that made it.
 
 use serde::{Deserialize, Serialize};
 
-use crate::resolve::is_library_function;
+use crate::resolve::{is_library_function, is_runtime_function};
 
 /// How a file and line are written (the reports shorten paths).
 pub type Place = dyn Fn(Option<&str>, Option<u64>) -> String;
@@ -18,10 +18,24 @@ pub struct NativeFrame {
     pub line: Option<u32>,
 }
 
-/// A blocked thread's stack, innermost frame first.
+/// A blocked or computing thread's stack, innermost frame first.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlockedAt {
     pub frames: Vec<NativeFrame>,
+    /// What the thread was doing (recordings made before computing was sampled say blocked).
+    #[serde(default)]
+    pub doing: Doing,
+}
+
+/// What a poll's thread was doing when its stack was taken.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Doing {
+    /// Off CPU, blocked in the kernel (a system call).
+    #[default]
+    Blocked,
+    /// Running on CPU (a timer sample).
+    Computing,
 }
 
 impl NativeFrame {
@@ -54,10 +68,25 @@ impl BlockedAt {
 
     /// `std::thread::sleep ← inspect_hangs::block_worker (demo/src/bin/hangs.rs:213)`: the
     /// call the program made and where it made it; the innermost named frames when none of
-    /// them is the program's own.
+    /// them is the program's own. Blocked, that is the innermost frame of the program's own
+    /// code, which made the blocking call. Computing, the program's frame nearest the
+    /// runtime: the async code whose poll computes, the line to move to `spawn_blocking`,
+    /// wherever in what it called the sample fell.
     pub fn describe(&self, place: &Place) -> String {
+        let own = match self.doing {
+            Doing::Blocked => self.frames.iter().position(NativeFrame::is_own),
+            Doing::Computing => {
+                let runtime = self
+                    .frames
+                    .iter()
+                    .position(|frame| frame.function.as_deref().is_some_and(is_runtime_function));
+                self.frames[..runtime.unwrap_or(self.frames.len())]
+                    .iter()
+                    .rposition(NativeFrame::is_own)
+            }
+        };
         let named = |frame: &&NativeFrame| frame.function.is_some();
-        match self.frames.iter().position(NativeFrame::is_own) {
+        match own {
             Some(own) => {
                 let called = self.frames[..own].iter().rev().find(named);
                 let own = self.frames[own].describe(place);
@@ -116,6 +145,7 @@ mod tests {
                 ),
                 frame("tokio::runtime::task::core::Core<T,S>::poll", None),
             ],
+            doing: Doing::Blocked,
         };
         assert_eq!(
             stack.describe(&place),
@@ -137,6 +167,7 @@ mod tests {
                 frame("tokio::runtime::park::Inner::park", None),
                 frame("tokio::runtime::park::CachedParkThread::park", None),
             ],
+            doing: Doing::Blocked,
         };
         assert_eq!(
             stack.describe(&place),
@@ -144,5 +175,38 @@ mod tests {
              tokio::runtime::park::Inner::park"
         );
         assert_eq!(stack.own_frame(), None);
+    }
+
+    /// Wherever the sample fell inside what the async fn called, the async fn's line is told,
+    /// with the call it made there.
+    #[test]
+    fn a_computation_is_named_by_the_async_code_that_runs_it() {
+        let sampled = |innermost: Vec<NativeFrame>| BlockedAt {
+            frames: innermost
+                .into_iter()
+                .chain([
+                    frame("inspect_polls::compute", Some(("src/bin/polls.rs", 60))),
+                    frame("inspect_polls::spin_worker", Some(("src/bin/polls.rs", 78))),
+                    frame(
+                        "<core::pin::Pin<P> as core::future::future::Future>::poll",
+                        None,
+                    ),
+                    frame("tokio::runtime::task::core::Core<T,S>::poll", None),
+                    frame("inspect_polls::main", Some(("src/bin/polls.rs", 40))),
+                ])
+                .collect(),
+            doing: Doing::Computing,
+        };
+        let told = "inspect_polls::compute ← inspect_polls::spin_worker (src/bin/polls.rs:78)";
+        assert_eq!(sampled(Vec::new()).describe(&place), told);
+        let deeper = vec![
+            frame("__vdso_clock_gettime", None),
+            frame("clock_gettime", None),
+            frame(
+                "inspect_polls::thread_cpu_ns",
+                Some(("src/bin/polls.rs", 70)),
+            ),
+        ];
+        assert_eq!(sampled(deeper).describe(&place), told);
     }
 }

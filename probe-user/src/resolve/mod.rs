@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use object::{Object as _, ObjectSection as _};
 use probe_common::EventKind;
 
-pub use names::{is_library_function, task_name_from_type};
+pub use names::{is_library_function, is_runtime_function, task_name_from_type};
 pub use spawned::SourceLine;
 
 /// What a probe site is. One kind per tokio function we attach to.

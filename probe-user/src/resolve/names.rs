@@ -98,6 +98,12 @@ pub fn is_library_function(name: &str) -> bool {
     }
 }
 
+/// Whether a demangled function name is the runtime's scheduling machinery, which polls the
+/// tasks' futures: the program's frames just inside it are a future's own.
+pub fn is_runtime_function(name: &str) -> bool {
+    name.trim_start_matches('<').starts_with("tokio::runtime::")
+}
+
 /// The name users see for a task's future type:
 /// - `app::handler::{async_fn_env#0}` (DWARF) or `app::handler::{closure#0}` (v0) -> `app::handler`
 /// - `app::main::{async_block_env#1}` -> `app::main::{async block#1}`
