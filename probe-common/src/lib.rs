@@ -76,6 +76,33 @@ pub mod flags {
     /// At a poll end: `other_task_id` holds the poll's CPU time by its thread's task clock
     /// ([`Config::task_cpu_time`]), in nanoseconds.
     pub const CPU_TIME: u8 = 1 << 5;
+    /// At a poll end with [`CPU_TIME`]: the timer samples ([`SAMPLE_PERIOD_NS`]) were running,
+    /// and the count in `other_task_id` ([`poll_cpu`]) says how many fell in the poll.
+    pub const SAMPLED: u8 = 1 << 6;
+}
+
+/// How often the timer sample of each CPU fires, in nanoseconds (500 a second): a thread that
+/// runs a stretch of `n` periods on a CPU is sampled `n` or `n + 1` times, so samples bound a
+/// poll's time on CPU from above where the kernel's clocks cannot: a virtual CPU stalled by its
+/// host (not stolen: the host faulting in the guest's memory, say) stops the guest's timers,
+/// yet its task clock runs on. Fine enough that a 1 ms poll stretched so is never taken for
+/// one that computed past the 10 ms `long_poll` threshold.
+pub const SAMPLE_PERIOD_NS: u64 = 2_000_000;
+
+/// How a poll end packs its CPU time into its `other_task_id`: nanoseconds by its thread's task
+/// clock in the low 48 bits (78 hours), timer samples that fell in it in the high 16.
+pub mod poll_cpu {
+    const NS_BITS: u32 = 48;
+
+    pub const fn pack(cpu_ns: u64, samples: u64) -> u64 {
+        let samples = if samples > 0xffff { 0xffff } else { samples };
+        (cpu_ns & ((1 << NS_BITS) - 1)) | samples << NS_BITS
+    }
+
+    /// `(cpu_ns, samples)`.
+    pub const fn unpack(packed: u64) -> (u64, u64) {
+        (packed & ((1 << NS_BITS) - 1), packed >> NS_BITS)
+    }
 }
 
 /// How a poll end packs its off-CPU time into one `u64` (its `other_header`): microseconds
@@ -151,6 +178,8 @@ pub struct ThreadPoll {
     /// The thread's CPU time by its task clock when this poll started, if measured
     /// ([`flags::CPU_TIME`] in `flags`; a new thread's clock may still read 0).
     pub cpu_base: u64,
+    /// The thread's [`Current::samples`] when this poll started.
+    pub samples_base: u64,
 }
 
 /// The per-thread record the programs keep in their `CURRENT` map (key: thread id): the task
@@ -183,6 +212,8 @@ pub struct Current {
     pub sampled_sp: u64,
     pub sampled_bp: u64,
     pub sampled_at: u64,
+    /// Timer samples that found the thread inside a poll, ever.
+    pub samples: u64,
 }
 
 impl Current {
@@ -205,12 +236,14 @@ impl Current {
             blocked_base: self.blocked_total,
             preempted_base: self.preempted_total,
             cpu_base: cpu_ns.unwrap_or(0),
+            samples_base: self.samples,
         };
     }
 
     /// This thread's poll ends, its thread's task clock at `cpu_ns` (`None`: not measured):
     /// returns its off-CPU time, packed for the event ([`off_cpu::pack`]), and its CPU time
-    /// (`None`: not measured), and restores the poll it was nested in (none: header 0).
+    /// with the timer samples that fell in it ([`poll_cpu::pack`]; `None`: not measured), and
+    /// restores the poll it was nested in (none: header 0).
     #[inline(always)]
     pub fn leave(&mut self, cpu_ns: Option<u64>) -> (u64, Option<u64>) {
         let off = crate::off_cpu::pack(
@@ -218,9 +251,10 @@ impl Current {
             self.preempted_total - self.poll.preempted_base,
         );
         let cpu = match cpu_ns {
-            Some(now) if self.poll.flags & u64::from(flags::CPU_TIME) != 0 => {
-                Some(now.saturating_sub(self.poll.cpu_base))
-            }
+            Some(now) if self.poll.flags & u64::from(flags::CPU_TIME) != 0 => Some(poll_cpu::pack(
+                now.saturating_sub(self.poll.cpu_base),
+                self.samples - self.poll.samples_base,
+            )),
             _ => None,
         };
         self.poll = self.outer;

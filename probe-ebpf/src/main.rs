@@ -67,6 +67,10 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
 #[map]
 static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
+/// 1 once a timer sample ([`sample_running`]) has run: poll ends then say how many fell in them.
+#[map]
+static SAMPLER: Array<u64> = Array::with_max_entries(1, 0);
+
 /// Written by the user side while it runs: slot 0 holds a bit per hit slot (cookie) whose
 /// probes are being detached. Detaching takes a few hundred ms, during which they still fire;
 /// they emit nothing then, or they would fill the ring buffer while the collector waits.
@@ -526,7 +530,7 @@ fn poll_end_body(ctx: RetProbeContext) -> u32 {
         (entry.poll.header, identity),
         state,
         // Set at the start where the clock was read then: only where it was at the end too.
-        event_flags & !flags::CPU_TIME | cpu.map_or(0, |_| flags::CPU_TIME),
+        event_flags & !flags::CPU_TIME | cpu_flags(cpu),
         poll_times(off, cpu),
     );
     0
@@ -659,10 +663,21 @@ fn panic_start_body(ctx: ProbeContext) -> u32 {
         EventKind::PollEnd,
         (polled.header, NO_IDENTITY),
         state::COMPLETE,
-        flags::BLOCK_ON | flags::PANICKED | cpu.map_or(0, |_| flags::CPU_TIME),
+        flags::BLOCK_ON | flags::PANICKED | cpu_flags(cpu),
         poll_times(off, cpu),
     );
     0
+}
+
+/// A poll end's flags for its CPU time (`poll_cpu`): whether it was measured, and whether the
+/// timer samples it counts were running.
+#[inline(always)]
+fn cpu_flags(cpu: Option<u64>) -> u8 {
+    match (cpu, SAMPLER.get(0)) {
+        (None, _) => 0,
+        (Some(_), Some(&1)) => flags::CPU_TIME | flags::SAMPLED,
+        (Some(_), _) => flags::CPU_TIME,
+    }
 }
 
 /// A poll end's `other_*` fields, where other events name the running task (a poll end has
@@ -817,8 +832,13 @@ pub fn sample_running(_ctx: PerfEventContext) -> u32 {
     let Some(regs) = user_registers() else {
         return 0;
     };
+    if let Some(running) = SAMPLER.get_ptr_mut(0) {
+        // SAFETY: one word, written alike from every CPU.
+        unsafe { *running = 1 };
+    }
     // SAFETY: as above.
     unsafe {
+        (*entry).samples += 1;
         (*entry).sampled_ip = regs.rip;
         (*entry).sampled_sp = regs.rsp;
         (*entry).sampled_bp = regs.rbp;

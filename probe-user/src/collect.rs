@@ -142,7 +142,7 @@ mod tests {
             site,
             tid: 0,
             flags: 0,
-            cpu_ns: None,
+            cpu: None,
         };
         let mut batch = Vec::new();
         for (ts, site) in [(10, 0), (30, 1), (20, 2), (30, 3), (5, 4)] {

@@ -26,9 +26,34 @@ pub struct TaskEvent {
     pub site: u32,
     pub tid: u32,
     pub flags: u8,
-    /// A poll end's CPU time by its thread's task clock ([`flags::CPU_TIME`]): `None` where the
-    /// kernel could not tell (and in older recordings).
-    pub cpu_ns: Option<u64>,
+    /// A poll end's CPU time ([`flags::CPU_TIME`]): `None` where the kernel could not tell
+    /// (and in older recordings).
+    pub cpu: Option<PollCpu>,
+}
+
+/// A poll's CPU time as the kernel saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PollCpu {
+    /// By its thread's task clock.
+    pub ns: u64,
+    /// Timer samples that fell in it, [`probe_common::SAMPLE_PERIOD_NS`] apart on each CPU;
+    /// `None` where none were running.
+    pub samples: Option<u64>,
+}
+
+impl PollCpu {
+    /// From a poll end's flags and packed figures ([`probe_common::poll_cpu`]).
+    pub fn unpack(event_flags: u8, packed: u64) -> Option<Self> {
+        let (ns, samples) = probe_common::poll_cpu::unpack(packed);
+        (event_flags & flags::CPU_TIME != 0).then_some(Self {
+            ns,
+            samples: (event_flags & flags::SAMPLED != 0).then_some(samples),
+        })
+    }
+
+    pub fn pack(&self) -> u64 {
+        probe_common::poll_cpu::pack(self.ns, self.samples.unwrap_or(0))
+    }
 }
 
 impl TaskEvent {
@@ -53,8 +78,8 @@ impl TaskEvent {
             site: raw.site,
             tid: raw.tid,
             flags: raw.flags,
-            cpu_ns: (raw.kind == EventKind::PollEnd as u8 && raw.flags & flags::CPU_TIME != 0)
-                .then_some(raw.other_task_id),
+            cpu: PollCpu::unpack(raw.flags, raw.other_task_id)
+                .filter(|_| raw.kind == EventKind::PollEnd as u8),
         })
     }
 }
@@ -248,18 +273,24 @@ impl Histogram {
 /// scheduler tick (4 ms at the usual HZ=250). The clock is exact at context switches.
 const TASK_CLOCK_SLACK_NS: u64 = 4_000_000;
 
-/// Of a poll's time on CPU by the wall clock, `on_cpu_wall`, what a hypervisor took to run
-/// something else on the virtual CPU (steal time): the part its thread's task clock (`cpu`)
-/// did not count, where that is more than the clock's slack. On a busy host a 1 ms poll can
-/// take 10 ms this way, which is neither the program's computation nor the guest's
-/// preemption.
-fn stolen(on_cpu_wall: u64, cpu: Option<u64>) -> u64 {
-    let stolen = cpu.map_or(0, |cpu| on_cpu_wall.saturating_sub(cpu));
-    if stolen > TASK_CLOCK_SLACK_NS {
-        stolen
-    } else {
-        0
-    }
+/// Of a poll's time on CPU by the wall clock, `on_cpu_wall`, what its virtual CPU's host took:
+/// - time it ran another guest on the virtual CPU (steal time): its thread's task clock did
+///   not count it, where that is more than the clock's slack. On a busy host a 1 ms poll can
+///   take 10 ms this way, which is neither the program's computation nor the guest's
+///   preemption;
+/// - time the host stalled the virtual CPU (faulting in the guest's memory, say): the task
+///   clock counts it, but the guest's timers stop, so the timer samples bound the poll's time
+///   on CPU from above, a period more than they counted.
+fn stolen(on_cpu_wall: u64, cpu: Option<PollCpu>) -> u64 {
+    let Some(cpu) = cpu else { return 0 };
+    let clock = match on_cpu_wall.saturating_sub(cpu.ns) {
+        stolen if stolen > TASK_CLOCK_SLACK_NS => cpu.ns,
+        _ => on_cpu_wall,
+    };
+    let sampled = cpu.samples.map_or(u64::MAX, |samples| {
+        (samples + 1).saturating_mul(probe_common::SAMPLE_PERIOD_NS)
+    });
+    on_cpu_wall - clock.min(sampled)
 }
 
 impl Task {
@@ -271,7 +302,7 @@ impl Task {
         // Microsecond rounding may leave the parts a little over the whole.
         let blocked = blocked.min(took);
         let preempted = preempted.min(took - blocked);
-        let stolen = stolen(took - blocked - preempted, end.cpu_ns);
+        let stolen = stolen(took - blocked - preempted, end.cpu);
         let longest = took >= self.max_poll_ns;
         if longest {
             self.max_poll_ns = took;
@@ -913,7 +944,7 @@ impl TaskModel {
             site: u32::MAX,
             tid: 0,
             flags: if block_on { flags::BLOCK_ON } else { 0 },
-            cpu_ns: None,
+            cpu: None,
         };
         self.first_ns.get_or_insert(found.now_ns);
         self.last_ns = self.last_ns.max(found.now_ns);
@@ -1126,7 +1157,7 @@ mod tests {
             },
             tid: 7,
             flags: 0,
-            cpu_ns: None,
+            cpu: None,
         }
     }
 
@@ -1316,27 +1347,55 @@ mod tests {
     fn time_the_hypervisor_took_is_not_time_on_cpu() {
         let mut m = model();
         let ms = 1_000_000;
-        let end = |ts_ns, preempted, cpu_ns| TaskEvent {
+        let end = |ts_ns, preempted, ns, samples| TaskEvent {
             other_header: probe_common::off_cpu::pack(0, preempted),
-            cpu_ns,
+            cpu: Some(PollCpu { ns, samples }),
             ..poll_end(ts_ns, HDR, 1, 0)
         };
         m.apply(&event(0, EventKind::Spawn, HDR, 1));
         m.apply(&event(0, EventKind::PollStart, HDR, 1));
-        m.apply(&end(30 * ms, 20 * ms, Some(ms)));
+        m.apply(&end(30 * ms, 20 * ms, ms, None));
         let task = &m.tasks()[0];
         assert_eq!(task.stats().max_poll_stolen_ns, 9 * ms);
         assert_eq!(task.stats().max_on_cpu_ns, ms);
         // Within a scheduler tick, the task clock may just be stale: nothing is taken away.
         m.apply(&event(40 * ms, EventKind::PollStart, HDR, 1));
-        m.apply(&end(90 * ms, 0, Some(47 * ms)));
+        m.apply(&end(90 * ms, 0, 47 * ms, None));
         let task = &m.tasks()[0];
         assert_eq!(task.stats().max_poll_stolen_ns, 0);
         assert_eq!(task.stats().max_on_cpu_ns, 50 * ms);
         // Without the task clock (an older kernel, a recording of format 1), wall time counts.
         m.apply(&event(100 * ms, EventKind::PollStart, HDR, 1));
-        m.apply(&end(160 * ms, 0, None));
+        m.apply(&TaskEvent {
+            cpu: None,
+            ..end(160 * ms, 0, 0, None)
+        });
         assert_eq!(m.tasks()[0].stats().max_on_cpu_ns, 60 * ms);
+    }
+
+    /// Also seen on the CI machine: a 1 ms poll whose task clock says 12 ms, the rest the host
+    /// stalling the virtual CPU. One timer sample fell in it: it ran 2 periods at most.
+    #[test]
+    fn time_the_timer_samples_did_not_see_is_not_time_on_cpu() {
+        let mut m = model();
+        let ms = 1_000_000;
+        let period = probe_common::SAMPLE_PERIOD_NS;
+        let end = |ts_ns, ns, samples| TaskEvent {
+            cpu: Some(PollCpu { ns, samples }),
+            ..poll_end(ts_ns, HDR, 1, 0)
+        };
+        m.apply(&event(0, EventKind::Spawn, HDR, 1));
+        m.apply(&event(0, EventKind::PollStart, HDR, 1));
+        m.apply(&end(12 * ms, 12 * ms, Some(1)));
+        assert_eq!(m.tasks()[0].stats().max_on_cpu_ns, 2 * period);
+        assert_eq!(
+            m.tasks()[0].stats().max_poll_stolen_ns,
+            12 * ms - 2 * period
+        );
+        // A computation that ran is sampled all along: its task clock stands.
+        m.apply(&event(20 * ms, EventKind::PollStart, HDR, 1));
+        m.apply(&end(70 * ms, 50 * ms, Some(50 * ms / period)));
+        assert_eq!(m.tasks()[0].stats().max_on_cpu_ns, 50 * ms);
     }
 
     #[test]
@@ -1551,7 +1610,7 @@ mod tests {
             site: 2,
             tid: 7,
             flags: flags::BLOCK_ON | extra,
-            cpu_ns: None,
+            cpu: None,
         };
         m.apply(&poll(10, EventKind::PollStart, 0, 0));
         m.apply(&TaskEvent {

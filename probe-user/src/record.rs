@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     analyze::stacks::TaskStack,
-    model::{BlockedAt, Coverage, Observed, TaskEvent},
+    model::{BlockedAt, Coverage, Observed, PollCpu, TaskEvent},
     report::RunFacts,
     resolve::Catalogue,
 };
@@ -119,10 +119,11 @@ enum Item {
         task: u32,
         at: String,
     },
-    /// A poll end with its CPU time ([`TaskEvent::cpu_ns`]); since format 2.
+    /// A poll end with its CPU time ([`TaskEvent::cpu`], packed as the kernel sends it, its
+    /// flags in the event's); since format 2.
     PollEnd {
         event: Recorded,
-        cpu_ns: u64,
+        cpu: u64,
     },
 }
 
@@ -199,10 +200,10 @@ impl Recorder {
             site: event.site,
             tid: event.tid,
         };
-        self.item(&match event.cpu_ns {
-            Some(cpu_ns) => Item::PollEnd {
+        self.item(&match event.cpu {
+            Some(cpu) => Item::PollEnd {
                 event: recorded,
-                cpu_ns,
+                cpu: cpu.pack(),
             },
             None => Item::Event(recorded),
         });
@@ -396,7 +397,10 @@ impl Reader {
         Ok(Some(match item {
             Item::Header(_) => return Err(self.corrupt("a second header".into())),
             Item::Event(recorded) => Entry::Event(self.event(recorded, None)?),
-            Item::PollEnd { event, cpu_ns } => Entry::Event(self.event(event, Some(cpu_ns))?),
+            Item::PollEnd { event, cpu } => {
+                let cpu = PollCpu::unpack(event.flags, cpu);
+                Entry::Event(self.event(event, cpu)?)
+            }
             Item::Observed(found) => Entry::Observed(found),
             Item::Stack { task, stack } => Entry::Stack(task as usize, self.parse_json(&stack)?),
             Item::Coverage(change) => Entry::Coverage(self.parse_json(&change)?),
@@ -443,7 +447,11 @@ impl Reader {
     }
 
     /// A recorded event, its time restored from the previous one's.
-    fn event(&mut self, recorded: Recorded, cpu_ns: Option<u64>) -> Result<TaskEvent, RecordError> {
+    fn event(
+        &mut self,
+        recorded: Recorded,
+        cpu: Option<PollCpu>,
+    ) -> Result<TaskEvent, RecordError> {
         let ts_ns = self.last_ts.wrapping_add(recorded.dt as u64);
         self.last_ts = ts_ns;
         let kind = EventKind::from_u8(recorded.kind)
@@ -459,7 +467,7 @@ impl Reader {
             site: recorded.site,
             tid: recorded.tid,
             flags: recorded.flags,
-            cpu_ns,
+            cpu,
         })
     }
 
@@ -526,7 +534,7 @@ pub(crate) mod testing {
             site: u32::from(matches!(kind, EventKind::Spawn | EventKind::WakeByRef)),
             tid: 7,
             flags: 0,
-            cpu_ns: None,
+            cpu: None,
         }
     }
 
@@ -587,7 +595,11 @@ mod tests {
     fn poll_ends_keep_their_cpu_time_and_format_1_still_reads() {
         let path = temp("cpu-time");
         let measured = TaskEvent {
-            cpu_ns: Some(1_000_000),
+            flags: probe_common::flags::CPU_TIME | probe_common::flags::SAMPLED,
+            cpu: Some(PollCpu {
+                ns: 1_000_000,
+                samples: Some(3),
+            }),
             ..event(2_000, EventKind::PollEnd, HDR, 0)
         };
         let written = [event(1_000, EventKind::PollStart, HDR, 0), measured];

@@ -338,7 +338,7 @@ fn make_sample(path: &Path, events: u64, flush_every: u64) -> Sample {
                     site: (task % 2) as u32,
                     tid: 7,
                     flags: 0,
-                    cpu_ns: None,
+                    cpu: None,
                 });
             }
         }

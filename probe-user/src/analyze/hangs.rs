@@ -51,7 +51,7 @@ mod tests {
             site: 0,
             tid: 1,
             flags: 0,
-            cpu_ns: None,
+            cpu: None,
         };
         model.apply(&event(start, EventKind::PollStart));
         model.apply(&event(end, EventKind::PollEnd));

@@ -201,7 +201,7 @@ fn poll_split(task: &crate::model::Task, limits: &Thresholds) -> String {
     }
     if stolen > 0 {
         parts.push(format!(
-            "{} taken by the hypervisor (steal time)",
+            "{} taken by the hypervisor (steal time, or a stalled virtual CPU)",
             duration(stolen)
         ));
     }

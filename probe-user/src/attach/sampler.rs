@@ -1,6 +1,9 @@
 //! The timer sample of every CPU ([`PROGRAM`]): where a thread of the target inside a poll is
 //! running, noted in its `Current` entry, so that a poll that computes for long is told with
-//! the line computing, as a blocked one is with the line blocking.
+//! the line computing, as a blocked one is with the line blocking, and counted in its poll's
+//! end, which bounds the poll's time on CPU from above.
+
+use probe_common::SAMPLE_PERIOD_NS;
 
 use aya::{
     Ebpf,
@@ -13,13 +16,12 @@ use aya::{
 };
 
 const PROGRAM: &str = "sample_running";
-/// Nanoseconds of CPU between two samples of a CPU, 99 a second: a computation worth warning
-/// about (10 ms and more) is seen in one, a CPU that runs none of the target's polls pays a map
-/// lookup per sample. Not 100, so as not to run in step with timers. A fixed period, not a
-/// frequency: the kernel starts a frequency at a period of 1 and adapts it, and the timer
-/// interrupts meanwhile are charged to whichever thread they interrupt, the target's polls
-/// among them (measured: 1 ms polls took 10 ms of their thread's CPU time).
-const PERIOD_NS: u64 = 1_000_000_000 / 99;
+/// Samples the CPUs [`SAMPLE_PERIOD_NS`] apart, a fixed period, not a frequency: the kernel
+/// starts a frequency at a period of 1 and adapts it, and the timer interrupts meanwhile are
+/// charged to whichever thread they interrupt, the target's polls among them (measured in the
+/// busy fixture: 1 ms polls showed 10 ms of their thread's CPU time with a frequency, none with
+/// a period). A CPU that runs none of the target's polls pays a map lookup per sample.
+const PERIOD_NS: u64 = SAMPLE_PERIOD_NS;
 
 pub(super) fn load(ebpf: &mut Ebpf) -> Result<(), String> {
     program(ebpf)?.load().map_err(|error| error.to_string())

@@ -175,7 +175,7 @@ mod tests {
             site: 0,
             tid: 7,
             flags: 0,
-            cpu_ns: None,
+            cpu: None,
         }
     }
 

@@ -169,7 +169,7 @@ impl<O: Observer> Script<O> {
             site: if poll { task.site } else { ANY_SITE },
             tid,
             flags: event_flags,
-            cpu_ns: None,
+            cpu: None,
         });
     }
 
