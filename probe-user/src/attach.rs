@@ -289,20 +289,7 @@ impl Attachment {
         mechanism: Mechanism,
     ) -> Result<Self, AttachError> {
         let cpu_time = crate::resolve::kernel::task_cpu_time_offset();
-        let config = Config {
-            header_state: plan.layout.header_state,
-            header_vtable: plan.layout.header_vtable,
-            vtable_id_offset: plan.layout.vtable_id_offset,
-            task_id_offset: plan.uniform_task_id_offset(),
-            ready: 1,
-            mode: if count_only {
-                MODE_COUNT_ONLY
-            } else {
-                MODE_EVENTS
-            },
-            wake_every: wake_every(ring_bytes),
-            task_cpu_time: cpu_time.as_ref().map_or(0, |&offset| offset),
-        };
+        let config = program_config(plan, ring_bytes, count_only, cpu_time.as_ref().ok());
         let block_on = block_on_done(plan);
         let mut ebpf = EbpfLoader::new()
             .override_global("CONFIG", &config, true)
@@ -593,6 +580,30 @@ fn hot_slots() -> u64 {
         .enumerate()
         .filter(|(_, probe)| probe.hot)
         .fold(0, |mask, (slot, _)| mask | 1 << slot)
+}
+
+/// What the programs are told at load: the target's task layout, their mode, how often to wake
+/// the collector, and where a thread's CPU time is (`None`: unknown).
+fn program_config(
+    plan: &ProbePlan,
+    ring_bytes: u32,
+    count_only: bool,
+    task_cpu_time: Option<&u64>,
+) -> Config {
+    Config {
+        header_state: plan.layout.header_state,
+        header_vtable: plan.layout.header_vtable,
+        vtable_id_offset: plan.layout.vtable_id_offset,
+        task_id_offset: plan.uniform_task_id_offset(),
+        ready: 1,
+        mode: if count_only {
+            MODE_COUNT_ONLY
+        } else {
+            MODE_EVENTS
+        },
+        wake_every: wake_every(ring_bytes),
+        task_cpu_time: task_cpu_time.copied().unwrap_or(0),
+    }
 }
 
 /// The tracepoint programs that split each poll into on-CPU, blocked and preempted time.

@@ -107,12 +107,19 @@ struct ModuleFile {
 }
 
 impl Blockers {
-    pub fn new(pid: u32, main_binary: PathBuf) -> Option<Self> {
-        Some(Self {
+    /// For process `pid`, whose executable's DWARF is in `main_binary`. A program that `runs`
+    /// already (not held before its first instruction) has its libraries loaded: its modules
+    /// are read from now on; a launched one's from its first polls.
+    pub fn new(pid: u32, main_binary: PathBuf, runs: bool) -> Option<Self> {
+        let mut blockers = Self {
             memory: ProcessMemory::open(pid).ok()?,
             modules: Loading::NotYet(pid, main_binary),
             looked: HashMap::new(),
-        })
+        };
+        if runs {
+            blockers.modules.ready();
+        }
+        Some(blockers)
     }
 
     /// Where the polls running for a while in `model` are blocked now, by task: `thread` gives
@@ -151,33 +158,32 @@ impl Blockers {
             }
             let addresses = self.unwind(&seen);
             // Read while it stayed blocked, or its stack may have moved on under the reads.
-            let still = thread(tid).is_some_and(|after| seen.still(&after, header));
-            if let Some(modules) = self.modules.ready()
-                && still
-                && !addresses.is_empty()
+            if thread(tid).is_some_and(|after| seen.still(&after, header))
+                && let Some(at) = self.named(&seen, addresses)
             {
-                let frames: Vec<NativeFrame> = addresses
-                    .into_iter()
-                    .flat_map(|address| modules.name(address))
-                    .collect();
-                // A running thread's stack is read as it runs on: only an unwind that reaches
-                // the runtime polling the task was read whole.
-                let whole = seen.doing == Doing::Blocked
-                    || frames
-                        .iter()
-                        .any(|frame| frame.function.as_deref().is_some_and(is_runtime_function));
-                if whole {
-                    found.push((
-                        task,
-                        BlockedAt {
-                            frames,
-                            doing: seen.doing,
-                        },
-                    ));
-                }
+                found.push((task, at));
             }
         }
         found
+    }
+
+    /// The stack of `addresses` (from [`Blockers::unwind`]), named; `None` when it is empty, or
+    /// a computing thread's unwind did not reach the runtime polling the task: its stack is
+    /// read as it runs on, and only such an unwind was read whole.
+    fn named(&mut self, seen: &Seen, addresses: Vec<u64>) -> Option<BlockedAt> {
+        let modules = self.modules.ready().filter(|_| !addresses.is_empty())?;
+        let frames: Vec<NativeFrame> = addresses
+            .into_iter()
+            .flat_map(|address| modules.name(address))
+            .collect();
+        let whole = seen.doing == Doing::Blocked
+            || frames
+                .iter()
+                .any(|frame| frame.function.as_deref().is_some_and(is_runtime_function));
+        whole.then_some(BlockedAt {
+            frames,
+            doing: seen.doing,
+        })
     }
 
     /// The return addresses on the stack of the thread as `seen`, innermost first.

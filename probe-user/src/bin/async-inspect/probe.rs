@@ -129,7 +129,10 @@ impl Run {
             blockers: attachment
                 .off_cpu
                 .is_ok()
-                .then(|| Blockers::new(pid.get(), plan.dwarf_file.clone()))
+                .then(|| {
+                    let runs = found.running.is_some();
+                    Blockers::new(pid.get(), plan.dwarf_file.clone(), runs)
+                })
                 .flatten(),
             child: gate.map(target::Launched::release).transpose()?,
             _running: found.running,
