@@ -5,7 +5,7 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 
-pub use crate::readable::{duration, location};
+use crate::readable::{duration, location};
 use crate::{
     analyze::{
         backtrace::{Frame, Frames, Resource},

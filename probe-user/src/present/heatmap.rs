@@ -5,7 +5,8 @@ use std::{
     io::{self, Write},
 };
 
-use crate::report::{self, Mode, Report, TaskRow};
+use crate::readable;
+use crate::report::{Mode, Report, TaskRow};
 
 /// Columns of time: about what a terminal or a rendered code block shows without wrapping.
 pub const WIDTH: usize = 60;
@@ -55,7 +56,7 @@ pub(crate) fn draw(
             .collect();
         writeln!(out, "{indent}{:<name_width$} │{cells}│ {peak}", row.name)?;
     }
-    let end = report::duration(duration_ns);
+    let end = readable::duration(duration_ns);
     let axis = match width.checked_sub(end.chars().count() + 1) {
         Some(gap) if gap > 0 => format!("0{:>gap$}{end}", ""),
         _ => format!("0 … {end}"),
@@ -68,7 +69,7 @@ pub(crate) fn draw(
     writeln!(
         out,
         "{indent}a cell counts the tasks alive at any time in its {} of the run",
-        report::duration(duration_ns / width as u64)
+        readable::duration(duration_ns / width as u64)
     )
 }
 

@@ -2,6 +2,7 @@
 
 use std::io::{self, Write};
 
+use crate::readable;
 use crate::{
     present::{heatmap, tree},
     report::{self, Mode, Report, WaiterRow},
@@ -77,7 +78,7 @@ fn summary(report: &Report, out: &mut dyn Write) -> io::Result<()> {
         ),
         ("target", code(&s.target)),
         ("pid", s.pid.to_string()),
-        ("duration", report::duration(s.duration_ns)),
+        ("duration", readable::duration(s.duration_ns)),
     ];
     if let Some(exit) = &s.target_exit {
         rows.push(("how it ended", exit.describe()));
@@ -169,9 +170,9 @@ fn tasks(report: &Report, top: usize, out: &mut dyn Write) -> io::Result<()> {
             code(&task.name),
             task.state.as_str().to_owned(),
             task.polls.to_string(),
-            report::duration(task.busy_ns),
-            report::duration(task.scheduled_ns),
-            report::duration(task.idle_ns),
+            readable::duration(task.busy_ns),
+            readable::duration(task.scheduled_ns),
+            readable::duration(task.idle_ns),
             task.wakes.to_string(),
             await_point(task),
         ]
@@ -248,7 +249,7 @@ fn waiter(waiter: &WaiterRow) -> Vec<String> {
             format!(
                 "{} across the await at {}",
                 code(&held.resource.to_string()),
-                code(&report::location(held.file.as_deref(), held.line))
+                code(&readable::location(held.file.as_deref(), held.line))
             )
         })
         .collect();
@@ -256,7 +257,7 @@ fn waiter(waiter: &WaiterRow) -> Vec<String> {
         format!("{} {}", report::id_text(waiter.task), code(&waiter.name)),
         code(&waiter.waits_on.to_string()),
         waiter.at.as_ref().map_or_else(String::new, |at| {
-            code(&report::location(at.file.as_deref(), at.line))
+            code(&readable::location(at.file.as_deref(), at.line))
         }),
         holds.join("; "),
     ]
@@ -296,7 +297,7 @@ fn threads(report: &Report, out: &mut dyn Write) -> io::Result<()> {
             worker.tid.to_string(),
             worker.polls.to_string(),
             format!("{:.1}%", worker.busy_percent(report.summary.duration_ns)),
-            report::duration(worker.longest_poll_ns),
+            readable::duration(worker.longest_poll_ns),
             worker
                 .longest_poll_name
                 .as_ref()

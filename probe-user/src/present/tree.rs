@@ -5,6 +5,7 @@ use std::{
     io::{self, Write},
 };
 
+use crate::readable;
 use crate::report::{self, Mode, Report};
 
 /// Leaf siblings of one name and state are drawn as one `N ×` line from this many on: a server's
@@ -141,7 +142,7 @@ impl<'a> Forest<'a> {
                     task.state.as_str()
                 );
                 if timed {
-                    line.push_str(&format!(" busy {}", report::duration(task.busy_ns)));
+                    line.push_str(&format!(" busy {}", readable::duration(task.busy_ns)));
                 }
                 line
             }
@@ -155,7 +156,7 @@ impl<'a> Forest<'a> {
                 );
                 if timed {
                     let busy = members.iter().map(|&index| tasks[index].busy_ns).sum();
-                    line.push_str(&format!(" busy {} in all", report::duration(busy)));
+                    line.push_str(&format!(" busy {} in all", readable::duration(busy)));
                 }
                 line
             }

@@ -108,7 +108,7 @@ fn print(report: &Report, args: &DumpArgs, bytes_scanned: u64) -> std::io::Resul
             s.pid,
             s.tasks,
             bytes_scanned / (1024 * 1024),
-            probe_user::report::duration(s.duration_ns),
+            probe_user::readable::duration(s.duration_ns),
             if args.freeze {
                 " (frozen meanwhile)"
             } else {

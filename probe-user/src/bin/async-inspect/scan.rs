@@ -75,7 +75,7 @@ pub fn find_idle_since_before<O: Observer>(
         "{} ({} MiB read in {})",
         count_found(catalogue, &session.model, &tasks),
         found.scan.bytes_scanned / (1024 * 1024),
-        probe_user::report::duration(scanned.elapsed().as_nanos() as u64)
+        probe_user::readable::duration(scanned.elapsed().as_nanos() as u64)
     );
     if !config.quiet && !config.tui {
         eprintln!("async-inspect: {line}");

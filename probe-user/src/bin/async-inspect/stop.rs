@@ -190,7 +190,7 @@ pub fn verdict(ended: Ended, config: &ProbeConfig) -> String {
     match ended {
         Ended::Hang => format!(
             "\nasync-inspect test: HANG: no task was polled for {}; the command was killed",
-            probe_user::report::duration(config.watch.map_or(0, |w| w.timeout.as_nanos() as u64))
+            probe_user::readable::duration(config.watch.map_or(0, |w| w.timeout.as_nanos() as u64))
         ),
         Ended::Deadlock => {
             "\nasync-inspect test: DEADLOCK: tasks wait for each other; the command was killed"

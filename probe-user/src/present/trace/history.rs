@@ -15,7 +15,7 @@ use probe_common::EventKind;
 use crate::{
     analyze::stacks::TaskStack,
     model::{TaskEvent, TaskModel, TaskState},
-    report::location,
+    readable::location,
 };
 
 /// Polls numbered in the order they started, from 0 without gaps, so an export can keep them

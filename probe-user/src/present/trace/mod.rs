@@ -21,6 +21,7 @@ use std::{
 use serde::Serialize;
 
 use self::history::{Closed, Follower, History, Poll, PollId, StackId};
+use crate::readable;
 use crate::{
     analyze::stacks::TaskStack,
     model::{TaskEvent, TaskModel, TaskState},
@@ -115,7 +116,7 @@ impl Drawing<'_> {
         SliceArgs {
             task: self.model.tasks()[task].id,
             poll,
-            duration: report::duration(end - start),
+            duration: readable::duration(end - start),
             parked_at: place.and_then(|place| place.await_point.as_deref()),
             waiting_for: place.and_then(|place| place.leaf.as_deref()),
         }

@@ -9,9 +9,10 @@ use ratatui::{
 };
 
 use super::{Action, detail, tasks, ui, warnings, workers};
+use crate::readable::location;
 use crate::{
     model::TaskState,
-    report::{Report, TaskRow, location},
+    report::{Report, TaskRow},
 };
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

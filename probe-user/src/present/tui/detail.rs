@@ -13,9 +13,10 @@ use super::{
     app::{App, Mark},
     ui, warnings,
 };
+use crate::readable::duration;
 use crate::{
     model::Histogram,
-    report::{Bucket, Report, TaskRow, duration},
+    report::{Bucket, Report, TaskRow},
 };
 
 /// Lines of the document that fit in `body`, inside the pane's borders.

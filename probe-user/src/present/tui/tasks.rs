@@ -12,7 +12,8 @@ use super::{
     app::{App, Column, Mark},
     ui,
 };
-use crate::report::{Report, TaskRow, duration};
+use crate::readable::duration;
+use crate::report::{Report, TaskRow};
 
 /// Rows of tasks that fit in `body`: the pane's borders and the column titles take three.
 pub(super) fn visible_rows(body: Rect) -> usize {

@@ -13,10 +13,8 @@ use super::{
     app::{App, Mark, View},
     detail, tasks, warnings, workers,
 };
-use crate::{
-    model::TaskState,
-    report::{Report, duration},
-};
+use crate::readable::duration;
+use crate::{model::TaskState, report::Report};
 
 /// Header (summary, status), body, key hints.
 pub(super) fn layout(area: Rect) -> [Rect; 3] {

@@ -10,7 +10,8 @@ use ratatui::{
 };
 
 use super::{app::App, ui};
-use crate::report::{Mode, Report, WorkerRow, duration};
+use crate::readable::duration;
+use crate::report::{Mode, Report, WorkerRow};
 
 /// Cells of the busy gauge.
 const GAUGE_WIDTH: usize = 20;
