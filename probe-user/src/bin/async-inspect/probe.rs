@@ -83,14 +83,7 @@ impl Run {
         let mut catalogue = plan.catalogue();
         let mechanism = probe_user::attach::preflight()?;
         let max_overhead = setup::budget_under(mechanism, config);
-        let target_log = match (config.tui, &found.running) {
-            (true, None) => Some(setup::target_log()?),
-            _ => None,
-        };
-        let output = target_log
-            .as_ref()
-            .map(|(_, file)| file.try_clone())
-            .transpose()?;
+        let (target_log, output) = setup::target_log(config, &found)?;
         let (pid, binary, gate) = setup::start_target(&found, config, output)?;
         let (mut attachment, gate) =
             setup::attach_or_abandon(&plan, &binary, pid, gate, config, mechanism).await?;
@@ -126,14 +119,9 @@ impl Run {
         attachment.attach_hot()?;
         Ok(Started::Probed(Box::new(Run {
             budget: Budget::new(pid.get(), prices, max_overhead, &attachment),
-            blockers: attachment
-                .off_cpu
-                .is_ok()
-                .then(|| {
-                    let runs = found.running.is_some();
-                    Blockers::new(pid.get(), plan.dwarf_file.clone(), runs)
-                })
-                .flatten(),
+            blockers: attachment.off_cpu.is_ok().then_some(()).and_then(|()| {
+                Blockers::new(pid.get(), plan.dwarf_file.clone(), found.running.is_some())
+            }),
             child: gate.map(target::Launched::release).transpose()?,
             _running: found.running,
             plan,

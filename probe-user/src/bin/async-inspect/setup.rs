@@ -1,7 +1,7 @@
 //! A probe run's first steps: the target found or launched, the probe plan checked against it,
 //! the programs attached, the session (and its recording) opened.
 
-use std::{ffi::OsString, num::NonZeroU32, path::PathBuf};
+use std::{ffi::OsString, fs::File, num::NonZeroU32, path::PathBuf};
 
 use probe_user::{
     attach::{self, Attachment},
@@ -199,13 +199,24 @@ pub fn open_session(
     Ok((session, settings))
 }
 
-/// The file a launched program's output goes to while the live view owns the terminal.
-pub fn target_log() -> anyhow::Result<(std::path::PathBuf, std::fs::File)> {
+/// A launched program's output file while the live view owns the terminal, and its path.
+pub type TargetLog = (PathBuf, File);
+
+/// The file a launched program's output goes to while the live view owns the terminal (none
+/// otherwise), and a handle of it for the program.
+pub fn target_log(
+    config: &ProbeConfig,
+    found: &Found,
+) -> anyhow::Result<(Option<TargetLog>, Option<File>)> {
+    if !config.tui || found.running.is_some() {
+        return Ok((None, None));
+    }
     let path =
         std::env::temp_dir().join(format!("async-inspect-output-{}.log", std::process::id()));
-    let file = std::fs::File::create(&path)
+    let file = File::create(&path)
         .map_err(|error| anyhow::anyhow!("cannot create {}: {error}", path.display()))?;
-    Ok((path, file))
+    let output = file.try_clone()?;
+    Ok((Some((path, file)), Some(output)))
 }
 
 /// Runs `command` as it is (a test binary without tokio, under `test`), with its status.
