@@ -648,42 +648,7 @@ impl Report {
                 s.internal_tasks
             )?;
         }
-        let seconds = (s.duration_ns as f64 / 1e9).max(1e-9);
-        writeln!(
-            out,
-            "  events: {} ({:.0}/s), dropped: {}{}",
-            s.events,
-            s.events as f64 / seconds,
-            s.dropped,
-            if s.dropped > 0 {
-                " (the ring buffer was full: counts are low; try --ring-buffer-mb)"
-            } else {
-                ""
-            }
-        )?;
-        writeln!(
-            out,
-            "  probes: {}; task names from {}",
-            if s.perf_event_uprobes {
-                format!(
-                    "{} points as perf-event uprobes, one per point (this kernel has no uprobe_multi, \
-                     Linux >= 6.6)",
-                    s.probe_points
-                )
-            } else {
-                format!(
-                    "{} points in {} uprobe_multi links",
-                    s.probe_points, s.links
-                )
-            },
-            s.naming.describe()
-        )?;
-        if let Some(overhead) = &s.overhead {
-            writeln!(out, "  {}", describe_overhead(overhead))?;
-        }
-        for note in &s.notes {
-            writeln!(out, "  note: {note}")?;
-        }
+        write_probe_facts(s, &mut out)?;
         self.write_table(&mut out, top)?;
         self.write_folded(out)
     }
@@ -788,24 +753,7 @@ impl Report {
             .clamp(4, 60);
         let await_point = |task: &TaskRow| task.parked_at().unwrap_or_default();
         if self.summary.mode == Mode::Dump {
-            // A snapshot has no history: only what each task is and where it waits.
-            writeln!(
-                out,
-                "\n  {:>6}  {:<width$}  {:<9}  AWAIT",
-                "ID", "TASK", "STATE"
-            )?;
-            for &task in &tasks[..shown] {
-                let name: String = task.name.chars().take(width).collect();
-                writeln!(
-                    out,
-                    "  {:>6}  {:<width$}  {:<9}  {}",
-                    task.id.map_or_else(|| "?".to_owned(), |id| id.to_string()),
-                    name,
-                    task.state.as_str(),
-                    await_point(task),
-                )?;
-            }
-            return Ok(());
+            return write_snapshot_table(&mut out, &tasks[..shown], width);
         }
         writeln!(
             out,
@@ -1344,6 +1292,69 @@ fn missing_backtrace(
 /// A multi-thread worker's loop: runtime plumbing that reports leave out of the task counts.
 pub fn is_runtime_worker(catalogue: &Catalogue, model: &TaskModel, task: &Task) -> bool {
     task_type(catalogue, model, task).is_some_and(|t| t.runtime_worker)
+}
+
+/// The text report's lines on the probe itself: events, probes, its cost, and the notes.
+fn write_probe_facts(s: &Summary, out: &mut impl Write) -> io::Result<()> {
+    let seconds = (s.duration_ns as f64 / 1e9).max(1e-9);
+    writeln!(
+        out,
+        "  events: {} ({:.0}/s), dropped: {}{}",
+        s.events,
+        s.events as f64 / seconds,
+        s.dropped,
+        if s.dropped > 0 {
+            " (the ring buffer was full: counts are low; try --ring-buffer-mb)"
+        } else {
+            ""
+        }
+    )?;
+    writeln!(
+        out,
+        "  probes: {}; task names from {}",
+        if s.perf_event_uprobes {
+            format!(
+                "{} points as perf-event uprobes, one per point (this kernel has no uprobe_multi, \
+                 Linux >= 6.6)",
+                s.probe_points
+            )
+        } else {
+            format!(
+                "{} points in {} uprobe_multi links",
+                s.probe_points, s.links
+            )
+        },
+        s.naming.describe()
+    )?;
+    if let Some(overhead) = &s.overhead {
+        writeln!(out, "  {}", describe_overhead(overhead))?;
+    }
+    for note in &s.notes {
+        writeln!(out, "  note: {note}")?;
+    }
+    Ok(())
+}
+
+/// A snapshot's task table (`dump`): it has no history, only what each task is and where it
+/// waits.
+fn write_snapshot_table(out: &mut impl Write, tasks: &[&TaskRow], width: usize) -> io::Result<()> {
+    writeln!(
+        out,
+        "\n  {:>6}  {:<width$}  {:<9}  AWAIT",
+        "ID", "TASK", "STATE"
+    )?;
+    for &task in tasks {
+        let name: String = task.name.chars().take(width).collect();
+        writeln!(
+            out,
+            "  {:>6}  {:<width$}  {:<9}  {}",
+            task.id.map_or_else(|| "?".to_owned(), |id| id.to_string()),
+            name,
+            task.state.as_str(),
+            task.parked_at().unwrap_or_default(),
+        )?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
