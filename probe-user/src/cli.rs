@@ -320,7 +320,10 @@ pub struct ProbeArgs {
     #[arg(long)]
     pub no_values: bool,
 
-    /// Warn about polls longer than this: blocking code in async stalls its worker.
+    /// Warn about polls that held their worker longer than this, on CPU or blocked in the
+    /// kernel: blocking code in async stalls its worker. The warning says which, and where: the
+    /// blocking call, or the line computing. Time preempted on a busy machine, or taken by a
+    /// virtual machine's host, does not count
     #[arg(long, value_name = "DURATION", default_value = "10ms", value_parser = parse_duration)]
     pub long_poll: Duration,
 
