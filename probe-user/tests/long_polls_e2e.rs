@@ -16,10 +16,6 @@ use common::{
 use serde_json::Value;
 
 fn probe(tag: &str, binary: &str, scenario: &str) -> Value {
-    probe_output(tag, binary, scenario).1
-}
-
-fn probe_output(tag: &str, binary: &str, scenario: &str) -> (std::process::Output, Value) {
     let (output, report) = probe_launch(
         tag,
         &["--quiet"],
@@ -32,7 +28,7 @@ fn probe_output(tag: &str, binary: &str, scenario: &str) -> (std::process::Outpu
         String::from_utf8_lossy(&output.stderr)
     );
     assert_nothing_left_attached();
-    (output, report)
+    report
 }
 
 /// The `long_poll` warnings' texts, by task id.
@@ -87,7 +83,19 @@ fn a_blocking_call_is_told_blocked() {
 #[test]
 fn a_computation_is_told_on_cpu() {
     let Some(_serial) = privileged() else { return };
-    let (output, report) = probe_output("long-poll-spin", "inspect-polls", "spin");
+    let recording = temp_json("long-poll-spin-recording");
+    let (output, report) = probe_launch(
+        "long-poll-spin",
+        &["--quiet", "--record", recording.to_str().expect("utf-8")],
+        &fixture("debug/inspect-polls"),
+        &["spin", "--exit-after-ms", "1500"],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_nothing_left_attached();
     let warnings = long_polls(&report);
     let spinner = task(&report, "inspect_polls::spin_worker");
     assert_eq!(warnings.len(), 1, "{:#}\n{spinner:#}", report["warnings"]);
@@ -105,6 +113,12 @@ fn a_computation_is_told_on_cpu() {
     assert!(warnings[0].1.contains(computing), "{}", warnings[0].1);
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(text.contains(computing), "{text}");
+    // A replay of the recording knows it too (Markdown escapes the underscores).
+    let markdown = replayed_markdown(&recording);
+    assert!(
+        markdown.contains(&computing.replace('_', "\\_")),
+        "{markdown}"
+    );
 }
 
 #[test]
