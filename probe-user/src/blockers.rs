@@ -38,14 +38,15 @@ const COMPUTING_AFTER_NS: u64 = 5_000_000;
 /// Frames unwound at most: a worker's stack is a few dozen deep.
 const MAX_FRAMES: usize = 128;
 
-/// Finds where the target's long polls block. One per probed process.
+/// Finds where the target's long polls block or compute. One per probed process.
 pub struct Blockers {
     memory: ProcessMemory,
     /// Read on a thread of their own once the target runs polls (a launched one has then
     /// loaded its libraries): a look must unwind a computing thread while it still computes
     /// there, and reading every module's tables takes a while.
     modules: Loading,
-    /// The block each thread was last looked at in (its `blocked_since`): one look each.
+    /// The block or sample each thread was last looked at in (its `blocked_since` or
+    /// `sampled_at`): one look each.
     looked: HashMap<u32, u64>,
 }
 
