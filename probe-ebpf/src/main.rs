@@ -811,9 +811,10 @@ fn user_registers() -> Option<aya_ebpf::bindings::pt_regs> {
     }
 }
 
-// A timer sample of each CPU, a hundred times a second: a thread of the target inside a poll
-// notes where its user code is running, so that a poll that computes for long is told with the
-// line computing. Other threads return at once.
+// A timer sample of each CPU, every `SAMPLE_PERIOD_NS`: a thread of the target inside a poll
+// counts it (which bounds the poll's time on CPU) and notes where its user code is running, so
+// that a poll that computes for long is told with the line computing. Other threads return at
+// once.
 #[perf_event]
 pub fn sample_running(_ctx: PerfEventContext) -> u32 {
     let config = config();
@@ -829,16 +830,18 @@ pub fn sample_running(_ctx: PerfEventContext) -> u32 {
             return 0;
         }
     }
-    let Some(regs) = user_registers() else {
-        return 0;
-    };
     if let Some(running) = SAMPLER.get_ptr_mut(0) {
         // SAFETY: one word, written alike from every CPU.
         unsafe { *running = 1 };
     }
+    // SAFETY: as above. Counted whether or not the registers can be read: the count bounds
+    // the poll's time on CPU, and a sample missing from it would lower the bound.
+    unsafe { (*entry).samples += 1 };
+    let Some(regs) = user_registers() else {
+        return 0;
+    };
     // SAFETY: as above.
     unsafe {
-        (*entry).samples += 1;
         (*entry).sampled_ip = regs.rip;
         (*entry).sampled_sp = regs.rsp;
         (*entry).sampled_bp = regs.rbp;
