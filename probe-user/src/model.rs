@@ -173,8 +173,8 @@ pub struct PollStats {
     /// (runnable, waiting for a CPU). The rest it ran on CPU.
     pub max_poll_blocked_ns: u64,
     pub max_poll_preempted_ns: u64,
-    /// Of the longest poll: the time its thread seemed on CPU while the hypervisor ran
-    /// something else on the virtual CPU (steal time), beyond a scheduler tick.
+    /// Of the longest poll: the time its thread seemed on CPU while its virtual CPU's host
+    /// ran something else on it (steal time) or stalled it (see `stolen`).
     pub max_poll_stolen_ns: u64,
     /// The most CPU time, and the most blocked time, of any one poll: what stalls a worker,
     /// unlike preemption on a busy machine, which the program did not cause.

@@ -16,18 +16,16 @@ use aya::{
 };
 
 const PROGRAM: &str = "sample_running";
-/// Samples the CPUs [`SAMPLE_PERIOD_NS`] apart, a fixed period, not a frequency: the kernel
-/// starts a frequency at a period of 1 and adapts it, and the timer interrupts meanwhile are
-/// charged to whichever thread they interrupt, the target's polls among them (measured in the
-/// busy fixture: 1 ms polls showed 10 ms of their thread's CPU time with a frequency, none with
-/// a period). A CPU that runs none of the target's polls pays a map lookup per sample.
-const PERIOD_NS: u64 = SAMPLE_PERIOD_NS;
-
 pub(super) fn load(ebpf: &mut Ebpf) -> Result<(), String> {
     program(ebpf)?.load().map_err(|error| error.to_string())
 }
 
-/// One sampling event per online CPU, for every process: the program keeps the target's.
+/// One sampling event per online CPU, for every process: the program keeps the target's; a
+/// CPU that runs none of the target's polls pays a map lookup per sample. The CPUs are sampled
+/// [`SAMPLE_PERIOD_NS`] apart, a fixed period, not a frequency: the kernel starts a frequency at
+/// a period of 1 and adapts it, and the timer interrupts meanwhile are charged to whichever
+/// thread they interrupt, the target's polls among them (measured in the busy fixture: 1 ms
+/// polls showed 10 ms of their thread's CPU time with a frequency, none with a period).
 pub(super) fn attach(ebpf: &mut Ebpf) -> Result<Vec<PerfEventLinkId>, String> {
     let cpus = aya::util::online_cpus().map_err(|(_, error)| error.to_string())?;
     let program = program(ebpf)?;
@@ -36,7 +34,7 @@ pub(super) fn attach(ebpf: &mut Ebpf) -> Result<Vec<PerfEventLinkId>, String> {
         match program.attach(
             PerfEventConfig::Software(SoftwareEvent::CpuClock),
             PerfEventScope::AllProcessesOneCpu { cpu },
-            SamplePolicy::Period(PERIOD_NS),
+            SamplePolicy::Period(SAMPLE_PERIOD_NS),
             false,
         ) {
             Ok(link) => links.push(link),

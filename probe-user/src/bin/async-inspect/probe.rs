@@ -119,9 +119,11 @@ impl Run {
         attachment.attach_hot()?;
         Ok(Started::Probed(Box::new(Run {
             budget: Budget::new(pid.get(), prices, max_overhead, &attachment),
-            blockers: attachment.off_cpu.is_ok().then_some(()).and_then(|()| {
-                Blockers::new(pid.get(), plan.dwarf_file.clone(), found.running.is_some())
-            }),
+            blockers: attachment
+                .off_cpu
+                .is_ok()
+                .then(|| Blockers::new(pid.get(), plan.dwarf_file.clone(), found.running.is_some()))
+                .flatten(),
             child: gate.map(target::Launched::release).transpose()?,
             _running: found.running,
             plan,
