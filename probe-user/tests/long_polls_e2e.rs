@@ -9,16 +9,29 @@
 
 mod common;
 
+use std::path::Path;
+
 use common::{
     assert_nothing_left_attached, fixture, privileged, probe_launch, replayed_markdown, task,
     temp_json,
 };
 use serde_json::Value;
 
-fn probe(tag: &str, binary: &str, scenario: &str) -> Value {
+/// Probes the fixture `binary` running `scenario` for 1.5 s, recording it to `recording` if
+/// given: what it printed, and its JSON report.
+fn probe(
+    tag: &str,
+    binary: &str,
+    scenario: &str,
+    recording: Option<&Path>,
+) -> (std::process::Output, Value) {
+    let mut options = vec!["--quiet"];
+    if let Some(recording) = recording {
+        options.extend(["--record", recording.to_str().expect("utf-8")]);
+    }
     let (output, report) = probe_launch(
         tag,
-        &["--quiet"],
+        &options,
         &fixture(&format!("debug/{binary}")),
         &[scenario, "--exit-after-ms", "1500"],
     );
@@ -28,7 +41,7 @@ fn probe(tag: &str, binary: &str, scenario: &str) -> Value {
         String::from_utf8_lossy(&output.stderr)
     );
     assert_nothing_left_attached();
-    report
+    (output, report)
 }
 
 /// The `long_poll` warnings' texts, by task id.
@@ -49,18 +62,12 @@ fn long_polls(report: &Value) -> Vec<(u64, String)> {
 fn a_blocking_call_is_told_blocked() {
     let Some(_serial) = privileged() else { return };
     let recording = temp_json("long-poll-blocking-recording");
-    let (output, report) = probe_launch(
+    let (output, report) = probe(
         "long-poll-blocking",
-        &["--quiet", "--record", recording.to_str().expect("utf-8")],
-        &fixture("debug/inspect-hangs"),
-        &["blocking", "--exit-after-ms", "1500"],
+        "inspect-hangs",
+        "blocking",
+        Some(&recording),
     );
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert_nothing_left_attached();
     let warnings = long_polls(&report);
     assert_eq!(warnings.len(), 1, "{:#}", report["warnings"]);
     let blocker = task(&report, "inspect_hangs::block_worker");
@@ -84,18 +91,7 @@ fn a_blocking_call_is_told_blocked() {
 fn a_computation_is_told_on_cpu() {
     let Some(_serial) = privileged() else { return };
     let recording = temp_json("long-poll-spin-recording");
-    let (output, report) = probe_launch(
-        "long-poll-spin",
-        &["--quiet", "--record", recording.to_str().expect("utf-8")],
-        &fixture("debug/inspect-polls"),
-        &["spin", "--exit-after-ms", "1500"],
-    );
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert_nothing_left_attached();
+    let (output, report) = probe("long-poll-spin", "inspect-polls", "spin", Some(&recording));
     let warnings = long_polls(&report);
     let spinner = task(&report, "inspect_polls::spin_worker");
     assert_eq!(warnings.len(), 1, "{:#}\n{spinner:#}", report["warnings"]);
@@ -124,7 +120,7 @@ fn a_computation_is_told_on_cpu() {
 #[test]
 fn preempted_short_polls_raise_no_warning() {
     let Some(_serial) = privileged() else { return };
-    let report = probe("long-poll-busy", "inspect-polls", "busy");
+    let (_, report) = probe("long-poll-busy", "inspect-polls", "busy", None);
     let longest = report["tasks"]
         .as_array()
         .expect("tasks")
