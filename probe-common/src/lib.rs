@@ -160,6 +160,11 @@ pub struct Event {
 
 pub const EVENT_SIZE: usize = core::mem::size_of::<Event>();
 
+/// The size of the ring buffer the program object declares as the template of its per-CPU
+/// rings (one page, the smallest a ring buffer can be). The rings the user side creates may be
+/// larger: since Linux 5.11 a ring in a map of maps need not match its template's size.
+pub const RING_TEMPLATE_BYTES: usize = 4096;
+
 /// One poll a thread is in, as the programs keep it in [`Current`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -16,12 +16,13 @@
 use aya_ebpf::{
     EbpfContext,
     bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    btf_maps::{ArrayOfMaps, RingBuf},
     helpers::{
-        bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
-        bpf_probe_read_kernel, bpf_probe_read_user,
+        bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_get_current_task,
+        bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
     },
-    macros::{map, perf_event, tracepoint, uprobe, uretprobe},
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    macros::{btf_map, map, perf_event, tracepoint, uprobe, uretprobe},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
     programs::{PerfEventContext, ProbeContext, RetProbeContext, TracePointContext},
 };
 use probe_common::{
@@ -59,9 +60,13 @@ static CONFIG: Config = Config {
     task_cpu_time: 0,
 };
 
-/// The event stream. The user side may resize it at load time.
-#[map]
-static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
+/// The event stream: a ring buffer per CPU (index: the CPU's id), created and put here by the
+/// user side, which sizes this array to the machine's possible CPUs at load time. One ring
+/// shared by every CPU costs each event a contended lock: with two workers polling, reserving
+/// room took three times what it takes uncontended, half of what the programs cost.
+#[btf_map]
+static EVENTS: ArrayOfMaps<RingBuf<Event, { probe_common::RING_TEMPLATE_BYTES }>, 1> =
+    ArrayOfMaps::new();
 
 /// Events that found the ring buffer full, per CPU.
 #[map]
@@ -277,7 +282,9 @@ fn emit(
     other: Running,
 ) {
     let ts_ns = unsafe { bpf_ktime_get_ns() };
-    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
+    // SAFETY: a helper without arguments.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let Some(mut entry) = EVENTS.get(cpu).and_then(|ring| ring.reserve(0)) else {
         if let Some(count) = DROPS.get_ptr_mut(0) {
             // SAFETY: per-CPU slot, no concurrent writer on this CPU.
             unsafe { *count += 1 };

@@ -7,6 +7,7 @@
 
 use std::{num::NonZeroU32, path::Path};
 
+mod rings;
 mod sampler;
 
 use aya::{
@@ -193,6 +194,8 @@ pub struct Attachment {
     pub sampling: Result<(), String>,
     /// Its links while attached, with the per-poll probes.
     sample_links: Vec<aya::programs::perf_event::PerfEventLinkId>,
+    /// The collector's handles on the per-CPU event rings, until it takes them.
+    events: Option<Vec<RingBuf<MapData>>>,
     /// Keeps the kernel's BPF run-time statistics on while it lives.
     _stats: Option<std::os::fd::OwnedFd>,
 }
@@ -289,16 +292,19 @@ impl Attachment {
         mechanism: Mechanism,
     ) -> Result<Self, AttachError> {
         let cpu_time = crate::resolve::kernel::task_cpu_time_offset();
-        let config = program_config(plan, ring_bytes, count_only, cpu_time.as_ref().ok());
+        let cpus = rings::cpus();
+        let per_cpu = rings::ring_bytes_per_cpu(ring_bytes, cpus);
+        let config = program_config(plan, per_cpu, count_only, cpu_time.as_ref().ok());
         let block_on = block_on_done(plan);
         let mut ebpf = EbpfLoader::new()
             .override_global("CONFIG", &config, true)
-            .map_max_entries("EVENTS", ring_bytes)
+            .map_max_entries("EVENTS", cpus)
             // A map cannot be empty.
             .map_max_entries("BLOCK_ON_DONE", block_on.len().max(1) as u32)
             .load(PROGRAMS)
             .map_err(|error| AttachError::Load(Box::new(error)))?;
         fill_block_on_done(&mut ebpf, &block_on)?;
+        let events = Some(rings::create(&mut ebpf, cpus, per_cpu)?);
         let mut loaded = std::collections::HashSet::new();
         for probe in &PROBES {
             let name = mechanism.program(probe.program);
@@ -331,6 +337,7 @@ impl Attachment {
             sched_links: Vec::new(),
             sampling,
             sample_links: Vec::new(),
+            events,
             // Without it the kernel keeps no run time per program; the probe then prices its
             // programs by their hits alone.
             _stats: aya::sys::enable_stats(aya::sys::Stats::RunTime).ok(),
@@ -515,13 +522,11 @@ impl Attachment {
         Some(total)
     }
 
-    /// The event ring buffer; can be taken once.
-    pub fn take_events(&mut self) -> Result<RingBuf<MapData>, AttachError> {
-        let map = self
-            .ebpf
-            .take_map("EVENTS")
-            .ok_or(AttachError::Missing("EVENTS map"))?;
-        RingBuf::try_from(map).map_err(|error| AttachError::Map(Box::new(error)))
+    /// The event ring buffers, one per CPU; can be taken once.
+    pub fn take_events(&mut self) -> Result<Vec<RingBuf<MapData>>, AttachError> {
+        self.events
+            .take()
+            .ok_or(AttachError::Missing("EVENTS rings"))
     }
 
     /// What the kernel side keeps for thread `tid` of the target: the poll it is in, and
@@ -586,7 +591,7 @@ fn hot_slots() -> u64 {
 /// the collector, and where a thread's CPU time is (`None`: unknown).
 fn program_config(
     plan: &ProbePlan,
-    ring_bytes: u32,
+    ring_bytes_per_cpu: u32,
     count_only: bool,
     task_cpu_time: Option<&u64>,
 ) -> Config {
@@ -601,7 +606,7 @@ fn program_config(
         } else {
             MODE_EVENTS
         },
-        wake_every: wake_every(ring_bytes),
+        wake_every: wake_every(ring_bytes_per_cpu),
         task_cpu_time: task_cpu_time.copied().unwrap_or(0),
     }
 }
@@ -736,13 +741,12 @@ unsafe extern "C" {
     fn async_inspect_calibrate_stepped() -> u64;
 }
 
-/// How many events a CPU submits between wake-ups of the collector: with every CPU that far
-/// along, the ring buffer is a quarter full.
-fn wake_every(ring_bytes: u32) -> u64 {
+/// How many events a CPU submits between wake-ups of the collector: its ring is then a quarter
+/// full.
+fn wake_every(ring_bytes_per_cpu: u32) -> u64 {
     // Each record has an 8-byte header in the ring.
     let record = (probe_common::EVENT_SIZE + 8) as u64;
-    let cpus = aya::util::nr_cpus().map_or(1, |cpus| u64::from(cpus.get()));
-    (u64::from(ring_bytes) / 4 / record / cpus).max(1)
+    (u64::from(ring_bytes_per_cpu) / 4 / record).max(1)
 }
 
 /// The hit counter calibration uses: no kind of probe counts there.

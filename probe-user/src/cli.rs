@@ -308,7 +308,8 @@ pub struct ProbeArgs {
     #[arg(long, value_name = "PATH")]
     pub debuginfo: Option<PathBuf>,
 
-    /// Size of the kernel-to-collector event buffer, in MiB (a power of two).
+    /// Size of the kernel-to-collector event buffers, in MiB (a power of two), all CPUs together:
+    /// each CPU has a ring of its own, an equal share of this but at least 256 KiB.
     #[arg(long, value_name = "MIB", default_value_t = DEFAULT_RING_MIB, value_parser = parse_ring_mib)]
     pub ring_buffer_mb: u32,
 
@@ -395,9 +396,10 @@ pub struct ProbeConfig {
     pub keep_every_task: bool,
 }
 
-/// The ring buffer's default size. The collector drains it every 20 ms at ~70 ns an event, so
-/// 4 MiB (58,000 events) absorbs bursts of well over a million events a second; its pages
-/// count in the collector's resident memory (twice: the kernel maps it twice).
+/// The event rings' default size, all CPUs together. The collector drains them every 20 ms at
+/// ~100 ns an event, so 4 MiB (58,000 events) absorbs bursts of well over a million events a
+/// second; their pages count in the collector's resident memory (twice: the kernel maps each
+/// ring twice).
 pub const DEFAULT_RING_MIB: u32 = 4;
 
 /// The overhead budget when attaching to a running program and none is given, in percent.

@@ -1,7 +1,13 @@
-//! Collect: drain the ring buffer as it fills (tokio `AsyncFd`), decode records into
-//! [`TaskEvent`]s, and feed them to the [`TaskModel`] in timestamp order.
+//! Collect: drain the per-CPU event rings as they fill (tokio `AsyncFd` over an epoll of
+//! them), decode records into [`TaskEvent`]s, and feed them to the [`TaskModel`] in timestamp
+//! order.
+//!
+//! [`TaskModel`]: crate::model::TaskModel
 
-use std::future::Future;
+use std::{
+    future::Future,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+};
 
 use aya::maps::{MapData, RingBuf};
 use probe_common::{EVENT_SIZE, Event};
@@ -12,13 +18,22 @@ use crate::{
     session::{Observer, Session},
 };
 
-/// How often the ring buffer is drained and `on_batch` runs. The kernel side does not wake the
-/// collector for each event (only when the buffer is a quarter full): at a million events a
-/// second, a wake-up per event would cost more than the events.
+/// How often the rings are drained and `on_batch` runs. The kernel side does not wake the
+/// collector for each event (only when a ring is a quarter full): at a million events a second,
+/// a wake-up per event would cost more than the events.
 const TICK: std::time::Duration = std::time::Duration::from_millis(20);
 
+/// How much later than its timestamp a program may put its event in its CPU's ring. Each ring
+/// is drained in turn, so an event of one CPU can miss this drain while a later one of another
+/// CPU makes it: events this close to the drain wait for the next one, where whatever came
+/// before them has arrived. A program takes microseconds, unless preempted in between.
+const SETTLE_NS: u64 = 2_000_000;
+
 pub struct Collector {
-    ring: AsyncFd<RingBuf<MapData>>,
+    rings: Vec<RingBuf<MapData>>,
+    /// Readable when any ring is.
+    ready: AsyncFd<OwnedFd>,
+    /// Events in time order; those of the last [`SETTLE_NS`] wait here for the next drain.
     batch: Vec<TaskEvent>,
     /// Records too short or of an unknown kind (an ABI mismatch would show up here).
     pub undecodable: u64,
@@ -27,10 +42,13 @@ pub struct Collector {
 }
 
 impl Collector {
-    pub fn new(ring: RingBuf<MapData>) -> std::io::Result<Self> {
+    pub fn new(rings: Vec<RingBuf<MapData>>) -> std::io::Result<Self> {
         Ok(Self {
-            // SAFETY: the ring buffer owns its map descriptor for as long as the AsyncFd owns it.
-            ring: unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }?,
+            // SAFETY: the epoll descriptor is owned by the AsyncFd for as long as it is registered.
+            ready: unsafe {
+                AsyncFd::register_with_interest(epoll_of(&rings)?, Interest::READABLE)
+            }?,
+            rings,
             batch: Vec::with_capacity(4096),
             undecodable: 0,
             trace: std::env::var_os("ASYNC_INSPECT_TRACE_EVENTS").is_some(),
@@ -53,27 +71,38 @@ impl Collector {
             tokio::select! {
                 biased;
                 () = &mut stop => break,
-                guard = self.ring.readable_mut() => {
+                guard = self.ready.readable() => {
                     let mut guard = guard?;
-                    drain(guard.get_inner_mut(), &mut self.batch, &mut self.undecodable);
                     guard.clear_ready();
-                    self.apply(session);
-                    on_batch(session);
                 }
-                _ = tick.tick() => {
-                    drain(self.ring.get_mut(), &mut self.batch, &mut self.undecodable);
-                    self.apply(session);
-                    on_batch(session);
-                }
+                _ = tick.tick() => {}
             }
+            let settled = monotonic_ns().saturating_sub(SETTLE_NS);
+            self.drain();
+            self.apply(session, settled);
+            on_batch(session);
         }
-        drain(self.ring.get_mut(), &mut self.batch, &mut self.undecodable);
-        self.apply(session);
+        self.drain();
+        self.apply(session, u64::MAX);
         Ok(())
     }
 
-    fn apply<O: Observer>(&mut self, session: &mut Session<O>) {
-        for event in self.batch.drain(..) {
+    fn drain(&mut self) {
+        for ring in &mut self.rings {
+            while let Some(item) = ring.next() {
+                match decode(&item) {
+                    Some(event) => self.batch.push(event),
+                    None => self.undecodable += 1,
+                }
+            }
+        }
+        in_time_order(&mut self.batch);
+    }
+
+    /// Feeds `session` the events stamped before `settled`, in time order.
+    fn apply<O: Observer>(&mut self, session: &mut Session<O>, settled: u64) {
+        let ready = self.batch.partition_point(|event| event.ts_ns < settled);
+        for event in self.batch.drain(..ready) {
             if self.trace {
                 eprintln!("event {event:?}");
             }
@@ -82,25 +111,40 @@ impl Collector {
     }
 }
 
-fn drain(ring: &mut RingBuf<MapData>, batch: &mut Vec<TaskEvent>, undecodable: &mut u64) {
-    while let Some(item) = ring.next() {
-        match decode(&item) {
-            Some(event) => insert_in_order(batch, event),
-            None => *undecodable += 1,
+/// An epoll instance watching every ring: its descriptor is readable when one of them is.
+fn epoll_of(rings: &[RingBuf<MapData>]) -> std::io::Result<OwnedFd> {
+    // SAFETY: plain system calls; the new descriptor is owned at once.
+    unsafe {
+        let fd = libc::epoll_create1(libc::EPOLL_CLOEXEC);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
         }
+        let epoll = OwnedFd::from_raw_fd(fd);
+        for ring in rings {
+            let mut interest = libc::epoll_event {
+                events: libc::EPOLLIN as u32,
+                u64: 0,
+            };
+            let added = libc::epoll_ctl(
+                epoll.as_raw_fd(),
+                libc::EPOLL_CTL_ADD,
+                ring.as_raw_fd(),
+                &mut interest,
+            );
+            if added < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(epoll)
     }
 }
 
-/// Appends `event` after every event of the batch that is not later than it. A probe takes its
-/// timestamp before it reserves room in the ring buffer, so another CPU's event may come first:
-/// those inversions are a few places deep, and moving each event back over them keeps the whole
-/// in time order (ties in arrival order) in about one comparison per event.
-fn insert_in_order(batch: &mut Vec<TaskEvent>, event: TaskEvent) {
-    let mut at = batch.len();
-    while at > 0 && batch[at - 1].ts_ns > event.ts_ns {
-        at -= 1;
-    }
-    batch.insert(at, event);
+/// Sorts the batch by timestamp, ties in arrival order. It comes as runs already in about that
+/// order: the events kept from the last drain, then each ring's (a program preempted between
+/// its timestamp and its record comes a little late), which a stable sort merges in about
+/// O(n log runs).
+fn in_time_order(batch: &mut [TaskEvent]) {
+    batch.sort_by_key(|event| event.ts_ns);
 }
 
 fn decode(bytes: &[u8]) -> Option<TaskEvent> {
@@ -144,10 +188,11 @@ mod tests {
             flags: 0,
             cpu: None,
         };
-        let mut batch = Vec::new();
-        for (ts, site) in [(10, 0), (30, 1), (20, 2), (30, 3), (5, 4)] {
-            insert_in_order(&mut batch, event(ts, site));
-        }
+        let mut batch: Vec<TaskEvent> = [(10, 0), (30, 1), (20, 2), (30, 3), (5, 4)]
+            .into_iter()
+            .map(|(ts, site)| event(ts, site))
+            .collect();
+        in_time_order(&mut batch);
         let order: Vec<u32> = batch.iter().map(|event| event.site).collect();
         assert_eq!(order, [4, 0, 2, 1, 3]);
     }

@@ -1,7 +1,7 @@
 //! async-inspect: see every task of a running tokio program, without changing it.
 //!
 //! Data flows one way: [`resolve`] (ELF, DWARF) -> [`attach`] (uprobe.multi links) -> [`collect`]
-//! (ring buffer -> [`session`]: the [`model`] and the backtraces read) -> [`analyze`] (stuck
+//! (per-CPU ring buffers -> [`session`]: the [`model`] and the backtraces read) -> [`analyze`] (stuck
 //! tasks, lints, deadlocks) -> [`report`] and [`present`] (text, JSON, Markdown, the live view,
 //! timeline, flamegraphs). [`record`] writes what a session takes in, and [`replay`] plays it
 //! back into a new session, so a recording gives the same reports. [`target`] launches or finds

@@ -1304,7 +1304,7 @@ fn write_probe_facts(s: &Summary, out: &mut impl Write) -> io::Result<()> {
         s.events as f64 / seconds,
         s.dropped,
         if s.dropped > 0 {
-            " (the ring buffer was full: counts are low; try --ring-buffer-mb)"
+            " (a CPU's ring buffer was full: counts are low; try --ring-buffer-mb)"
         } else {
             ""
         }

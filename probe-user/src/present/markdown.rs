@@ -112,7 +112,7 @@ fn summary(report: &Report, out: &mut dyn Write) -> io::Result<()> {
         match s.dropped {
             0 => "0".to_owned(),
             dropped => format!(
-                "{dropped} (the ring buffer was full: counts are low; try `--ring-buffer-mb`)"
+                "{dropped} (a CPU's ring buffer was full: counts are low; try `--ring-buffer-mb`)"
             ),
         },
     ));
