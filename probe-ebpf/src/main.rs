@@ -523,7 +523,7 @@ fn poll_end_body(ctx: RetProbeContext) -> u32 {
         read_u64(entry.poll.header + config.header_state).unwrap_or(0)
     };
     // SAFETY: see slot().
-    let (off, cpu) = unsafe { (*slot).leave(thread_cpu_ns(&config)) };
+    let (off, cpu, measured) = unsafe { (*slot).leave(thread_cpu_ns(&config)) };
     // The identity read at the poll's start: the header may be freed memory now
     // (FREED_DURING_POLL).
     let identity = Identity {
@@ -537,7 +537,7 @@ fn poll_end_body(ctx: RetProbeContext) -> u32 {
         (entry.poll.header, identity),
         state,
         // Set at the start where the clock was read then: only where it was at the end too.
-        event_flags & !flags::CPU_TIME | cpu_flags(cpu),
+        event_flags & !flags::CPU_TIME | cpu_flags(measured),
         poll_times(off, cpu),
     );
     0
@@ -663,27 +663,27 @@ fn panic_start_body(ctx: ProbeContext) -> u32 {
         return 0;
     }
     // SAFETY: see slot(). Restores the poll this one was nested in, as poll_end does.
-    let (off, cpu) = unsafe { (*entry).leave(thread_cpu_ns(&config)) };
+    let (off, cpu, measured) = unsafe { (*entry).leave(thread_cpu_ns(&config)) };
     emit(
         &ctx,
         &config,
         EventKind::PollEnd,
         (polled.header, NO_IDENTITY),
         state::COMPLETE,
-        flags::BLOCK_ON | flags::PANICKED | cpu_flags(cpu),
+        flags::BLOCK_ON | flags::PANICKED | cpu_flags(measured),
         poll_times(off, cpu),
     );
     0
 }
 
-/// A poll end's flags for its CPU time (`poll_cpu`): whether it was measured, and whether the
-/// timer samples it counts were running.
+/// A poll end's flags for its CPU time (`poll_cpu`): whether it was measured (`measured`, as
+/// `leave` gives it), and whether the timer samples it counts were running.
 #[inline(always)]
-fn cpu_flags(cpu: Option<u64>) -> u8 {
-    match (cpu, SAMPLER.get(0)) {
-        (None, _) => 0,
-        (Some(_), Some(&1)) => flags::CPU_TIME | flags::SAMPLED,
-        (Some(_), _) => flags::CPU_TIME,
+fn cpu_flags(measured: u8) -> u8 {
+    match (measured, SAMPLER.get(0)) {
+        (0, _) => 0,
+        (_, Some(&1)) => flags::CPU_TIME | flags::SAMPLED,
+        _ => flags::CPU_TIME,
     }
 }
 
@@ -691,10 +691,10 @@ fn cpu_flags(cpu: Option<u64>) -> u8 {
 /// none): its off-CPU time ([`probe_common::off_cpu::pack`]) and its CPU time
 /// ([`flags::CPU_TIME`]).
 #[inline(always)]
-fn poll_times(off_cpu: u64, cpu: Option<u64>) -> Running {
+fn poll_times(off_cpu: u64, cpu: u64) -> Running {
     Running {
         header: off_cpu,
-        task_id: cpu.unwrap_or(0),
+        task_id: cpu,
         flags: 0,
     }
 }
