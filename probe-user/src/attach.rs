@@ -8,6 +8,7 @@
 use std::{num::NonZeroU32, path::Path};
 
 mod rings;
+mod run_time;
 mod sampler;
 
 use aya::{
@@ -196,8 +197,8 @@ pub struct Attachment {
     sample_links: Vec<aya::programs::perf_event::PerfEventLinkId>,
     /// The collector's handles on the per-CPU event rings, until it takes them.
     events: Option<Vec<RingBuf<MapData>>>,
-    /// Keeps the kernel's BPF run-time statistics on while it lives.
-    _stats: Option<std::os::fd::OwnedFd>,
+    /// The kernel's BPF run-time statistics, on in windows.
+    windows: run_time::Windows,
 }
 
 /// How the probes are attached, by what the kernel offers.
@@ -338,9 +339,9 @@ impl Attachment {
             sampling,
             sample_links: Vec::new(),
             events,
-            // Without it the kernel keeps no run time per program; the probe then prices its
+            // Without them the kernel keeps no run time per program; the probe then prices its
             // programs by their hits alone.
-            _stats: aya::sys::enable_stats(aya::sys::Stats::RunTime).ok(),
+            windows: run_time::Windows::start(crate::collect::monotonic_ns()),
         };
         attachment.attach_where(|probe| !probe.hot)?;
         Ok(attachment)
@@ -506,20 +507,6 @@ impl Attachment {
         (0..PROBES.len() as u32)
             .map(|slot| Ok(hits.get(&slot, 0).map_err(map_error)?.iter().sum()))
             .collect()
-    }
-
-    /// Nanoseconds the kernel spent running the programs, when it keeps that statistic.
-    pub fn programs_run_ns(&self) -> Option<u64> {
-        let mut total = 0;
-        for (_, program) in self.ebpf.programs() {
-            match program.info() {
-                Ok(info) => total += info.run_time().as_nanos() as u64,
-                // Each program has a twin for the other kernel mechanism, never loaded.
-                Err(aya::programs::ProgramError::NotLoaded) => {}
-                Err(_) => return None,
-            }
-        }
-        Some(total)
     }
 
     /// The event ring buffers, one per CPU; can be taken once.

@@ -74,6 +74,7 @@ impl Budget {
         layout: &Layout,
     ) -> Result<(), AttachError> {
         let now_ns = collect::monotonic_ns();
+        attachment.tick_run_time(now_ns);
         // Checking thousands of tasks takes a while, and a busy program fills the ring buffer
         // fast: the check waits for the drain that follows the attach.
         self.check_if_due(session, memory, layout, now_ns);
@@ -186,7 +187,8 @@ impl Budget {
     /// The cost figures now, as cumulative counters.
     fn sample(&self, attachment: &Attachment) -> Sample {
         let hits = attachment.hits().unwrap_or_default();
-        self.sample_of(attachment, &hits, attachment.programs_run_ns())
+        let programs_ns = attachment.programs_run_ns(&hits, collect::monotonic_ns());
+        self.sample_of(attachment, &hits, programs_ns)
     }
 
     /// The cost figures now, from hit counts and program run time already read.
@@ -225,9 +227,9 @@ impl Budget {
     pub fn overhead(&self, attachment: &Attachment) -> Overhead {
         // Each of these reads is a system call per CPU or per program: once each.
         let hits = attachment.hits().unwrap_or_default();
-        let programs_ns = attachment.programs_run_ns();
-        let now = self.sample_of(attachment, &hits, programs_ns);
         let now_ns = collect::monotonic_ns();
+        let programs_ns = attachment.programs_run_ns(&hits, now_ns);
+        let now = self.sample_of(attachment, &hits, programs_ns);
         let probes = PROBES
             .iter()
             .zip(&attachment.placed)

@@ -5,8 +5,9 @@
 //! Almost all of what a uprobe costs is the trap into the kernel, charged to the target's own
 //! threads, so it is priced as hits × a per-hit cost calibrated on this machine when the probe
 //! starts (an emulated instruction traps once, a single-stepped one twice, and a return probe's
-//! trampoline once more). The eBPF programs' run time comes from the kernel's statistics when it
-//! keeps them, and the collector's CPU from its own process.
+//! trampoline once more). The eBPF programs' run time is estimated from the kernel's statistics,
+//! on in windows (`attach::run_time`): each program's cost per run, times its runs. The
+//! collector's CPU comes from its own process.
 
 /// What one hit costs, in nanoseconds of the target's CPU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -71,7 +72,8 @@ pub struct Overhead {
     pub target_cpu_ns: u64,
     /// Estimated: hits × calibrated cost per hit.
     pub traps_ns: u64,
-    /// The eBPF programs' run time, when the kernel keeps that statistic.
+    /// The eBPF programs' run time, estimated from the kernel's statistics (None: it keeps
+    /// none): each program's cost per run in the windows they were on, times its runs.
     pub programs_ns: Option<u64>,
     /// CPU the collector (this process) used.
     pub collector_cpu_ns: u64,
