@@ -427,7 +427,33 @@ impl Bench<'_> {
             "dropped",
         ];
         print!("{}", markdown_table(&header, &rows));
+        let of = |wanted: Variant| {
+            let at = variants.iter().position(|&variant| variant == wanted)?;
+            Some(&rounds[at][..])
+        };
+        if let Some(ratio) = of(Variant::Exact)
+            .zip(of(Variant::Floor))
+            .and_then(|(exact, floor)| self.median_ratio(exact, floor))
+        {
+            println!(
+                "\nexact vs floor: {ratio:.2}x (the median over rounds of exact's total CPU per \
+                 request over floor's in the same round: what following every poll adds to the \
+                 bare uprobes)"
+            );
+        }
         println!("\ncommand: {}", self.options.command_line());
+    }
+
+    /// The median over rounds of `results`' total CPU per request over `base`'s in the same
+    /// round: steadier than a ratio of medians on a noisy host.
+    fn median_ratio(&self, results: &[Round], base: &[Round]) -> Option<f64> {
+        let mut ratios: Vec<f64> = results
+            .iter()
+            .zip(base)
+            .filter_map(|(round, base)| Some(self.total_us(round)? / self.total_us(base)?))
+            .filter(|ratio| ratio.is_finite())
+            .collect();
+        median(&mut ratios)
     }
 
     /// A variant's medians, formatted for the table.
@@ -443,15 +469,7 @@ impl Bench<'_> {
         let has_probe = variant.probe_flags().is_some();
         let dash_unless = |present: bool, text: String| if present { text } else { "-".into() };
         let total = |round: &Round| self.total_us(round);
-        let vs_plain = plain.and_then(|plain| {
-            let mut ratios: Vec<f64> = results
-                .iter()
-                .zip(plain)
-                .filter_map(|(round, plain)| Some(total(round)? / total(plain)?))
-                .filter(|ratio| ratio.is_finite())
-                .collect();
-            median(&mut ratios)
-        });
+        let vs_plain = plain.and_then(|plain| self.median_ratio(results, plain));
         let summary = |field: fn(&Summary) -> Option<u64>| {
             med(&|round| round.summary.as_ref().and_then(field).map(|n| n as f64))
         };
