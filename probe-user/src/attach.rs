@@ -394,6 +394,7 @@ impl Attachment {
     /// they send (a busy program fills the ring buffer in tens of ms), and again after
     /// [`Attachment::detach_hot`].
     pub fn attach_hot(&mut self) -> Result<(), AttachError> {
+        self.windows.open(crate::collect::monotonic_ns());
         if self.off_cpu.is_ok()
             && self.sched_links.is_empty()
             && let Err(why) = self.attach_sched()

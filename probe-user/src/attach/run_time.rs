@@ -30,6 +30,14 @@ impl Windows {
         }
     }
 
+    /// Opens a window now, if none is open: when the per-poll probes attach, so that the
+    /// programs they run are priced in it (a budget's windows and these may not meet otherwise).
+    pub(super) fn open(&mut self, now_ns: u64) {
+        if self.schedule.open(now_ns) {
+            self.stats = enable();
+        }
+    }
+
     /// Closes the window or opens the next when it is time.
     pub(super) fn tick(&mut self, now_ns: u64) {
         if let Some(on) = self.schedule.switch(now_ns) {
@@ -78,6 +86,16 @@ impl Schedule {
         self.on = !self.on;
         self.switched_ns = now_ns;
         Some(self.on)
+    }
+
+    /// Switches on now unless on: whether it did.
+    fn open(&mut self, now_ns: u64) -> bool {
+        if self.on {
+            return false;
+        }
+        self.on = true;
+        self.switched_ns = now_ns;
+        true
     }
 
     /// How long the statistics have been on, and the whole time, up to `now_ns`.
@@ -212,5 +230,17 @@ mod tests {
         assert_eq!(schedule.on_and_all_ns(2_900 * MS), (1_100 * MS, 2_900 * MS));
         assert_eq!(schedule.switch(3_000 * MS), Some(false));
         assert_eq!(schedule.switch(4_800 * MS), Some(true));
+    }
+
+    #[test]
+    fn the_probes_attaching_open_a_window_unless_one_is_open() {
+        const MS: u64 = 1_000_000;
+        let mut schedule = Schedule::starting(0);
+        assert!(!schedule.open(500 * MS));
+        assert_eq!(schedule.switch(1_000 * MS), Some(false));
+        assert!(schedule.open(1_500 * MS));
+        assert_eq!(schedule.switch(1_699 * MS), None);
+        assert_eq!(schedule.switch(1_700 * MS), Some(false));
+        assert_eq!(schedule.on_and_all_ns(1_700 * MS), (1_200 * MS, 1_700 * MS));
     }
 }
