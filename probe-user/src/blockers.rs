@@ -227,7 +227,13 @@ impl Seen {
         if current.poll.header != header {
             return None;
         }
-        if current.off_since != 0 && current.off_blocked != 0 {
+        // A thread sampled running after it was seen leaving its CPU is back on it, though its
+        // return was not seen (seen in CI: a computation then told as blocked where it blocked
+        // before it started).
+        let blocked = current.off_since != 0
+            && current.off_blocked != 0
+            && current.sampled_at <= current.off_since;
+        if blocked {
             let noted = current.blocked_since == current.off_since && current.blocked_sp != 0;
             return noted.then_some(Self {
                 doing: Doing::Blocked,
@@ -414,5 +420,24 @@ fn unwind_sections(elf: &object::File<'_>) -> ExplicitModuleSectionInfo<Vec<u8>>
         eh_frame_hdr: data(".eh_frame_hdr"),
         got_svma: range(".got"),
         ..ExplicitModuleSectionInfo::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_thread_sampled_after_it_was_seen_leaving_is_computing() {
+        let mut current = Current::default();
+        current.poll.header = 0x10;
+        (current.off_since, current.off_blocked) = (100, 1);
+        (current.blocked_since, current.blocked_sp) = (100, 0xb10c);
+        let seen = Seen::in_poll(&current, 0x10, 50).expect("seen");
+        assert_eq!((seen.doing, seen.sp), (Doing::Blocked, 0xb10c));
+        // Its return to a CPU went unseen, but a timer sample found it running since.
+        (current.sampled_at, current.sampled_sp) = (150, 0xc0de);
+        let seen = Seen::in_poll(&current, 0x10, 50).expect("seen");
+        assert_eq!((seen.doing, seen.sp), (Doing::Computing, 0xc0de));
     }
 }

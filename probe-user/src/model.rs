@@ -287,16 +287,22 @@ fn stolen(on_cpu_wall: u64, cpu: Option<PollCpu>) -> u64 {
         stolen if stolen > TASK_CLOCK_SLACK_NS => cpu.ns,
         _ => on_cpu_wall,
     };
-    let sampled = cpu.samples.map_or(u64::MAX, |samples| {
+    on_cpu_wall - clock.min(sampled_bound(cpu))
+}
+
+/// The most a poll can have run, by the timer samples that fell in it: a period more than they
+/// counted (no bound when they were not running).
+fn sampled_bound(cpu: PollCpu) -> u64 {
+    cpu.samples.map_or(u64::MAX, |samples| {
         (samples + 1).saturating_mul(probe_common::SAMPLE_PERIOD_NS)
-    });
-    on_cpu_wall - clock.min(sampled)
+    })
 }
 
 impl Task {
     /// Accounts one poll of `took` ns, ended by `end`, in its extremes and histogram: its
-    /// off-CPU time, and its CPU time where the kernel measured it. Its on-CPU time is unknown
-    /// when a context switch was missed.
+    /// off-CPU time, and its CPU time where the kernel measured it. When a context switch was
+    /// missed, its on-CPU time is its thread's task clock (bounded by the timer samples), or
+    /// unknown without one.
     fn poll_split(&mut self, took: u64, end: &TaskEvent) {
         let (blocked, preempted) = end.off_cpu();
         // Microsecond rounding may leave the parts a little over the whole.
@@ -316,8 +322,15 @@ impl Task {
         }
         // Kept for the poll longest on CPU only, as the place of the most blocked one below.
         let computing_now = stats.computing_now.take();
-        if end.flags & flags::OFF_CPU_UNKNOWN == 0 {
-            let on_cpu = took - blocked - preempted - stolen;
+        let on_cpu = if end.flags & flags::OFF_CPU_UNKNOWN == 0 {
+            Some(took - blocked - preempted - stolen)
+        } else {
+            // The task clock counts only the thread's time on CPU, whatever switches were
+            // missed (seen in CI: a 50 ms computation whose switch-in went unseen, its long
+            // poll then not told).
+            end.cpu.map(|cpu| cpu.ns.min(sampled_bound(cpu)).min(took))
+        };
+        if let Some(on_cpu) = on_cpu {
             if on_cpu > 0 && on_cpu >= stats.max_on_cpu_ns {
                 stats.computing_at = computing_now;
             }
@@ -1325,7 +1338,7 @@ mod tests {
         // 30 ms, 29 blocked in the kernel: the longest.
         m.apply(&event(23 * ms, EventKind::PollStart, HDR, 1));
         m.apply(&end(53 * ms, 29 * ms, 0, 0));
-        // 20 ms with a missed context switch: its on-CPU time is unknown.
+        // 20 ms with a missed context switch, and no task clock: its on-CPU time is unknown.
         m.apply(&event(60 * ms, EventKind::PollStart, HDR, 1));
         m.apply(&end(80 * ms, 0, 0, flags::OFF_CPU_UNKNOWN));
         let task = &m.tasks()[0];
@@ -1371,6 +1384,27 @@ mod tests {
             ..end(160 * ms, 0, 0, None)
         });
         assert_eq!(m.tasks()[0].stats().max_on_cpu_ns, 60 * ms);
+    }
+
+    #[test]
+    fn a_poll_with_a_missed_context_switch_is_on_cpu_for_its_task_clock() {
+        let mut m = model();
+        let ms = 1_000_000;
+        let period = probe_common::SAMPLE_PERIOD_NS;
+        let end = |ts_ns, ns, samples| TaskEvent {
+            flags: flags::OFF_CPU_UNKNOWN,
+            cpu: Some(PollCpu { ns, samples }),
+            ..poll_end(ts_ns, HDR, 1, 0)
+        };
+        m.apply(&event(0, EventKind::Spawn, HDR, 1));
+        // 300 ms, 1 of them on CPU: it slept the rest, whatever the switches said.
+        m.apply(&event(0, EventKind::PollStart, HDR, 1));
+        m.apply(&end(300 * ms, ms, Some(0)));
+        assert_eq!(m.tasks()[0].stats().max_on_cpu_ns, ms);
+        // 51 ms, 50 of them computing and sampled all along.
+        m.apply(&event(400 * ms, EventKind::PollStart, HDR, 1));
+        m.apply(&end(451 * ms, 50 * ms, Some(50 * ms / period)));
+        assert_eq!(m.tasks()[0].stats().max_on_cpu_ns, 50 * ms);
     }
 
     /// Also seen on the CI machine: a 1 ms poll whose task clock says 12 ms, the rest the host
