@@ -22,14 +22,11 @@ const MIN_RING_BYTES: u32 = 256 * 1024;
 /// requires), no smaller than [`MIN_RING_BYTES`].
 pub fn ring_bytes_per_cpu(total_bytes: u32, cpus: u32) -> u32 {
     let share = total_bytes / cpus.max(1);
-    let power = if share.is_power_of_two() {
-        share
-    } else {
-        share
-            .checked_next_power_of_two()
-            .map_or(1 << 31, |next| next / 2)
-    };
-    power.max(MIN_RING_BYTES)
+    // The largest power of two in the share.
+    share
+        .checked_ilog2()
+        .map_or(0, |power| 1 << power)
+        .max(MIN_RING_BYTES)
 }
 
 /// The number of rings: one per possible CPU (a CPU brought online later has its ring).
