@@ -309,9 +309,11 @@ pub struct ProbeArgs {
     pub debuginfo: Option<PathBuf>,
 
     /// Size of the kernel-to-collector event buffers, in MiB (a power of two), all CPUs together:
-    /// each CPU has a ring of its own, an equal share of this but at least 256 KiB.
-    #[arg(long, value_name = "MIB", default_value_t = DEFAULT_RING_MIB, value_parser = parse_ring_mib)]
-    pub ring_buffer_mb: u32,
+    /// each CPU has a ring of its own, an equal share of this but at least 256 KiB. Default: 16
+    /// when every poll is followed (a launched program, --exact), 4 under an overhead budget.
+    /// Events that find their ring full are counted as dropped.
+    #[arg(long, value_name = "MIB", value_parser = parse_ring_mib)]
+    pub ring_buffer_mb: Option<u32>,
 
     /// Report tasks idle longer than this at the end as stuck, with their async backtraces.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
@@ -396,11 +398,24 @@ pub struct ProbeConfig {
     pub keep_every_task: bool,
 }
 
-/// The event rings' default size, all CPUs together. The collector drains them every 20 ms at
-/// ~100 ns an event, so 4 MiB (58,000 events) absorbs bursts of well over a million events a
-/// second; their pages count in the collector's resident memory (twice: the kernel maps each
-/// ring twice).
-pub const DEFAULT_RING_MIB: u32 = 4;
+/// The event rings' default size, all CPUs together, when every poll is followed: 16 MiB, about
+/// 200,000 events of 80 bytes. The collector drains them every 20 ms, but the target's threads
+/// can keep it off a CPU far longer: following every poll of a workload that only yields (1.5
+/// million events a second on two CPUs), it was kept waiting 100 ms at a time, and 4 MiB (35 ms
+/// of events a CPU) overflowed in 6 runs of 8, 16 MiB in none.
+pub const DEFAULT_RING_MIB: u32 = 16;
+
+/// The same under an overhead budget, which keeps the event rate down: the rings' pages count
+/// twice in the collector's resident memory (the kernel maps each ring twice, all at once), and
+/// an operator attaching to a service with 100,000 tasks expects the probe to stay small.
+pub const BUDGETED_RING_MIB: u32 = 4;
+
+fn default_ring_mib(max_overhead: Option<f64>) -> u32 {
+    match max_overhead {
+        Some(_) => BUDGETED_RING_MIB,
+        None => DEFAULT_RING_MIB,
+    }
+}
 
 /// The overhead budget when attaching to a running program and none is given, in percent.
 pub const DEFAULT_MAX_OVERHEAD: f64 = 5.0;
@@ -429,7 +444,11 @@ impl From<ProbeArgs> for ProbeConfig {
             tui: args.tui || (!args.no_tui && std::io::stdout().is_terminal()),
             binary: args.binary,
             debuginfo: args.debuginfo,
-            ring_bytes: args.ring_buffer_mb * 1024 * 1024,
+            ring_bytes: args
+                .ring_buffer_mb
+                .unwrap_or(default_ring_mib(max_overhead))
+                * 1024
+                * 1024,
             stuck_after: args.stuck_after,
             long_poll: args.long_poll,
             values: !args.no_values,
@@ -538,6 +557,24 @@ mod tests {
             ])
             .is_err()
         );
+    }
+
+    #[test]
+    fn every_poll_followed_gets_the_larger_rings_unless_told() {
+        let ring_mib = |args: &[&str]| {
+            let Command::Probe(args) = Cli::try_parse_from(args).expect("parses").command else {
+                panic!("not probe");
+            };
+            ProbeConfig::from(args).ring_bytes / (1024 * 1024)
+        };
+        assert_eq!(ring_mib(&["ai", "probe", "--pid", "1"]), BUDGETED_RING_MIB);
+        assert_eq!(
+            ring_mib(&["ai", "probe", "--pid", "1", "--exact"]),
+            DEFAULT_RING_MIB
+        );
+        assert_eq!(ring_mib(&["ai", "probe", "--", "./app"]), DEFAULT_RING_MIB);
+        let told = ["ai", "probe", "--pid", "1", "--ring-buffer-mb", "2"];
+        assert_eq!(ring_mib(&told), 2);
     }
 
     #[test]

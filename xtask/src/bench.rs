@@ -215,6 +215,8 @@ struct YieldTotals {
     workload: Option<(u64, u64)>,
     /// The probe's CPU per poll (probed run less unprobed, over the polls), in ns.
     per_poll_ns: Vec<f64>,
+    /// The same for `--floor`: the probe's sites with programs that only count.
+    floor_per_poll_ns: Vec<f64>,
     bare_hit_ns: Vec<f64>,
 }
 
@@ -231,7 +233,7 @@ fn yield_bench(options: &YieldOptions, sudo: &[OsString], reports: &Path) -> Res
     let demo_command = format!("inspect-demo bench {}", options.demo_args.join(" "));
     println!("## yield-only workload\n");
     println!(
-        "{}, {} run(s): unprobed, probed, then probed with --record",
+        "{}, {} run(s): unprobed, probed, probed with --record, then with --floor",
         demo_command.trim_end(),
         options.runs
     );
@@ -259,6 +261,18 @@ fn yield_bench(options: &YieldOptions, sudo: &[OsString], reports: &Path) -> Res
     Ok(())
 }
 
+/// How a yield-workload run is probed.
+#[derive(Clone, Copy)]
+enum Probed {
+    /// The probe's events, as a user runs it.
+    Events,
+    /// The same, written to a recording (`--record`).
+    Recorded,
+    /// `--floor`: the same probe sites with programs that only count, what the bare uprobe
+    /// mechanism costs on this workload.
+    Floor,
+}
+
 impl YieldBench<'_> {
     fn one_run(&self, run_number: u32, totals: &mut YieldTotals) -> Result<()> {
         let unprobed = measure(
@@ -266,11 +280,16 @@ impl YieldBench<'_> {
                 .arg("bench")
                 .args(&self.options.demo_args),
         )?;
-        let (probed, summary, _) = self.probed_run(&format!("run-{run_number}"), false)?;
+        let (probed, summary, _) = self.probed_run(&format!("run-{run_number}"), Probed::Events)?;
         let (recorded, recorded_summary, size) =
-            self.probed_run(&format!("run-{run_number}-recorded"), true)?;
+            self.probed_run(&format!("run-{run_number}-recorded"), Probed::Recorded)?;
+        let (floor, _, _) = self.probed_run(&format!("run-{run_number}-floor"), Probed::Floor)?;
 
-        for (what, line) in [("probed", &probed), ("recorded", &recorded)] {
+        for (what, line) in [
+            ("probed", &probed),
+            ("recorded", &recorded),
+            ("floor", &floor),
+        ] {
             if line.polls != unprobed.polls {
                 eprintln!(
                     "xtask: run {run_number}: {} polls unprobed but {} {what}",
@@ -307,12 +326,12 @@ impl YieldBench<'_> {
             or_na(per_event.map(|bytes| format!("{bytes:.1}"))),
         );
         totals.workload = Some((unprobed.tasks, unprobed.polls));
-        if unprobed.polls > 0 && probed.cpu_ns > 0 {
-            let extra = probed.cpu_ns.saturating_sub(unprobed.cpu_ns);
-            totals
-                .per_poll_ns
-                .push(extra as f64 / unprobed.polls as f64);
-        }
+        let per_poll = |line: &BenchLine| {
+            (unprobed.polls > 0 && line.cpu_ns > 0)
+                .then(|| line.cpu_ns.saturating_sub(unprobed.cpu_ns) as f64 / unprobed.polls as f64)
+        };
+        totals.per_poll_ns.extend(per_poll(&probed));
+        totals.floor_per_poll_ns.extend(per_poll(&floor));
         totals
             .bare_hit_ns
             .extend(summary.bare_hit_ns.map(|ns| ns as f64));
@@ -320,15 +339,21 @@ impl YieldBench<'_> {
     }
 
     /// The workload launched under the probe: its line, the probe's summary, the recording's size.
-    fn probed_run(&self, tag: &str, record: bool) -> Result<(BenchLine, Summary, Option<u64>)> {
+    fn probed_run(&self, tag: &str, how: Probed) -> Result<(BenchLine, Summary, Option<u64>)> {
         let report = self.reports.join(format!("{tag}.json"));
         let recording = self.reports.join(format!("{tag}.airec"));
         let _ = fs::remove_file(&report);
         let _ = fs::remove_file(&recording);
         let mut command = probe_command(self.sudo, &self.probe);
         command.arg("probe").arg("--json").arg(&report);
-        if record {
-            command.arg("--record").arg(&recording);
+        match how {
+            Probed::Events => {}
+            Probed::Recorded => {
+                command.arg("--record").arg(&recording);
+            }
+            Probed::Floor => {
+                command.arg("--floor");
+            }
         }
         command
             .arg("--")
@@ -369,19 +394,32 @@ impl YieldTotals {
             or_na(median(&mut self.sizes).map(|bytes| format!("{bytes:.1}")))
         );
         println!("events dropped, all runs: {}", or_na(self.dropped));
-        let per_poll = median(&mut self.per_poll_ns);
         let bare = median(&mut self.bare_hit_ns);
         println!(
-            "probe CPU per poll (target + collector, probed less unprobed): {} ns; one bare \
-             emulated uprobe hit here: {} ns; ratio {}",
-            or_na(per_poll.map(|ns| ns.round() as u64)),
-            or_na(bare.map(|ns| ns.round() as u64)),
-            or_na(
-                per_poll
-                    .zip(bare)
-                    .map(|(poll, hit)| format!("{:.1}x", poll / hit))
-            )
+            "one bare emulated uprobe hit here: {} ns",
+            or_na(bare.map(|ns| ns.round() as u64))
         );
+        for (what, values) in [
+            (
+                "probe CPU per poll (target + collector, probed less unprobed)",
+                &mut self.per_poll_ns,
+            ),
+            (
+                "floor CPU per poll (--floor: the same sites, programs that only count)",
+                &mut self.floor_per_poll_ns,
+            ),
+        ] {
+            let per_poll = median(values);
+            println!(
+                "{what}: {} ns, {} bare hits",
+                or_na(per_poll.map(|ns| ns.round() as u64)),
+                or_na(
+                    per_poll
+                        .zip(bare)
+                        .map(|(poll, hit)| format!("{:.1}", poll / hit))
+                )
+            );
+        }
     }
 }
 
