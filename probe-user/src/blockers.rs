@@ -41,10 +41,16 @@ const MAX_FRAMES: usize = 128;
 /// Finds where the target's long polls block or compute. One per probed process.
 pub struct Blockers {
     memory: ProcessMemory,
-    /// Read on a thread of their own once the target runs polls (a launched one has then
-    /// loaded its libraries): a look must unwind a computing thread while it still computes
-    /// there, and reading every module's tables takes a while.
+    /// Read on a thread of their own once a poll has run [`Blockers::read_after_ns`]: a look
+    /// must unwind a computing thread while it still computes there, and reading every
+    /// module's tables takes a while.
     modules: Loading,
+    /// 0 for a launched program: its modules are read from its first polls (it has then loaded
+    /// its libraries), ready for its first long one. [`LOOK_AFTER_NS`] for a running one: the
+    /// modules (about 11 MiB for a program built with debuginfo, with its libc) are read when a
+    /// poll runs long enough to be looked at. A service whose polls stay short never pays for
+    /// them; its first long poll may end before they are read and go unnamed.
+    read_after_ns: u64,
     /// The block or sample each thread was last looked at in (its `blocked_since` or
     /// `sampled_at`): one look each.
     looked: HashMap<u32, u64>,
@@ -108,19 +114,15 @@ struct ModuleFile {
 }
 
 impl Blockers {
-    /// For process `pid`, whose executable's DWARF is in `main_binary`. A program that `runs`
-    /// already (not held before its first instruction) has its libraries loaded: its modules
-    /// are read from now on; a launched one's from its first polls.
+    /// For process `pid`, whose executable's DWARF is in `main_binary`; `runs`: it was running
+    /// before the probe (not held before its first instruction).
     pub fn new(pid: u32, main_binary: PathBuf, runs: bool) -> Option<Self> {
-        let mut blockers = Self {
+        Some(Self {
             memory: ProcessMemory::open(pid).ok()?,
             modules: Loading::NotYet(pid, main_binary),
             looked: HashMap::new(),
-        };
-        if runs {
-            blockers.modules.ready();
-        }
-        Some(blockers)
+            read_after_ns: if runs { LOOK_AFTER_NS } else { 0 },
+        })
     }
 
     /// Where the polls running for a while in `model` are blocked now, by task: `thread` gives
@@ -134,8 +136,9 @@ impl Blockers {
     ) -> Vec<(usize, BlockedAt)> {
         let mut found = Vec::new();
         for (tid, task, header, started) in model.polls_running() {
-            // Read from the target's first polls on, ready for the first long one.
-            self.modules.ready();
+            if now_ns.saturating_sub(started) >= self.read_after_ns {
+                self.modules.ready();
+            }
             // A worker parked inside its worker loop's task is idle, not blocking anything.
             let worker_loop = model
                 .task_type(&model.tasks()[task])
