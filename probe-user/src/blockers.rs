@@ -41,16 +41,15 @@ const MAX_FRAMES: usize = 128;
 /// Finds where the target's long polls block or compute. One per probed process.
 pub struct Blockers {
     memory: ProcessMemory,
-    /// Read on a thread of their own once a poll has run [`Blockers::read_after_ns`]: a look
-    /// must unwind a computing thread while it still computes there, and reading every
-    /// module's tables takes a while.
+    /// Read on a thread of their own: a look must unwind a computing thread while it still
+    /// computes there, and reading every module's tables takes a while.
     modules: Loading,
-    /// 0 for a launched program: its modules are read from its first polls (it has then loaded
-    /// its libraries), ready for its first long one. [`LOOK_AFTER_NS`] for a running one: the
-    /// modules (about 11 MiB for a program built with debuginfo, with its libc) are read when a
-    /// poll runs long enough to be looked at. A service whose polls stay short never pays for
-    /// them; its first long poll may end before they are read and go unnamed.
-    read_after_ns: u64,
+    /// A launched program's modules are read from its first polls (it has then loaded its
+    /// libraries), ready for its first long one. A running one's (about 11 MiB for a program
+    /// built with debuginfo, with its libc) only when a poll is first looked at: a service
+    /// whose polls stay short never pays for them; its first long poll may end before they
+    /// are read and go unnamed.
+    read_from_first_poll: bool,
     /// The block or sample each thread was last looked at in (its `blocked_since` or
     /// `sampled_at`): one look each.
     looked: HashMap<u32, u64>,
@@ -121,7 +120,7 @@ impl Blockers {
             memory: ProcessMemory::open(pid).ok()?,
             modules: Loading::NotYet(pid, main_binary),
             looked: HashMap::new(),
-            read_after_ns: if runs { LOOK_AFTER_NS } else { 0 },
+            read_from_first_poll: !runs,
         })
     }
 
@@ -136,7 +135,7 @@ impl Blockers {
     ) -> Vec<(usize, BlockedAt)> {
         let mut found = Vec::new();
         for (tid, task, header, started) in model.polls_running() {
-            if now_ns.saturating_sub(started) >= self.read_after_ns {
+            if self.read_from_first_poll {
                 self.modules.ready();
             }
             // A worker parked inside its worker loop's task is idle, not blocking anything.
@@ -156,7 +155,8 @@ impl Blockers {
             {
                 continue;
             }
-            // One look per block or sample, once there are modules to unwind in.
+            // One look per block or sample, once there are modules to unwind in (for a program
+            // that ran before the probe, read from its first look on).
             if self.modules.ready().is_none() || self.looked.insert(tid, seen.at) == Some(seen.at) {
                 continue;
             }
