@@ -1181,6 +1181,15 @@ mod tests {
         }
     }
 
+    /// A poll end of task 1 at `HDR` that the kernel timed: `ns` by its thread's task clock,
+    /// `samples` timer samples in it.
+    fn timed_poll_end(ts_ns: u64, ns: u64, samples: Option<u64>) -> TaskEvent {
+        TaskEvent {
+            cpu: Some(PollCpu { ns, samples }),
+            ..poll_end(ts_ns, HDR, 1, 0)
+        }
+    }
+
     #[test]
     fn a_sleeping_loop_accounts_busy_idle_and_scheduled_time() {
         let mut m = model();
@@ -1362,8 +1371,7 @@ mod tests {
         let ms = 1_000_000;
         let end = |ts_ns, preempted, ns, samples| TaskEvent {
             other_header: probe_common::off_cpu::pack(0, preempted),
-            cpu: Some(PollCpu { ns, samples }),
-            ..poll_end(ts_ns, HDR, 1, 0)
+            ..timed_poll_end(ts_ns, ns, samples)
         };
         m.apply(&event(0, EventKind::Spawn, HDR, 1));
         m.apply(&event(0, EventKind::PollStart, HDR, 1));
@@ -1393,8 +1401,7 @@ mod tests {
         let period = probe_common::SAMPLE_PERIOD_NS;
         let end = |ts_ns, ns, samples| TaskEvent {
             flags: flags::OFF_CPU_UNKNOWN,
-            cpu: Some(PollCpu { ns, samples }),
-            ..poll_end(ts_ns, HDR, 1, 0)
+            ..timed_poll_end(ts_ns, ns, samples)
         };
         m.apply(&event(0, EventKind::Spawn, HDR, 1));
         // 300 ms, 1 of them on CPU: it slept the rest, whatever the switches said.
@@ -1414,10 +1421,7 @@ mod tests {
         let mut m = model();
         let ms = 1_000_000;
         let period = probe_common::SAMPLE_PERIOD_NS;
-        let end = |ts_ns, ns, samples| TaskEvent {
-            cpu: Some(PollCpu { ns, samples }),
-            ..poll_end(ts_ns, HDR, 1, 0)
-        };
+        let end = timed_poll_end;
         m.apply(&event(0, EventKind::Spawn, HDR, 1));
         m.apply(&event(0, EventKind::PollStart, HDR, 1));
         m.apply(&end(12 * ms, 12 * ms, Some(1)));
