@@ -2,9 +2,11 @@
 # Measures what probing costs, on two workloads, and prints the figures (it never passes or fails):
 #
 #   scripts/bench.sh server [--rounds N] [--seconds S] [--clients N] [--fanout N]
+#                           [--variants plain,probe,exact,floor,console]
 #       a request/response tokio server (inspect-server) under closed-loop loopback load
 #       (inspect-load): CPU per request plain, probed (default, --exact, --floor) and built with
 #       console-subscriber (demo-console/, built into target/console), as a Markdown table.
+#       --variants runs only those named, in that order (e.g. plain,probe for longer rounds).
 #   scripts/bench.sh yield [--runs N] [--tasks N] [--yields N]
 #       the demo's poll-heavy workload (tasks that only yield): slowdown probed and recording.
 #   scripts/bench.sh [SERVER OR YIELD OPTION...]

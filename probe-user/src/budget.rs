@@ -26,7 +26,7 @@ pub struct Budget {
     start: Sample,
     /// A fingerprint of each live task's memory when the per-poll probes were detached.
     fingerprints: HashMap<usize, u64>,
-    /// When the governor last looked: sampling costs a few dozen system calls.
+    /// When the target's CPU time was last read.
     looked_ns: u64,
     /// The per-poll probes are back and the tasks' memory is still to be checked: on the next
     /// tick, once the collector has drained what the probes sent meanwhile.
@@ -35,7 +35,8 @@ pub struct Budget {
     target_cpu_ns: std::cell::Cell<u64>,
 }
 
-/// How often the governor looks at the cost figures.
+/// How often the target's CPU time is read between the governor's decisions, which read all
+/// the cost figures (dozens of system calls) at the end of each window and gap only.
 const LOOK_EVERY_NS: u64 = 100_000_000;
 
 impl Budget {
@@ -78,13 +79,16 @@ impl Budget {
         // Checking thousands of tasks takes a while, and a busy program fills the ring buffer
         // fast: the check waits for the drain that follows the attach.
         self.check_if_due(session, memory, layout, now_ns);
-        if now_ns < self.looked_ns + LOOK_EVERY_NS {
-            return Ok(());
-        }
-        self.looked_ns = now_ns;
-        if self.governor.is_none() {
-            // Only to have the target's CPU time should it exit before the report.
-            self.target_cpu_ns();
+        if !self
+            .governor
+            .as_ref()
+            .is_some_and(|governor| governor.due(now_ns))
+        {
+            if now_ns >= self.looked_ns + LOOK_EVERY_NS {
+                self.looked_ns = now_ns;
+                // Only to have the target's CPU time should it exit before the report.
+                self.target_cpu_ns();
+            }
             return Ok(());
         }
         let sample = self.sample(attachment);
@@ -99,7 +103,7 @@ impl Budget {
             Switch::Detach => {
                 attachment.detach_hot()?;
                 let now_ns = collect::monotonic_ns();
-                session.coverage(Coverage::Paused { now_ns });
+                session.pause_at(now_ns);
                 self.fingerprints = live_tasks(session)
                     .filter_map(|(task, header, vtable)| {
                         Some((task, fingerprint(memory?, layout, header, vtable)?.1))
@@ -117,6 +121,13 @@ impl Budget {
         Ok(())
     }
 
+    /// Whether the per-poll probes are detached now, in a gap between windows.
+    pub fn in_gap(&self) -> bool {
+        self.governor
+            .as_ref()
+            .is_some_and(|governor| !governor.attached())
+    }
+
     /// At the end of a run that stops in a gap (or before the check after one): what became of
     /// every task meanwhile, as after a window's return. Without it a task that ran during the
     /// gap would look idle since the last window, and its missing waker a lost one.
@@ -126,11 +137,7 @@ impl Budget {
         memory: Option<&ProcessMemory>,
         layout: &Layout,
     ) {
-        if self
-            .governor
-            .as_ref()
-            .is_some_and(|governor| !governor.attached())
-        {
+        if self.in_gap() {
             self.check_due = true;
         }
         self.check_if_due(session, memory, layout, collect::monotonic_ns());

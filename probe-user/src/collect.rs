@@ -21,7 +21,11 @@ use crate::{
 /// How often the rings are drained and `on_batch` runs. The kernel side does not wake the
 /// collector for each event (only when a ring is a quarter full): at a million events a second,
 /// a wake-up per event would cost more than the events.
-const TICK: std::time::Duration = std::time::Duration::from_millis(20);
+pub const TICK: std::time::Duration = std::time::Duration::from_millis(20);
+/// The same while events are rare (an overhead budget's gap, when only the per-poll probes
+/// send many): each wake-up of an idle collector costs tens of µs in a VM, which at 50 a second
+/// was most of what a gap cost.
+pub const QUIET_TICK: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// How much later than its timestamp a program may put its event in its CPU's ring. Each ring
 /// is drained in turn, so an event of one CPU can miss this drain while a later one of another
@@ -56,17 +60,17 @@ impl Collector {
     }
 
     /// Feeds events to `session` until `stop` resolves, then drains what is left.
-    /// `on_batch` runs after each batch, every [`TICK`] (reading await points, live views,
-    /// progress display).
+    /// `on_batch` runs after each batch (reading await points, live views, progress display)
+    /// and says how long the next may wait: [`TICK`], or [`QUIET_TICK`] when events are rare.
+    /// A ring a quarter full does not wait.
     pub async fn run<O: Observer>(
         &mut self,
         session: &mut Session<O>,
         stop: impl Future<Output = ()>,
-        mut on_batch: impl FnMut(&mut Session<O>),
+        mut on_batch: impl FnMut(&mut Session<O>) -> std::time::Duration,
     ) -> std::io::Result<()> {
         tokio::pin!(stop);
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut wait = TICK;
         loop {
             tokio::select! {
                 biased;
@@ -75,12 +79,12 @@ impl Collector {
                     let mut guard = guard?;
                     guard.clear_ready();
                 }
-                _ = tick.tick() => {}
+                () = tokio::time::sleep(wait) => {}
             }
             let settled = monotonic_ns().saturating_sub(SETTLE_NS);
             self.drain();
             self.apply(session, settled);
-            on_batch(session);
+            wait = on_batch(session);
         }
         self.drain();
         self.apply(session, u64::MAX);
@@ -108,6 +112,7 @@ impl Collector {
             }
             session.event(&event);
         }
+        session.settle(settled);
     }
 }
 

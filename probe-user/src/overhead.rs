@@ -114,6 +114,13 @@ impl Sample {
     /// The probe's cost between `earlier` and this sample, as a fraction of what the target
     /// spent on its own work (its CPU less the traps and programs charged to its threads).
     pub fn share_since(&self, earlier: &Sample) -> Option<f64> {
+        let (cost, own) = self.cost_and_own_since(earlier)?;
+        Some(cost as f64 / own as f64)
+    }
+
+    /// The probe's cost (traps, programs, collector) and the target's own work between
+    /// `earlier` and this sample, in ns of CPU; None when the target did too little to judge by.
+    fn cost_and_own_since(&self, earlier: &Sample) -> Option<(u64, u64)> {
         let traps = self.traps_ns.saturating_sub(earlier.traps_ns);
         let programs = self.programs_ns.saturating_sub(earlier.programs_ns);
         let collector = self
@@ -127,7 +134,7 @@ impl Sample {
         // The prices are estimates: when they claim (nearly) all the target's CPU, its own work
         // is taken as a twentieth of it, which still reads as far over any budget.
         let own = target.saturating_sub(traps + programs).max(target / 20);
-        Some((traps + programs + collector) as f64 / own as f64)
+        Some((traps + programs + collector, own))
     }
 }
 
@@ -142,18 +149,30 @@ pub enum Switch {
 }
 
 /// Keeps the probe within its budget by attaching the per-poll probes in windows: each window
-/// measures what following every poll costs, and the gap after it is long enough that the
-/// average stays under the budget. A cheap target keeps them attached throughout.
+/// measures what following every poll costs, and the gap after it lasts until the window's cost
+/// and the gap's own (the collector's, mostly) are that share of the target's work over both.
+/// A cheap target keeps them attached throughout.
 #[derive(Debug)]
 pub struct Governor {
     budget: f64,
-    /// The fraction of time the per-poll probes may be attached.
-    duty: f64,
     attached: bool,
+    /// When the current window or gap began.
     since_ns: u64,
-    window_start: Sample,
+    /// The figures when the current window or gap began.
+    since: Sample,
+    /// How long the current gap lasts.
+    gap_ns: u64,
+    /// Over the last gap, per ns: what the probe cost (the collector, detached probes being
+    /// free) and what the target did, unslowed by the probes.
+    gap_rates: Option<GapRates>,
     pub windows: u64,
     attached_ns: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct GapRates {
+    cost: f64,
+    own: f64,
 }
 
 /// The share of the budget the governor aims at. Its cost estimate prices hits as calibrated in
@@ -166,57 +185,84 @@ const AIM: f64 = 0.4;
 const WINDOW_NS: u64 = 200_000_000;
 /// The gap after a window never exceeds this: a probe that sees nothing for long is no probe.
 const MAX_GAP_NS: u64 = 10_000_000_000;
+/// A shorter gap is not worth the detach and attach around it: the probes stay attached.
+const MIN_GAP_NS: u64 = 10_000_000;
 
 impl Governor {
     /// `budget_percent` of the target's own CPU; starts attached, at `now_ns`.
     pub fn new(budget_percent: f64, now_ns: u64, sample: Sample) -> Self {
         Self {
             budget: budget_percent / 100.0 * AIM,
-            duty: 1.0,
             attached: true,
             since_ns: now_ns,
-            window_start: sample,
+            since: sample,
+            gap_ns: 0,
+            gap_rates: None,
             windows: 1,
             attached_ns: 0,
         }
     }
 
-    /// What to do at `now_ns`, given the figures now. Call it a few times a second.
+    /// Whether [`Governor::tick`] has anything to decide at `now_ns`: at the end of a window
+    /// or a gap. The figures it needs cost dozens of system calls to read.
+    pub fn due(&self, now_ns: u64) -> bool {
+        let lasts = if self.attached {
+            WINDOW_NS
+        } else {
+            self.gap_ns
+        };
+        now_ns.saturating_sub(self.since_ns) >= lasts
+    }
+
+    /// What to do at `now_ns`, given the figures now. Call it when [`Governor::due`].
     pub fn tick(&mut self, now_ns: u64, sample: Sample) -> Option<Switch> {
-        let elapsed = now_ns.saturating_sub(self.since_ns);
-        if self.attached {
-            if elapsed < WINDOW_NS {
-                return None;
-            }
-            if let Some(share) = sample.share_since(&self.window_start) {
-                let wanted = if share > 0.0 {
-                    self.budget / share
-                } else {
-                    1.0
-                };
-                // Grow back slowly (the load may return), shrink at once.
-                self.duty = wanted.min(self.duty * 2.0).clamp(0.0, 1.0);
-            }
-            self.window_start = sample;
-            if self.duty >= 1.0 {
-                self.attached_ns += elapsed;
-                self.since_ns = now_ns;
-                return None;
-            }
-            self.attached_ns += elapsed;
-            self.attached = false;
-            self.since_ns = now_ns;
-            return Some(Switch::Detach);
-        }
-        let gap = ((WINDOW_NS as f64) * (1.0 / self.duty.max(1e-3) - 1.0)) as u64;
-        if elapsed < gap.min(MAX_GAP_NS) {
+        if !self.due(now_ns) {
             return None;
         }
-        self.attached = true;
+        let elapsed = now_ns.saturating_sub(self.since_ns);
+        let since = std::mem::replace(&mut self.since, sample);
         self.since_ns = now_ns;
-        self.window_start = sample;
-        self.windows += 1;
-        Some(Switch::Attach)
+        if !self.attached {
+            if let Some((cost, own)) = sample.cost_and_own_since(&since) {
+                let per_ns = |ns: u64| ns as f64 / elapsed.max(1) as f64;
+                self.gap_rates = Some(GapRates {
+                    cost: per_ns(cost),
+                    own: per_ns(own),
+                });
+            }
+            self.attached = true;
+            self.windows += 1;
+            return Some(Switch::Attach);
+        }
+        self.attached_ns += elapsed;
+        // An idle window says nothing of what following a busy one costs: the last gap holds.
+        if let Some((cost, own)) = sample.cost_and_own_since(&since) {
+            self.gap_ns = self.gap_after(cost, own, elapsed);
+        }
+        if self.gap_ns < MIN_GAP_NS {
+            return None;
+        }
+        self.attached = false;
+        Some(Switch::Detach)
+    }
+
+    /// How long the gap after a window of `elapsed` ns must last for the window's `cost` and
+    /// the gap's to be the budget's share of the target's work (`own` in the window, the last
+    /// gap's rate after it; the window's rate before any gap was seen).
+    fn gap_after(&self, cost: u64, own: u64, elapsed: u64) -> u64 {
+        let rates = self.gap_rates.unwrap_or(GapRates {
+            cost: 0.0,
+            own: own as f64 / elapsed.max(1) as f64,
+        });
+        let excess = cost as f64 - self.budget * own as f64;
+        if excess <= 0.0 {
+            return 0;
+        }
+        let room_per_ns = self.budget * rates.own - rates.cost;
+        if room_per_ns <= 0.0 {
+            return MAX_GAP_NS;
+        }
+        (excess / room_per_ns).min(MAX_GAP_NS as f64) as u64
     }
 
     /// The share of the time since `started_ns` the per-poll probes were attached.
@@ -279,25 +325,61 @@ mod tests {
     #[test]
     fn a_costly_probe_is_attached_in_windows_that_keep_the_budget() {
         let mut governor = Governor::new(5.0, 0, Sample::default());
-        assert_eq!(
-            governor.tick(100 * MS, sample(60, 20)),
-            None,
-            "the window runs"
-        );
-        // Following every poll costs 50 % of the target's work: 4 % of the time is allowed (the
-        // governor aims at 40 % of a 5 % budget), so the gap lasts 200 ms x (1 / 0.04 - 1).
+        assert!(!governor.due(100 * MS), "the window runs");
+        assert_eq!(governor.tick(100 * MS, sample(60, 20)), None);
+        // Following every poll costs 50 ms for 100 ms of the target's own work. The governor
+        // aims at 40 % of a 5 % budget: 2 ms over the window, so 48 ms more of the target's work
+        // must pass, which at its 0.5 ms per ms takes 4.8 s.
         assert_eq!(
             governor.tick(200 * MS, sample(150, 50)),
             Some(Switch::Detach)
         );
+        assert!(!governor.due(4_900 * MS));
         assert_eq!(governor.tick(4_900 * MS, sample(300, 50)), None);
         assert_eq!(
-            governor.tick(5_000 * MS, sample(450, 50)),
+            governor.tick(5_000 * MS, sample(2_550, 50)),
             Some(Switch::Attach)
         );
         assert_eq!(governor.windows, 2);
         let coverage = governor.coverage(0, 5_000 * MS);
         assert!((coverage - 200.0 / 5_000.0).abs() < 1e-9, "{coverage}");
+    }
+
+    #[test]
+    fn the_gaps_own_cost_and_the_windows_real_length_lengthen_the_next_gap() {
+        let mut governor = Governor::new(5.0, 0, Sample::default());
+        governor.tick(200 * MS, sample(150, 50));
+        // The gap: 2.4 s of the target's work, and 12 ms of the collector's.
+        let mut after_gap = sample(2_550, 50);
+        after_gap.collector_cpu_ns = 12 * MS;
+        assert_eq!(governor.tick(5_000 * MS, after_gap), Some(Switch::Attach));
+        // A window that ran 300 ms: 150 ms of the target's own work, 75 ms of cost. 72 ms over
+        // the budget's share; the gap leaves 0.02 x 0.5 - 0.0025 = 0.0075 ms of room per ms.
+        let mut after_window = sample(2_550 + 225, 50 + 75);
+        after_window.collector_cpu_ns = 12 * MS;
+        assert_eq!(
+            governor.tick(5_300 * MS, after_window),
+            Some(Switch::Detach)
+        );
+        assert!(!governor.due(5_300 * MS + 9_599 * MS));
+        assert!(governor.due(5_300 * MS + 9_600 * MS));
+    }
+
+    #[test]
+    fn a_gap_that_alone_costs_more_than_the_budget_lasts_the_longest() {
+        let mut governor = Governor::new(5.0, 0, Sample::default());
+        governor.tick(200 * MS, sample(150, 50));
+        let mut after_gap = sample(2_550, 50);
+        after_gap.collector_cpu_ns = 100 * MS;
+        governor.tick(5_000 * MS, after_gap);
+        let mut after_window = sample(2_700, 100);
+        after_window.collector_cpu_ns = 100 * MS;
+        assert_eq!(
+            governor.tick(5_200 * MS, after_window),
+            Some(Switch::Detach)
+        );
+        assert!(!governor.due(5_200 * MS + MAX_GAP_NS - 1));
+        assert!(governor.due(5_200 * MS + MAX_GAP_NS));
     }
 
     #[test]
@@ -310,7 +392,7 @@ mod tests {
     }
 
     #[test]
-    fn an_idle_target_keeps_the_duty_it_had() {
+    fn an_idle_target_keeps_the_probes_attached() {
         let mut governor = Governor::new(5.0, 0, Sample::default());
         assert_eq!(governor.tick(200 * MS, sample(1, 1)), None);
         assert!(governor.attached());

@@ -136,7 +136,7 @@ mod tests {
     use super::*;
     use crate::{
         analyze::{backtrace::Frame, lints::Thresholds, stacks::TaskStack},
-        model::{BlockedAt, Observed, TaskEvent},
+        model::{BlockedAt, Observed, TaskEvent, TaskState},
         record::{Recorder, testing::*},
         report::{Analysis, Report},
     };
@@ -268,6 +268,34 @@ mod tests {
             json(&live, facts),
             "the replayed report differs from the live one"
         );
+    }
+
+    /// The per-poll probes detach at 2 000, while a poll that started at 1 990 is still in a
+    /// ring: the pause waits for it, so the poll does not stay running through the gap, live or
+    /// replayed.
+    #[test]
+    fn a_pause_applies_after_the_events_stamped_before_it() {
+        let path = temp("pause");
+        let mut live = Session::new(&catalogue(), (), false);
+        live.record_to(Recorder::create(&path, &header(900)).unwrap());
+        live.event(&event(1_000, EventKind::Spawn, HDR, 0));
+        live.pause_at(2_000);
+        live.event(&event(1_990, EventKind::PollStart, HDR, 0));
+        assert_eq!(live.model.tasks()[0].state, TaskState::Running);
+        live.settle(2_001);
+        assert_eq!(live.model.tasks()[0].state, TaskState::Scheduled);
+        assert_eq!(live.model.polls_running().count(), 0, "no poll left running");
+        live.take_recorder()
+            .unwrap()
+            .finish(&header(900).facts)
+            .unwrap();
+        let replayed = replay(&path, ()).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(
+            replayed.session.model.tasks()[0].state,
+            TaskState::Scheduled
+        );
+        assert_eq!(replayed.session.model.polls_running().count(), 0);
     }
 
     #[test]

@@ -58,6 +58,9 @@ pub struct Session<O = ()> {
     recorder: Option<Recorder>,
     /// How task indices moved in the model's last fold, for whoever else keeps indices.
     remap: Option<Vec<Option<usize>>>,
+    /// When the per-poll probes were detached, until the events stamped before then are in:
+    /// see [`Session::pause_at`].
+    pending_pause: Option<u64>,
 }
 
 impl<O: Observer> Session<O> {
@@ -74,6 +77,7 @@ impl<O: Observer> Session<O> {
             observer,
             recorder: None,
             remap: None,
+            pending_pause: None,
         }
     }
 
@@ -104,6 +108,7 @@ impl<O: Observer> Session<O> {
     }
 
     pub fn event(&mut self, event: &TaskEvent) {
+        self.pause_before(event.ts_ns);
         let task = self.model.apply(event);
         self.follow_fold();
         if let Some(recorder) = &mut self.recorder {
@@ -123,9 +128,34 @@ impl<O: Observer> Session<O> {
         task
     }
 
+    /// The per-poll probes were detached at `now_ns`. Events stamped before then may still
+    /// be in the rings or waiting to settle: the pause applies once they are in, or a poll
+    /// that started just before it would stay running in the model through the gap.
+    pub fn pause_at(&mut self, now_ns: u64) {
+        self.pause_before(u64::MAX);
+        self.pending_pause = Some(now_ns);
+    }
+
+    /// Every event stamped before `settled_ns` is in: a pending pause before it applies.
+    pub fn settle(&mut self, settled_ns: u64) {
+        self.pause_before(settled_ns);
+    }
+
+    fn pause_before(&mut self, ts_ns: u64) {
+        if let Some(now_ns) = self.pending_pause.filter(|&at| at <= ts_ns) {
+            self.pending_pause = None;
+            self.apply_coverage(Coverage::Paused { now_ns });
+        }
+    }
+
     /// What the probe sees changed (an overhead budget paused or resumed the per-poll probes,
     /// or a task's memory was checked after a gap).
     pub fn coverage(&mut self, change: Coverage) {
+        self.pause_before(u64::MAX);
+        self.apply_coverage(change);
+    }
+
+    fn apply_coverage(&mut self, change: Coverage) {
         if let Some(recorder) = &mut self.recorder {
             recorder.coverage(&change);
         }

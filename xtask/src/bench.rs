@@ -73,17 +73,24 @@ fn parse_bench_args(args: Vec<String>) -> Result<BenchPlan> {
         };
         let workload = match name.as_str() {
             "--runs" | "--tasks" | "--yields" => "yield",
-            "--rounds" | "--seconds" | "--clients" | "--fanout" => "server",
+            "--rounds" | "--seconds" | "--clients" | "--fanout" | "--variants" => "server",
             "--crowd" => "memory",
             _ => return Err(format!("bench: unknown argument '{arg}'\n{USAGE}")),
         };
         let value = inline
             .or_else(|| args.next())
             .ok_or_else(|| format!("bench: {name} needs a value"))?;
+        let not_chosen = || format!("bench: {name} is an option of the {workload} workload");
+        if name == "--variants" {
+            plan.server
+                .as_mut()
+                .ok_or_else(not_chosen)?
+                .set_variants(&value)?;
+            continue;
+        }
         let number: u32 = value
             .parse()
             .map_err(|_| format!("bench: {name}: '{value}' is not a whole number"))?;
-        let not_chosen = || format!("bench: {name} is an option of the {workload} workload");
         match workload {
             "memory" => plan.memory.as_mut().ok_or_else(not_chosen)?.set(number)?,
             "yield" => plan
@@ -171,6 +178,10 @@ pub(crate) struct Summary {
     pub duration_ns: Option<u64>,
     /// What one hit of an emulated uprobe costs here, as the probe calibrated it.
     pub bare_hit_ns: Option<u64>,
+    /// The share of the run the per-poll probes were attached (1 without a budget).
+    pub coverage: Option<f64>,
+    /// The probe's own estimate of its cost, in percent of the target's CPU.
+    pub estimate_percent: Option<f64>,
 }
 
 impl Summary {
@@ -184,6 +195,8 @@ impl Summary {
             dropped: field("dropped"),
             duration_ns: field("duration_ns"),
             bare_hit_ns: report["summary"]["overhead"]["prices"]["emulated_ns"].as_u64(),
+            coverage: report["summary"]["overhead"]["coverage"].as_f64(),
+            estimate_percent: report["summary"]["overhead"]["share_percent"].as_f64(),
         }
     }
 
@@ -494,7 +507,7 @@ mod tests {
     #[test]
     fn reads_the_summary() {
         let report = r#"{"summary": {"events": 2000, "dropped": 3, "duration_ns": 500000000, "x": [1, {"y": null}],
-                                     "overhead": {"prices": {"emulated_ns": 814}}},
+                                     "overhead": {"prices": {"emulated_ns": 814}, "coverage": 0.25, "share_percent": 1.5}},
                          "tasks": [{"id": 1, "name": "a \"b\" \u00e9", "state": "idle", "ended_ns": null}]}"#;
         let summary = Summary::from_report(report);
         assert_eq!(
@@ -504,6 +517,8 @@ mod tests {
                 dropped: Some(3),
                 duration_ns: Some(500_000_000),
                 bare_hit_ns: Some(814),
+                coverage: Some(0.25),
+                estimate_percent: Some(1.5),
             }
         );
         assert_eq!(summary.events_per_second(), Some(4000.0));
@@ -536,6 +551,8 @@ mod tests {
         assert!(parse_bench_args(strings("server --clients 0")).is_err());
         assert!(parse_bench_args(strings("server --seconds")).is_err());
         assert!(parse_bench_args(strings("server --seconds x")).is_err());
+        assert!(parse_bench_args(strings("server --variants plain,probe")).is_ok());
+        assert!(parse_bench_args(strings("yield --variants plain")).is_err());
     }
 
     #[test]

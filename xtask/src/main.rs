@@ -33,6 +33,7 @@ const NOPIE_TARGET: &str = "x86_64-unknown-linux-gnu";
 
 const USAGE: &str = "usage: cargo xtask test [CARGO TEST ARG...]
        cargo xtask bench server [--rounds N] [--seconds S] [--clients N] [--fanout N]
+                                [--variants plain,probe,exact,floor,console]
        cargo xtask bench yield [--runs N] [--tasks N] [--yields N]
        cargo xtask bench [SERVER OR YIELD OPTION...]   (both workloads, server first)
        cargo xtask bench memory [--crowd N]            (the collector's memory, N parked tasks)";

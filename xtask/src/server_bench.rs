@@ -42,6 +42,8 @@ pub(crate) struct ServerOptions {
     pub clients: u32,
     /// Tasks the server spawns and joins per request.
     pub fanout: u32,
+    /// The variants to run, in this order (all by default).
+    variants: Vec<Variant>,
 }
 
 impl Default for ServerOptions {
@@ -51,6 +53,7 @@ impl Default for ServerOptions {
             seconds: 5,
             clients: 20,
             fanout: 0,
+            variants: VARIANTS.to_vec(),
         }
     }
 }
@@ -78,12 +81,38 @@ impl ServerOptions {
         Ok(())
     }
 
+    /// `--variants plain,probe`: only these, in this order.
+    pub(crate) fn set_variants(&mut self, list: &str) -> Result<()> {
+        let named = |name: &str| {
+            VARIANTS
+                .into_iter()
+                .find(|variant| variant.name() == name)
+                .ok_or_else(|| {
+                    let known: Vec<&str> = VARIANTS.iter().map(|variant| variant.name()).collect();
+                    format!(
+                        "bench: --variants: no variant is called '{name}' (known: {})",
+                        known.join(", ")
+                    )
+                })
+        };
+        self.variants = list.split(',').map(named).collect::<Result<_>>()?;
+        if self.variants.is_empty() {
+            return Err("bench: --variants needs at least one name".into());
+        }
+        Ok(())
+    }
+
     /// The command that runs this workload with these options.
     fn command_line(&self) -> String {
-        format!(
+        let mut line = format!(
             "scripts/bench.sh server --rounds {} --seconds {} --clients {} --fanout {}",
             self.rounds, self.seconds, self.clients, self.fanout
-        )
+        );
+        if self.variants != VARIANTS {
+            let names: Vec<&str> = self.variants.iter().map(|variant| variant.name()).collect();
+            line += &format!(" --variants {}", names.join(","));
+        }
+        line
     }
 }
 
@@ -197,10 +226,11 @@ fn build_console() -> Result<PathBuf> {
     Ok(target_dir.join("release/inspect-server-console"))
 }
 
-/// The variants this build can run: each probe flag must be known to the probe.
-fn available_variants(binaries: &Binaries) -> Vec<Variant> {
-    VARIANTS
-        .into_iter()
+/// Those of `wanted` this build can run: each probe flag must be known to the probe.
+fn available_variants(wanted: &[Variant], binaries: &Binaries) -> Vec<Variant> {
+    wanted
+        .iter()
+        .copied()
         .filter(|variant| match (variant, variant.probe_flags()) {
             (Variant::Console, _) => binaries.console.is_some(),
             (_, Some([flag])) => {
@@ -254,7 +284,7 @@ pub(crate) fn server_bench(
     reports: &Path,
 ) -> Result<()> {
     let binaries = build()?;
-    let variants = available_variants(&binaries);
+    let variants = available_variants(&options.variants, &binaries);
     let bench = Bench {
         options,
         binaries,
@@ -318,7 +348,13 @@ impl Bench<'_> {
                 .and_then(us)
                 .map_or_else(|| "-".into(), |us| format!("{us:.2}")),
             or_na(us(result.load_ticks).map(|us| format!("{us:.2}"))),
-        )
+        ) + &result
+            .summary
+            .as_ref()
+            .and_then(|summary| Some((summary.coverage?, summary.estimate_percent?)))
+            .map_or_else(String::new, |(coverage, estimate)| {
+                format!("  coverage {coverage:.2}, estimate {estimate:.1} %")
+            })
     }
 
     fn us_per_request(&self, ticks: u64, requests: u64) -> Option<f64> {
@@ -407,8 +443,9 @@ impl Bench<'_> {
             "\nMedians over {} round(s). CPU: utime + stime from /proc/PID/stat over the measured {} s, \
              per request answered (clock tick {} ms); total = server + collector; \"vs plain\": the median \
              over rounds of total CPU per request over plain's in the same round; load: the load \
-             generator's own CPU. events, dropped: from the probe's JSON report (attach to stop, warm-up \
-             included).\n",
+             generator's own CPU. events, dropped, coverage (the share of the run the per-poll probes \
+             were attached) and estimate (the probe's own estimate of its cost, in percent of the \
+             target's CPU): from the probe's JSON report (attach to stop, warm-up included).\n",
             self.options.rounds,
             self.options.seconds,
             1000 / self.ticks_per_second.max(1),
@@ -425,6 +462,8 @@ impl Bench<'_> {
             "load µs/req",
             "events",
             "dropped",
+            "coverage",
+            "estimate",
         ];
         print!("{}", markdown_table(&header, &rows));
         let of = |wanted: Variant| {
@@ -497,6 +536,14 @@ impl Bench<'_> {
             ),
             dash_unless(has_probe, fixed(summary(|summary| summary.events), 0)),
             dash_unless(has_probe, fixed(summary(|summary| summary.dropped), 0)),
+            dash_unless(
+                has_probe,
+                fixed(med(&|round| round.summary.as_ref()?.coverage), 2),
+            ),
+            dash_unless(
+                has_probe,
+                fixed(med(&|round| round.summary.as_ref()?.estimate_percent), 1) + " %",
+            ),
         ]
     }
 
@@ -964,6 +1011,25 @@ pub(crate) mod sys {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runs_only_the_variants_named() {
+        let mut options = ServerOptions::default();
+        options.set_variants("probe,plain").unwrap();
+        assert_eq!(options.variants, [Variant::Probe, Variant::Plain]);
+        assert!(options.command_line().ends_with(" --variants probe,plain"));
+        let error = options.set_variants("plain,nope").unwrap_err();
+        assert!(
+            error.contains("'nope'") && error.contains("console"),
+            "{error}"
+        );
+        assert!(
+            !ServerOptions::default()
+                .command_line()
+                .contains("--variants"),
+            "all of them, by default"
+        );
+    }
 
     #[test]
     fn reads_the_listening_line() {

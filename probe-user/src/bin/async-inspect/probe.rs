@@ -176,6 +176,7 @@ impl Run {
                 if ticks.batch(session) {
                     user_quit.notify_one();
                 }
+                ticks.next_batch_after()
             })
             .await?;
         ticks.status_line.clear();
@@ -368,6 +369,16 @@ impl Ticks<'_> {
         self.status_line.show(&session.model);
         let quit = self.refresh_view(session);
         quit || (!failed_before && self.failure.is_some())
+    }
+
+    /// How long the next batch may wait: long in a budget's gap, where only rare probes send
+    /// events, unless the live view needs its keys read.
+    fn next_batch_after(&self) -> std::time::Duration {
+        if self.live_view.is_none() && self.budget.in_gap() {
+            collect::QUIET_TICK
+        } else {
+            collect::TICK
+        }
     }
 
     /// Reads the backtraces of tasks that stayed idle a while (most idle stretches of a busy
