@@ -345,39 +345,36 @@ mod tests {
         assert!((coverage - 200.0 / 5_000.0).abs() < 1e-9, "{coverage}");
     }
 
-    #[test]
-    fn the_gaps_own_cost_and_the_windows_real_length_lengthen_the_next_gap() {
+    /// A governor back from its first gap (200 ms to 5 s: 2.4 s of the target's work, and
+    /// `collector_ms` of the collector's), then at the end of a second window at `end_ms` with
+    /// the target's CPU and the traps at `target_ms` and `traps_ms`; what it did then.
+    fn second_window(collector_ms: u64, end_ms: u64, target_ms: u64, traps_ms: u64) -> Governor {
         let mut governor = Governor::new(5.0, 0, Sample::default());
         governor.tick(200 * MS, sample(150, 50));
-        // The gap: 2.4 s of the target's work, and 12 ms of the collector's.
-        let mut after_gap = sample(2_550, 50);
-        after_gap.collector_cpu_ns = 12 * MS;
-        assert_eq!(governor.tick(5_000 * MS, after_gap), Some(Switch::Attach));
-        // A window that ran 300 ms: 150 ms of the target's own work, 75 ms of cost. 72 ms over
-        // the budget's share; the gap leaves 0.02 x 0.5 - 0.0025 = 0.0075 ms of room per ms.
-        let mut after_window = sample(2_550 + 225, 50 + 75);
-        after_window.collector_cpu_ns = 12 * MS;
-        assert_eq!(
-            governor.tick(5_300 * MS, after_window),
-            Some(Switch::Detach)
-        );
+        let with_collector = |mut sample: Sample| {
+            sample.collector_cpu_ns = collector_ms * MS;
+            sample
+        };
+        let attached = governor.tick(5_000 * MS, with_collector(sample(2_550, 50)));
+        assert_eq!(attached, Some(Switch::Attach));
+        let detached = governor.tick(end_ms * MS, with_collector(sample(target_ms, traps_ms)));
+        assert_eq!(detached, Some(Switch::Detach));
+        governor
+    }
+
+    #[test]
+    fn the_gaps_own_cost_and_the_windows_real_length_lengthen_the_next_gap() {
+        // The gap cost 12 ms of the collector's. A window that ran 300 ms: 150 ms of the
+        // target's own work, 75 ms of cost. 72 ms over the budget's share; the gap leaves
+        // 0.02 x 0.5 - 0.0025 = 0.0075 ms of room per ms.
+        let governor = second_window(12, 5_300, 2_550 + 225, 50 + 75);
         assert!(!governor.due(5_300 * MS + 9_599 * MS));
         assert!(governor.due(5_300 * MS + 9_600 * MS));
     }
 
     #[test]
     fn a_gap_that_alone_costs_more_than_the_budget_lasts_the_longest() {
-        let mut governor = Governor::new(5.0, 0, Sample::default());
-        governor.tick(200 * MS, sample(150, 50));
-        let mut after_gap = sample(2_550, 50);
-        after_gap.collector_cpu_ns = 100 * MS;
-        governor.tick(5_000 * MS, after_gap);
-        let mut after_window = sample(2_700, 100);
-        after_window.collector_cpu_ns = 100 * MS;
-        assert_eq!(
-            governor.tick(5_200 * MS, after_window),
-            Some(Switch::Detach)
-        );
+        let governor = second_window(100, 5_200, 2_700, 100);
         assert!(!governor.due(5_200 * MS + MAX_GAP_NS - 1));
         assert!(governor.due(5_200 * MS + MAX_GAP_NS));
     }

@@ -284,7 +284,11 @@ mod tests {
         assert_eq!(live.model.tasks()[0].state, TaskState::Running);
         live.settle(2_001);
         assert_eq!(live.model.tasks()[0].state, TaskState::Scheduled);
-        assert_eq!(live.model.polls_running().count(), 0, "no poll left running");
+        assert_eq!(
+            live.model.polls_running().count(),
+            0,
+            "no poll left running"
+        );
         live.take_recorder()
             .unwrap()
             .finish(&header(900).facts)
