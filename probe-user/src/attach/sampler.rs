@@ -49,12 +49,19 @@ pub(super) fn attach(ebpf: &mut Ebpf) -> Result<Vec<PerfEventLinkId>, String> {
     Ok(links)
 }
 
-pub(super) fn detach(ebpf: &mut Ebpf, links: Vec<PerfEventLinkId>) -> Result<(), String> {
+/// Takes the links, to be dropped (detached) by the caller.
+pub(super) fn take_links(
+    ebpf: &mut Ebpf,
+    links: Vec<PerfEventLinkId>,
+) -> Result<Vec<Box<dyn Send>>, String> {
     let program = program(ebpf)?;
-    for link in links {
-        program.detach(link).map_err(|error| error.to_string())?;
-    }
-    Ok(())
+    links
+        .into_iter()
+        .map(|link| {
+            let link = program.take_link(link).map_err(|error| error.to_string())?;
+            Ok(Box::new(link) as Box<dyn Send>)
+        })
+        .collect()
 }
 
 fn program(ebpf: &mut Ebpf) -> Result<&mut PerfEvent, String> {
