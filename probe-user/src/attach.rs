@@ -650,7 +650,7 @@ fn mount_tracefs() {
 }
 
 /// A link taken from its program: dropping it detaches it.
-type Detaching = Box<dyn Send>;
+pub(super) type Detaching = Box<dyn Send>;
 
 /// Drops every link at once, each on a thread of its own. Each detach waits for the kernel's
 /// RCU grace periods (30-80 ms each here): one after the other, the eleven links of the per-poll

@@ -175,6 +175,17 @@ struct GapRates {
     own: f64,
 }
 
+impl GapRates {
+    /// `cost` and `own` ns of CPU over `elapsed` ns, per ns.
+    fn over(cost: u64, own: u64, elapsed: u64) -> Self {
+        let per_ns = |ns: u64| ns as f64 / elapsed.max(1) as f64;
+        Self {
+            cost: per_ns(cost),
+            own: per_ns(own),
+        }
+    }
+}
+
 /// The share of the budget the governor aims at. Its cost estimate prices hits as calibrated in
 /// a tight loop and programs by the kernel's statistics; on the server benchmark following every
 /// poll really cost 1.2-1.6x the estimate (`--exact`: 46-57 % estimated, about 70 % measured as
@@ -225,11 +236,7 @@ impl Governor {
         self.since_ns = now_ns;
         if !self.attached {
             if let Some((cost, own)) = sample.cost_and_own_since(&since) {
-                let per_ns = |ns: u64| ns as f64 / elapsed.max(1) as f64;
-                self.gap_rates = Some(GapRates {
-                    cost: per_ns(cost),
-                    own: per_ns(own),
-                });
+                self.gap_rates = Some(GapRates::over(cost, own, elapsed));
             }
             self.attached = true;
             self.windows += 1;
@@ -251,10 +258,7 @@ impl Governor {
     /// the gap's to be the budget's share of the target's work (`own` in the window, the last
     /// gap's rate after it; the window's rate before any gap was seen).
     fn gap_after(&self, cost: u64, own: u64, elapsed: u64) -> u64 {
-        let rates = self.gap_rates.unwrap_or(GapRates {
-            cost: 0.0,
-            own: own as f64 / elapsed.max(1) as f64,
-        });
+        let rates = self.gap_rates.unwrap_or(GapRates::over(0, own, elapsed));
         let excess = cost as f64 - self.budget * own as f64;
         if excess <= 0.0 {
             return 0;

@@ -15,6 +15,8 @@ use aya::{
     },
 };
 
+use super::Detaching;
+
 const PROGRAM: &str = "sample_running";
 pub(super) fn load(ebpf: &mut Ebpf) -> Result<(), String> {
     program(ebpf)?.load().map_err(|error| error.to_string())
@@ -53,13 +55,13 @@ pub(super) fn attach(ebpf: &mut Ebpf) -> Result<Vec<PerfEventLinkId>, String> {
 pub(super) fn take_links(
     ebpf: &mut Ebpf,
     links: Vec<PerfEventLinkId>,
-) -> Result<Vec<Box<dyn Send>>, String> {
+) -> Result<Vec<Detaching>, String> {
     let program = program(ebpf)?;
     links
         .into_iter()
         .map(|link| {
             let link = program.take_link(link).map_err(|error| error.to_string())?;
-            Ok(Box::new(link) as Box<dyn Send>)
+            Ok(Box::new(link) as Detaching)
         })
         .collect()
 }
