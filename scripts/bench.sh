@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Measures what probing costs, on two workloads, and prints the figures (it never passes or fails):
+# Measures what probing costs, on the workloads below, and prints the figures (it never passes or fails):
 #
 #   scripts/bench.sh server [--rounds N] [--seconds S] [--clients N] [--fanout N]
 #                           [--variants plain,probe,exact,floor,console]
@@ -13,6 +13,10 @@
 #       both, server first.
 #   scripts/bench.sh memory [--crowd N]
 #       the collector's memory (VmRSS, steady and peak) with N parked tasks (default 100000).
+#   scripts/bench.sh steady [--pairs N] [--phase-seconds S] [--control]
+#       the default probe left attached to one server under one unbroken load: phases without
+#       and with it, priced in CPU per request over 100-ms slices, split into its windows and
+#       gaps. --control attaches nothing in the probed phases: the measure's noise here.
 #
 # The probe needs root: when this is not run as root, only the probe goes through sudo.
 set -euo pipefail

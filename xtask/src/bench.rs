@@ -3,8 +3,9 @@
 //! and with console-subscriber. `yield` is the demo's poll-heavy workload (tasks that only yield),
 //! timed unprobed, probed and probed with `--record`. With neither named, both run, server first;
 //! either's options may then be given. `memory` (memory_bench.rs), run only when named, is the
-//! collector's memory with a crowd of parked tasks. It only prints figures: it never passes or
-//! fails on them.
+//! collector's memory with a crowd of parked tasks. `steady` (steady_bench.rs), also run only
+//! when named, is the default probe left attached to one server under one unbroken load. It only
+//! prints figures: it never passes or fails on them.
 
 use std::{
     ffi::OsString,
@@ -15,6 +16,7 @@ use std::{
 
 use crate::memory_bench::{self, MemoryOptions};
 use crate::server_bench::{self, ServerOptions};
+use crate::steady_bench::{self, SteadyOptions};
 use crate::{Result, USAGE, cargo, describe, root, root_prefix, run};
 
 /// What `bench` runs: each workload that was chosen, with its options.
@@ -23,6 +25,7 @@ struct BenchPlan {
     server: Option<ServerOptions>,
     yields: Option<YieldOptions>,
     memory: Option<MemoryOptions>,
+    steady: Option<SteadyOptions>,
 }
 
 #[derive(Debug, PartialEq)]
@@ -58,13 +61,15 @@ impl YieldOptions {
 /// error.
 fn parse_bench_args(args: Vec<String>) -> Result<BenchPlan> {
     let mut args = args.into_iter().peekable();
-    let chosen = args.next_if(|arg| ["server", "yield", "memory"].contains(&arg.as_str()));
+    let chosen =
+        args.next_if(|arg| ["server", "yield", "memory", "steady"].contains(&arg.as_str()));
     let both = chosen.is_none();
     let is = |name: &str| both || chosen.as_deref() == Some(name);
     let mut plan = BenchPlan {
         server: is("server").then(ServerOptions::default),
         yields: is("yield").then(YieldOptions::default),
         memory: (chosen.as_deref() == Some("memory")).then(MemoryOptions::default),
+        steady: (chosen.as_deref() == Some("steady")).then(SteadyOptions::default),
     };
     while let Some(arg) = args.next() {
         let (name, inline) = match arg.split_once('=') {
@@ -75,12 +80,17 @@ fn parse_bench_args(args: Vec<String>) -> Result<BenchPlan> {
             "--runs" | "--tasks" | "--yields" => "yield",
             "--rounds" | "--seconds" | "--clients" | "--fanout" | "--variants" => "server",
             "--crowd" => "memory",
+            "--pairs" | "--phase-seconds" | "--control" => "steady",
             _ => return Err(format!("bench: unknown argument '{arg}'\n{USAGE}")),
         };
+        let not_chosen = || format!("bench: {name} is an option of the {workload} workload");
+        if name == "--control" && inline.is_none() {
+            plan.steady.as_mut().ok_or_else(not_chosen)?.control = true;
+            continue;
+        }
         let value = inline
             .or_else(|| args.next())
             .ok_or_else(|| format!("bench: {name} needs a value"))?;
-        let not_chosen = || format!("bench: {name} is an option of the {workload} workload");
         if name == "--variants" {
             plan.server
                 .as_mut()
@@ -93,6 +103,11 @@ fn parse_bench_args(args: Vec<String>) -> Result<BenchPlan> {
             .map_err(|_| format!("bench: {name}: '{value}' is not a whole number"))?;
         match workload {
             "memory" => plan.memory.as_mut().ok_or_else(not_chosen)?.set(number)?,
+            "steady" => plan
+                .steady
+                .as_mut()
+                .ok_or_else(not_chosen)?
+                .set(&name, number)?,
             "yield" => plan
                 .yields
                 .as_mut()
@@ -126,6 +141,9 @@ pub(crate) fn bench(args: Vec<String>) -> Result<()> {
     }
     if let Some(options) = &plan.memory {
         memory_bench::memory_bench(options, &sudo, &reports)?;
+    }
+    if let Some(options) = &plan.steady {
+        steady_bench::steady_bench(options, &sudo, &reports)?;
     }
     Ok(())
 }
@@ -553,6 +571,26 @@ mod tests {
         assert!(parse_bench_args(strings("server --seconds x")).is_err());
         assert!(parse_bench_args(strings("server --variants plain,probe")).is_ok());
         assert!(parse_bench_args(strings("yield --variants plain")).is_err());
+    }
+
+    #[test]
+    fn steady_arguments() {
+        let plan =
+            parse_bench_args(strings("steady --pairs 2 --control --phase-seconds 8")).unwrap();
+        assert_eq!((plan.server, plan.yields), (None, None));
+        let options = plan.steady.unwrap();
+        assert_eq!((options.pairs, options.phase_seconds), (2, 8));
+        assert!(options.control);
+        assert!(
+            !parse_bench_args(strings("steady"))
+                .unwrap()
+                .steady
+                .unwrap()
+                .control
+        );
+        assert!(parse_bench_args(strings("server --control")).is_err());
+        assert!(parse_bench_args(strings("steady --pairs 0")).is_err());
+        assert!(parse_bench_args(strings("--pairs 2")).is_err());
     }
 
     #[test]

@@ -3,10 +3,12 @@
 //!
 //! - `test [CARGO TEST ARG...]`: builds the demo binaries the integration tests probe, then runs
 //!   `cargo test` over the workspace with the given arguments, and exits with its status.
-//! - `bench [server|yield] [OPTION...]`: what probing costs (bench.rs). `server`
+//! - `bench [server|yield|memory|steady] [OPTION...]`: what probing costs (bench.rs). `server`
 //!   (server_bench.rs): a request/response tokio server under loopback load, plain, probed (by
 //!   default, `--exact`, `--floor`) and built with console-subscriber, in CPU per request.
 //!   `yield`: the demo's poll-heavy workload with and without the probe. Neither named: both.
+//!   `steady` (steady_bench.rs), only when named: the default probe left attached to one server
+//!   under one unbroken load, its phases and its windows priced against plain phases.
 //!
 //! Loading eBPF programs needs root: when this does not run as root, the test binaries and the probe
 //! run through `sudo` (and only they: the build stays the user's).
@@ -14,6 +16,7 @@
 mod bench;
 mod memory_bench;
 mod server_bench;
+mod steady_bench;
 
 use std::{
     env,
@@ -36,7 +39,9 @@ const USAGE: &str = "usage: cargo xtask test [CARGO TEST ARG...]
                                 [--variants plain,probe,exact,floor,console]
        cargo xtask bench yield [--runs N] [--tasks N] [--yields N]
        cargo xtask bench [SERVER OR YIELD OPTION...]   (both workloads, server first)
-       cargo xtask bench memory [--crowd N]            (the collector's memory, N parked tasks)";
+       cargo xtask bench memory [--crowd N]            (the collector's memory, N parked tasks)
+       cargo xtask bench steady [--pairs N] [--phase-seconds S]
+                                         (the default probe left attached to one loaded server)";
 
 fn main() -> ExitCode {
     let mut args = env::args().skip(1);

@@ -180,16 +180,17 @@ fn round_order(variants: &[Variant], round: usize) -> Vec<Variant> {
     order
 }
 
-struct Binaries {
-    server: PathBuf,
-    load: PathBuf,
-    probe: PathBuf,
-    /// `None` when it did not build (said why).
+pub(crate) struct Binaries {
+    pub server: PathBuf,
+    pub load: PathBuf,
+    pub probe: PathBuf,
+    /// `None` when it did not build (said why) or was not asked for.
     console: Option<PathBuf>,
 }
 
-/// Builds what the workload runs. The probe is built by `bench` before.
-fn build() -> Result<Binaries> {
+/// Builds what the workload runs, the console-subscriber server when `console`. The probe is
+/// built by `bench` before.
+pub(crate) fn build(console: bool) -> Result<Binaries> {
     run(cargo()
         .args([
             "build",
@@ -204,9 +205,15 @@ fn build() -> Result<Binaries> {
         server: root.join("target/release-debuginfo/inspect-server"),
         load: root.join("target/release-debuginfo/inspect-load"),
         probe: root.join("target/release/async-inspect"),
-        console: build_console()
-            .map_err(|message| eprintln!("xtask: note: the console variant is left out: {message}"))
-            .ok(),
+        console: console
+            .then(|| {
+                build_console()
+                    .map_err(|message| {
+                        eprintln!("xtask: note: the console variant is left out: {message}")
+                    })
+                    .ok()
+            })
+            .flatten(),
     })
 }
 
@@ -281,7 +288,7 @@ pub(crate) fn server_bench(
     sudo: &[OsString],
     reports: &Path,
 ) -> Result<()> {
-    let binaries = build()?;
+    let binaries = build(options.variants.contains(&Variant::Console))?;
     let variants = available_variants(&options.variants, &binaries);
     let bench = Bench {
         options,
@@ -367,7 +374,13 @@ impl Bench<'_> {
         };
         let server = Server::start(binary, self.options.fanout)?;
         let mut probe = match variant.probe_flags() {
-            Some(flags) => Some(Probe::start(self, variant, flags, server.pid())?),
+            Some(flags) => Some(Probe::start(
+                self.sudo,
+                &self.binaries.probe,
+                &self.reports.join(format!("server-{}", variant.name())),
+                flags,
+                server.pid(),
+            )?),
             None => None,
         };
         if let Some(probe) = &mut probe {
@@ -588,14 +601,14 @@ fn machine() -> String {
 // The processes
 
 /// The server; killed when dropped.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    port: u16,
+    pub port: u16,
 }
 
 impl Server {
     /// Starts `binary` on a free port and waits for its `listening on 127.0.0.1:PORT` line.
-    fn start(binary: &Path, fanout: u32) -> Result<Server> {
+    pub(crate) fn start(binary: &Path, fanout: u32) -> Result<Server> {
         let mut command = Command::new(binary);
         command
             .args(["--port", "0", "--fanout", &fanout.to_string()])
@@ -626,7 +639,7 @@ impl Server {
         Ok(server)
     }
 
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 }
@@ -639,8 +652,8 @@ impl Drop for Server {
 }
 
 /// The probe attached to the server; interrupted, then killed, when dropped before `stop`.
-struct Probe<'a> {
-    bench: &'a Bench<'a>,
+pub(crate) struct Probe<'a> {
+    sudo: &'a [OsString],
     /// The process started: the probe itself, or sudo.
     child: Child,
     /// The probe's own process, once found.
@@ -652,23 +665,22 @@ struct Probe<'a> {
 }
 
 impl<'a> Probe<'a> {
-    fn start(
-        bench: &'a Bench<'a>,
-        variant: Variant,
+    /// Runs `probe` on `target` with `flags`, its report and output in `files` with the
+    /// extensions json, txt and log.
+    pub(crate) fn start(
+        sudo: &'a [OsString],
+        probe: &Path,
+        files: &Path,
         flags: &[&str],
         target: u32,
     ) -> Result<Probe<'a>> {
-        let path = |extension: &str| {
-            bench
-                .reports
-                .join(format!("server-{}.{extension}", variant.name()))
-        };
+        let path = |extension: &str| files.with_extension(extension);
         let (json, log) = (path("json"), path("log"));
         let _ = fs::remove_file(&json);
         let create = |path: &Path| {
             File::create(path).map_err(|error| format!("creating {}: {error}", path.display()))
         };
-        let mut command = probe_command(bench.sudo, &bench.binaries.probe);
+        let mut command = probe_command(sudo, probe);
         command
             .args([
                 "probe",
@@ -688,7 +700,7 @@ impl<'a> Probe<'a> {
             .spawn()
             .map_err(|error| format!("cannot run {description}: {error}"))?;
         Ok(Probe {
-            bench,
+            sudo,
             child,
             pid: None,
             json,
@@ -699,7 +711,7 @@ impl<'a> Probe<'a> {
     }
 
     /// The probe's own process: the child, or under sudo the child's descendant named like it.
-    fn collector_pid(&mut self) -> Option<u32> {
+    pub(crate) fn collector_pid(&mut self) -> Option<u32> {
         if self.pid.is_none() {
             let child = self.child.id();
             self.pid = if proc::comm(child).as_deref() == Some(PROBE_COMM) {
@@ -715,7 +727,7 @@ impl<'a> Probe<'a> {
     /// bpf link (or perf event) file descriptor, then half a second more for the rest (the count
     /// itself may come and go: the default attaches some probes in windows). When its file
     /// descriptors cannot be read (not root): 2 s.
-    fn wait_attached(&mut self) -> Result<()> {
+    pub(crate) fn wait_attached(&mut self) -> Result<()> {
         let started = Instant::now();
         while started.elapsed() < ATTACH_TIMEOUT {
             if let Some(status) = self.child.try_wait().map_err(|error| error.to_string())? {
@@ -754,7 +766,7 @@ impl<'a> Probe<'a> {
     }
 
     /// SIGINT, then waits for the probe to write its report and exit; reads the report.
-    fn stop(&mut self) -> Result<Summary> {
+    pub(crate) fn stop(&mut self) -> Result<Summary> {
         self.stopped = true;
         self.interrupt()?;
         match wait_timeout(&mut self.child, STOP_TIMEOUT) {
@@ -784,7 +796,7 @@ impl<'a> Probe<'a> {
         match sys::interrupt(self.child.id()) {
             Err(error) if error.kind() == std::io::ErrorKind::PermissionDenied => {
                 let pid = self.collector_pid().unwrap_or(self.child.id());
-                let mut command = probe_command(self.bench.sudo, Path::new("kill"));
+                let mut command = probe_command(self.sudo, Path::new("kill"));
                 run(command.args(["-INT", &pid.to_string()]))
             }
             Err(error) => Err(format!("SIGINT to {}: {error}", self.description)),
@@ -961,8 +973,23 @@ pub(crate) mod proc {
         matches!(target, "anon_inode:bpf_link" | "anon_inode:[perf_event]")
     }
 
+    /// The CPU time of a process's threads, in ns (the first field of each thread's schedstat):
+    /// finer than /proc/PID/stat's clock ticks, for slices of a tenth of a second.
+    pub(crate) fn threads_cpu_ns(pid: u32) -> io::Result<u64> {
+        let mut total = 0;
+        for thread in fs::read_dir(format!("/proc/{pid}/task"))? {
+            let schedstat = fs::read_to_string(thread?.path().join("schedstat"));
+            // A thread that has just exited has no schedstat left: its time is lost.
+            let on_cpu = schedstat
+                .ok()
+                .and_then(|text| text.split_whitespace().next()?.parse::<u64>().ok());
+            total += on_cpu.unwrap_or(0);
+        }
+        Ok(total)
+    }
+
     /// How many attached probes (bpf links, perf events) a process holds open.
-    pub(super) fn probe_links(pid: u32) -> io::Result<usize> {
+    pub(crate) fn probe_links(pid: u32) -> io::Result<usize> {
         let mut count = 0;
         for entry in fs::read_dir(format!("/proc/{pid}/fd"))? {
             let target = fs::read_link(entry?.path()).unwrap_or_default();

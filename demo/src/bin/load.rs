@@ -1,5 +1,6 @@
 //! A closed-loop load generator for `inspect-server`, on loopback only:
-//! `inspect-load --addr 127.0.0.1:PORT [--clients 20] [--duration 5s] [--max-requests N]`.
+//! `inspect-load --addr 127.0.0.1:PORT [--clients 20] [--duration 5s] [--max-requests N]
+//! [--progress 100ms]`.
 //!
 //! Each client is a connection that sends a 64-byte request, waits for the 64-byte reply and sends
 //! the next, until the duration is over or all the clients together have sent `--max-requests`.
@@ -8,6 +9,9 @@
 //! ```text
 //! load: requests=N seconds=S p50_us=X p99_us=Y
 //! ```
+//!
+//! With `--progress`, it also prints `progress: ms=T requests=N` at that interval: the requests
+//! answered in the first T ms, for a benchmark that splits one unbroken load into slices.
 //!
 //! `seconds` runs from when every client is connected to when the last one stops. The latencies go
 //! into a fixed log-linear histogram (32 buckets per power of two: within 3%), one per client, so
@@ -25,8 +29,8 @@ use tokio::net::TcpStream;
 
 const MESSAGE_BYTES: usize = 64;
 
-const USAGE: &str =
-    "usage: inspect-load --addr 127.0.0.1:PORT [--clients N] [--duration 5s] [--max-requests N]";
+const USAGE: &str = "usage: inspect-load --addr 127.0.0.1:PORT [--clients N] [--duration 5s] [--max-requests N] \
+     [--progress 100ms]";
 
 /// Bounds on the options, so that a typo does not become a load that never ends.
 const MAX_CLIENTS: u32 = 1_000;
@@ -40,6 +44,7 @@ struct Options {
     clients: u32,
     duration: Duration,
     max_requests: u64,
+    progress: Option<Duration>,
 }
 
 fn main() -> ExitCode {
@@ -73,6 +78,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, String>
         clients: 20,
         duration: Duration::from_secs(5),
         max_requests: 10_000_000,
+        progress: None,
     };
     let mut args = args.into_iter();
     while let Some(name) = args.next() {
@@ -83,6 +89,10 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, String>
             "--clients" => options.clients = value.parse().map_err(|_| bad())?,
             "--duration" => options.duration = parse_duration(&value).ok_or_else(bad)?,
             "--max-requests" => options.max_requests = value.parse().map_err(|_| bad())?,
+            "--progress" => {
+                let every = parse_duration(&value).filter(|every| !every.is_zero());
+                options.progress = Some(every.ok_or_else(bad)?);
+            }
             _ => return Err(format!("unknown argument '{name}'")),
         }
     }
@@ -131,6 +141,7 @@ async fn drive(options: &Options) -> std::io::Result<String> {
         streams.push(stream);
     }
     let budget = Arc::new(AtomicU64::new(options.max_requests));
+    let answered = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let deadline = started + options.duration;
     // One timer per client, not per request: a server that stops answering ends the run.
@@ -138,10 +149,13 @@ async fn drive(options: &Options) -> std::io::Result<String> {
     let clients: Vec<_> = streams
         .into_iter()
         .map(|stream| {
-            let client = client(stream, deadline, budget.clone());
+            let client = client(stream, deadline, budget.clone(), answered.clone());
             tokio::spawn(tokio::time::timeout_at(give_up, client))
         })
         .collect();
+    let progress = options
+        .progress
+        .map(|every| tokio::spawn(report_progress(every, started, answered)));
     let mut latencies = Histogram::new();
     for client in clients {
         let finished = client.await.map_err(std::io::Error::other)?;
@@ -155,6 +169,9 @@ async fn drive(options: &Options) -> std::io::Result<String> {
         latencies.merge(&finished.map_err(|_| no_reply())??);
     }
     let seconds = started.elapsed().as_secs_f64();
+    if let Some(progress) = progress {
+        progress.abort();
+    }
     Ok(format!(
         "load: requests={} seconds={seconds:.3} p50_us={:.1} p99_us={:.1}",
         latencies.count(),
@@ -168,6 +185,7 @@ async fn client(
     mut stream: TcpStream,
     deadline: Instant,
     budget: Arc<AtomicU64>,
+    answered: Arc<AtomicU64>,
 ) -> std::io::Result<Histogram> {
     let mut latencies = Histogram::new();
     let mut request = [0u8; MESSAGE_BYTES];
@@ -179,9 +197,22 @@ async fn client(
         stream.read_exact(&mut reply).await?;
         let received = Instant::now();
         latencies.record((received - sent).as_nanos() as u64);
+        answered.fetch_add(1, Ordering::Relaxed);
         sent = received;
     }
     Ok(latencies)
+}
+
+/// Prints the requests answered so far every `every`, until aborted.
+async fn report_progress(every: Duration, started: Instant, answered: Arc<AtomicU64>) {
+    let mut ticks =
+        tokio::time::interval_at(tokio::time::Instant::from_std(started + every), every);
+    loop {
+        ticks.tick().await;
+        let ms = started.elapsed().as_millis();
+        let requests = answered.load(Ordering::Relaxed);
+        println!("progress: ms={ms} requests={requests}");
+    }
 }
 
 /// Takes one request from the budget all clients share; false once it is spent.
@@ -314,6 +345,9 @@ mod tests {
             parse_args(args("--max-requests 7 --addr 127.0.0.1:1 --duration 250ms")).unwrap();
         assert_eq!((options.max_requests, options.clients), (7, 20));
         assert_eq!(options.duration, Duration::from_millis(250));
+        assert_eq!(options.progress, None);
+        let options = parse_args(args("--addr 127.0.0.1:1 --progress 100ms")).unwrap();
+        assert_eq!(options.progress, Some(Duration::from_millis(100)));
         assert_eq!(parse_duration("2"), Some(Duration::from_secs(2)));
         for bad in [
             "",
@@ -323,6 +357,7 @@ mod tests {
             "--addr 127.0.0.1:4000 --duration 2h",
             "--addr 127.0.0.1:4000 --what 1",
             "--addr 127.0.0.1:4000 --clients",
+            "--addr 127.0.0.1:4000 --progress 0ms",
         ] {
             assert!(parse_args(args(bad)).is_err(), "{bad}");
         }
