@@ -572,7 +572,7 @@ fn us_per_request(ticks: u64, ticks_per_second: u64, requests: u64) -> Option<f6
 }
 
 /// A Markdown table: the first column left-aligned, the others right-aligned.
-fn markdown_table(header: &[&str], rows: &[Vec<String>]) -> String {
+pub(crate) fn markdown_table(header: &[&str], rows: &[Vec<String>]) -> String {
     let line = |cells: &[String]| format!("| {} |\n", cells.join(" | "));
     let header: Vec<String> = header.iter().map(|cell| cell.to_string()).collect();
     let rule: Vec<String> = (0..header.len())

@@ -27,7 +27,7 @@ use std::{
 };
 
 use crate::bench::{Summary, median, or_na};
-use crate::server_bench::{Binaries, Probe, Server, build, proc};
+use crate::server_bench::{Binaries, Probe, Server, build, markdown_table, proc};
 use crate::{Result, describe};
 
 /// The options of the steady workload.
@@ -75,6 +75,8 @@ const WARMING: usize = usize::MAX;
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Slice {
     phase: usize,
+    /// How long it lasted, by the load generator's clock.
+    ms: u64,
     requests: u64,
     /// The server's CPU.
     cpu_ns: u64,
@@ -181,16 +183,17 @@ fn start_load(binaries: &Binaries, port: u16, total: Duration) -> Result<Child> 
 /// Turns the load's progress reports into slices, until it ends.
 fn sample(load: impl BufRead, server: u32, now: &Now) -> Vec<Slice> {
     let mut slices = Vec::new();
-    let mut last = (0, proc::threads_cpu_ns(server).ok());
+    let mut last = ((0, 0), proc::threads_cpu_ns(server).ok());
     for line in load.lines() {
         let Ok(line) = line else { break };
-        let Some(answered) = parse_progress(&line) else {
+        let Some((ms, answered)) = parse_progress(&line) else {
             continue;
         };
         let Ok(cpu_ns) = proc::threads_cpu_ns(server) else {
             break;
         };
-        let (requests, before) = std::mem::replace(&mut last, (answered, Some(cpu_ns)));
+        let now_at = ((ms, answered), Some(cpu_ns));
+        let ((ms_before, requests), before) = std::mem::replace(&mut last, now_at);
         let collector = now.collector.load(Ordering::Relaxed);
         let phase = now.phase.load(Ordering::Relaxed);
         if phase == WARMING {
@@ -198,6 +201,7 @@ fn sample(load: impl BufRead, server: u32, now: &Now) -> Vec<Slice> {
         }
         slices.push(Slice {
             phase,
+            ms: ms.saturating_sub(ms_before),
             requests: answered.saturating_sub(requests),
             cpu_ns: cpu_ns.saturating_sub(before.unwrap_or(cpu_ns)),
             links: (collector != 0)
@@ -209,13 +213,17 @@ fn sample(load: impl BufRead, server: u32, now: &Now) -> Vec<Slice> {
     slices
 }
 
-/// inspect-load's `progress: ms=T requests=N`: N.
-fn parse_progress(line: &str) -> Option<u64> {
+/// inspect-load's `progress: ms=T requests=N`: (T, N).
+fn parse_progress(line: &str) -> Option<(u64, u64)> {
     let rest = line.trim().strip_prefix("progress: ")?;
-    rest.split_whitespace()
-        .find_map(|field| field.strip_prefix("requests="))?
-        .parse()
-        .ok()
+    let field = |name: &str| -> Option<u64> {
+        let mut fields = rest.split_whitespace();
+        fields
+            .find_map(|field| field.strip_prefix(name))?
+            .parse()
+            .ok()
+    };
+    Some((field("ms=")?, field("requests=")?))
 }
 
 /// Runs the phases: attaches the probe for the odd ones.
@@ -250,25 +258,26 @@ impl PhaseClock<'_> {
                 thread::sleep(self.phase);
                 continue;
             }
-            let files = self.reports.join(format!("steady-{}", phase / 2 + 1));
-            let flags: &[&str] = &[];
-            let mut probe = Probe::start(
-                self.sudo,
-                &self.binaries.probe,
-                &files,
-                flags,
-                self.server.pid(),
-            )?;
-            probe.wait_attached()?;
-            let collector = probe.collector_pid().unwrap_or(0);
-            self.now.collector.store(collector, Ordering::Relaxed);
-            thread::sleep(self.phase.saturating_sub(started.elapsed()));
-            self.now.stopping.store(true, Ordering::Relaxed);
-            summaries.push(probe.stop()?);
-            self.now.collector.store(0, Ordering::Relaxed);
-            self.now.stopping.store(false, Ordering::Relaxed);
+            summaries.push(self.probed_phase(phase, started)?);
         }
         Ok(summaries)
+    }
+
+    /// Attaches the probe, leaves it attached until the phase begun at `started` ends, and
+    /// stops it: its report.
+    fn probed_phase(&self, phase: usize, started: Instant) -> Result<Summary> {
+        let files = self.reports.join(format!("steady-{}", phase / 2 + 1));
+        let target = self.server.pid();
+        let mut probe = Probe::start(self.sudo, &self.binaries.probe, &files, &[], target)?;
+        probe.wait_attached()?;
+        let collector = probe.collector_pid().unwrap_or(0);
+        self.now.collector.store(collector, Ordering::Relaxed);
+        thread::sleep(self.phase.saturating_sub(started.elapsed()));
+        self.now.stopping.store(true, Ordering::Relaxed);
+        let summary = probe.stop();
+        self.now.collector.store(0, Ordering::Relaxed);
+        self.now.stopping.store(false, Ordering::Relaxed);
+        summary
     }
 }
 
@@ -321,70 +330,123 @@ fn phase_parts(slices: &[Slice], probed: bool) -> Vec<Part> {
 }
 
 /// One probed phase against the plain phases either side. Ratios are of medians over 100-ms
-/// slices of CPU per request: a host stall here doubles or triples the CPU per request of a few
-/// seconds, which would move a total by more than the probe costs.
+/// slices: a host stall here doubles or triples the CPU per request of a few seconds, which
+/// would move a total by more than the probe costs.
 #[derive(Debug, PartialEq)]
 struct Pair {
     plain_us: Option<f64>,
-    windows: Option<f64>,
-    gaps: Option<f64>,
+    /// CPU per request.
+    cpu: Ratios,
+    /// Requests per second.
+    throughput: Ratios,
     /// The share of the slices after the first window that were in windows.
     window_share: Option<f64>,
-    /// Windows and gaps mixed in those shares: what the probe costs while it stays attached.
-    steady: Option<f64>,
     /// Extra server CPU from the launch to the end of the first window, and at the stop, in ms,
     /// over the plain median: paid once per attach.
     start_ms: Option<f64>,
     stop_ms: Option<f64>,
 }
 
+/// A figure of the probed phase's slices over the plain phases' median.
+#[derive(Debug, Default, PartialEq)]
+struct Ratios {
+    windows: Option<f64>,
+    gaps: Option<f64>,
+    /// Windows and gaps mixed in their shares of the time: what the probe costs while it stays
+    /// attached (or, its links unread, the probed slices' own median).
+    steady: Option<f64>,
+}
+
 /// Slices answering fewer requests say little of the CPU per request.
 const MIN_SLICE_REQUESTS: u64 = 100;
+
+/// The slices of one probed phase (`phase`) and of the plain phases either side, by part.
+struct PairSlices<'a> {
+    plain: Vec<&'a Slice>,
+    window: Vec<&'a Slice>,
+    gap: Vec<&'a Slice>,
+    probed: Vec<&'a Slice>,
+    start: Vec<&'a Slice>,
+    stop: Vec<&'a Slice>,
+}
+
+impl<'a> PairSlices<'a> {
+    fn of(slices: &'a [Slice], parts: &[Part], phase: usize) -> Self {
+        let mut pair = PairSlices {
+            plain: Vec::new(),
+            window: Vec::new(),
+            gap: Vec::new(),
+            probed: Vec::new(),
+            start: Vec::new(),
+            stop: Vec::new(),
+        };
+        let counted = slices.iter().zip(parts);
+        for (slice, part) in counted.filter(|(s, _)| s.requests >= MIN_SLICE_REQUESTS) {
+            let into = match part {
+                _ if slice.phase + 1 == phase || slice.phase == phase + 1 => &mut pair.plain,
+                _ if slice.phase != phase => continue,
+                Part::Plain => continue,
+                Part::Window => &mut pair.window,
+                Part::Gap => &mut pair.gap,
+                Part::Probed => &mut pair.probed,
+                Part::Start => &mut pair.start,
+                Part::Stop => &mut pair.stop,
+            };
+            into.push(slice);
+        }
+        pair
+    }
+
+    fn window_share(&self) -> Option<f64> {
+        let (window, gap) = (self.window.len(), self.gap.len());
+        (window + gap > 0).then(|| window as f64 / (window + gap) as f64)
+    }
+
+    fn ratios(&self, figure: fn(&Slice) -> f64) -> Ratios {
+        let base = median_of(&self.plain, figure);
+        let over = |slices: &[&Slice]| Some(median_of(slices, figure)? / base?);
+        let (windows, gaps) = (over(&self.window), over(&self.gap));
+        let steady = match (gaps, self.window_share()) {
+            (Some(gaps), Some(share)) => Some(gaps + share * (windows.unwrap_or(gaps) - gaps)),
+            _ => over(&self.probed),
+        };
+        Ratios {
+            windows,
+            gaps,
+            steady,
+        }
+    }
+}
+
+fn ns_per_request(slice: &Slice) -> f64 {
+    slice.cpu_ns as f64 / slice.requests as f64
+}
+
+fn requests_per_second(slice: &Slice) -> f64 {
+    slice.requests as f64 * 1e3 / slice.ms.max(1) as f64
+}
 
 fn pairs(slices: &[Slice], parts: &[Part]) -> Vec<Pair> {
     let last = slices.iter().map(|s| s.phase).max().unwrap_or(0);
     (1..last)
         .step_by(2)
         .map(|phase| {
-            let slices_where = |wanted: &dyn Fn(usize, Part) -> bool| -> Vec<&Slice> {
-                let both = slices.iter().zip(parts);
-                both.filter(|(s, part)| wanted(s.phase, **part))
-                    .map(|(s, _)| s)
-                    .collect()
-            };
-            let base = median_ns(&slices_where(&|p, _| p + 1 == phase || p == phase + 1));
-            let part = |which: Part| slices_where(&|p, part| p == phase && part == which);
-            let (window, gap) = (part(Part::Window), part(Part::Gap));
-            let over = |slices: &[&Slice]| Some(median_ns(slices)? / base?);
-            let (windows, gaps) = (over(&window), over(&gap));
-            let window_share = (!window.is_empty() || !gap.is_empty())
-                .then(|| window.len() as f64 / (window.len() + gap.len()) as f64);
-            let steady = match (windows, gaps, window_share) {
-                (windows, Some(gaps), Some(share)) => {
-                    Some(gaps + share * (windows.unwrap_or(gaps) - gaps))
-                }
-                _ => over(&part(Part::Probed)),
-            };
+            let pair = PairSlices::of(slices, parts, phase);
+            let base = median_of(&pair.plain, ns_per_request);
             Pair {
                 plain_us: base.map(|ns| ns / 1e3),
-                windows,
-                gaps,
-                window_share,
-                steady,
-                start_ms: base.map(|base| extra_ms(&part(Part::Start), base)),
-                stop_ms: base.map(|base| extra_ms(&part(Part::Stop), base)),
+                cpu: pair.ratios(ns_per_request),
+                throughput: pair.ratios(requests_per_second),
+                window_share: pair.window_share(),
+                start_ms: base.map(|base| extra_ms(&pair.start, base)),
+                stop_ms: base.map(|base| extra_ms(&pair.stop, base)),
             }
         })
         .collect()
 }
 
-/// The median CPU per request of `slices`, in ns.
-fn median_ns(slices: &[&Slice]) -> Option<f64> {
-    let mut values: Vec<f64> = slices
-        .iter()
-        .filter(|slice| slice.requests >= MIN_SLICE_REQUESTS)
-        .map(|slice| slice.cpu_ns as f64 / slice.requests as f64)
-        .collect();
+fn median_of(slices: &[&Slice], figure: fn(&Slice) -> f64) -> Option<f64> {
+    let mut values: Vec<f64> = slices.iter().map(|slice| figure(slice)).collect();
     median(&mut values)
 }
 
@@ -413,58 +475,79 @@ fn write_slices(path: &Path, slices: &[Slice], parts: &[Part]) -> Result<()> {
 }
 
 fn print_pairs(slices: &[Slice], parts: &[Part], summaries: &[Summary]) {
+    println!(
+        "\nEach probed phase against the plain phases either side, as medians over 100-ms slices \
+         (a host stall would move totals more than the probe does) of the server's CPU per \
+         request and of the requests answered per second: in the probe's windows (its per-poll \
+         probes attached), in its gaps, and both mixed in their shares of the time after its \
+         first window (steady: what it costs while left attached). Start and stop: the server CPU \
+         beyond plain from the probe's launch to the end of its first window, and after SIGINT, \
+         paid once per attach. Coverage and estimate: the probe's own report. Each slice is in \
+         target/bench/steady-slices.tsv.\n"
+    );
     let pairs = pairs(slices, parts);
-    let ratio = |value: Option<f64>| or_na(value.map(|x| format!("{x:.3}x")));
-    let percent = |value: Option<f64>| or_na(value.map(|x| format!("{:.1} %", x * 100.0)));
-    let ms = |value: Option<f64>| or_na(value.map(|x| format!("{x:.0}")));
-    println!(
-        "\nEach probed phase against the plain phases either side, as medians over 100-ms slices of \
-         the server's CPU per request (a host stall would move totals more than the probe does): \
-         in the probe's windows (its per-poll probes attached), in its gaps, and both mixed in \
-         their shares of the time after its first window (steady: what it costs while left \
-         attached). Start and stop: the server CPU beyond plain from the probe's launch to the end \
-         of its first window, and after SIGINT, paid once per attach. Coverage and estimate: the \
-         probe's own report. Each slice is in target/bench/steady-slices.tsv."
-    );
-    println!(
-        "\n| pair | plain µs/req | steady | windows | time in windows | gaps | start, ms | stop, ms | coverage | estimate |"
-    );
-    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
-    for (number, pair) in pairs.iter().enumerate() {
-        // None under --control, where no probe runs.
-        let summary = summaries.get(number);
-        println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            number + 1,
-            or_na(pair.plain_us.map(|us| format!("{us:.2}"))),
-            ratio(pair.steady),
-            ratio(pair.windows),
-            percent(pair.window_share),
-            ratio(pair.gaps),
-            ms(pair.start_ms),
-            ms(pair.stop_ms),
-            or_na(summary.and_then(|s| s.coverage).map(|c| format!("{c:.3}"))),
-            or_na(
-                summary
-                    .and_then(|s| s.estimate_percent)
-                    .map(|e| format!("{e:.1} %"))
-            ),
-        );
-    }
-    let mid = |field: fn(&Pair) -> Option<f64>| {
+    let mut rows: Vec<Vec<String>> = pairs
+        .iter()
+        .enumerate()
+        // No summary under --control, where no probe runs.
+        .map(|(number, pair)| pair_row(&(number + 1).to_string(), pair, summaries.get(number)))
+        .collect();
+    let mid = |field: &dyn Fn(&Pair) -> Option<f64>| {
         let mut values: Vec<f64> = pairs.iter().filter_map(field).collect();
         median(&mut values)
     };
-    println!(
-        "| median | {} | {} | {} | {} | {} | {} | {} | | |",
-        or_na(mid(|p| p.plain_us).map(|us| format!("{us:.2}"))),
-        ratio(mid(|p| p.steady)),
-        ratio(mid(|p| p.windows)),
-        percent(mid(|p| p.window_share)),
-        ratio(mid(|p| p.gaps)),
-        ms(mid(|p| p.start_ms)),
-        ms(mid(|p| p.stop_ms)),
-    );
+    let medians = Pair {
+        plain_us: mid(&|p| p.plain_us),
+        cpu: Ratios {
+            windows: mid(&|p| p.cpu.windows),
+            gaps: mid(&|p| p.cpu.gaps),
+            steady: mid(&|p| p.cpu.steady),
+        },
+        throughput: Ratios {
+            steady: mid(&|p| p.throughput.steady),
+            ..Ratios::default()
+        },
+        window_share: mid(&|p| p.window_share),
+        start_ms: mid(&|p| p.start_ms),
+        stop_ms: mid(&|p| p.stop_ms),
+    };
+    rows.push(pair_row("median", &medians, None));
+    let header = [
+        "pair",
+        "plain µs/req",
+        "CPU/req, steady",
+        "in windows",
+        "in gaps",
+        "time in windows",
+        "req/s, steady",
+        "start, ms",
+        "stop, ms",
+        "coverage",
+        "estimate",
+    ];
+    print!("{}", markdown_table(&header, &rows));
+}
+
+fn pair_row(name: &str, pair: &Pair, summary: Option<&Summary>) -> Vec<String> {
+    let ratio = |value: Option<f64>| or_na(value.map(|x| format!("{x:.3}x")));
+    let ms = |value: Option<f64>| or_na(value.map(|x| format!("{x:.0}")));
+    let summary_figure = |figure: fn(&Summary) -> Option<f64>, precision: usize, unit: &str| {
+        let value = summary.and_then(figure);
+        or_na(value.map(|value| format!("{value:.precision$}{unit}")))
+    };
+    vec![
+        name.to_string(),
+        or_na(pair.plain_us.map(|us| format!("{us:.2}"))),
+        ratio(pair.cpu.steady),
+        ratio(pair.cpu.windows),
+        ratio(pair.cpu.gaps),
+        or_na(pair.window_share.map(|x| format!("{:.1} %", x * 100.0))),
+        ratio(pair.throughput.steady),
+        ms(pair.start_ms),
+        ms(pair.stop_ms),
+        summary_figure(|s| s.coverage, 3, ""),
+        summary_figure(|s| s.estimate_percent, 1, " %"),
+    ]
 }
 
 #[cfg(test)]
@@ -475,6 +558,7 @@ mod tests {
     fn slice(phase: usize, us: u64, links: Option<usize>) -> Slice {
         Slice {
             phase,
+            ms: 100,
             requests: 1_000,
             cpu_ns: us * 1_000_000,
             links,
@@ -486,7 +570,7 @@ mod tests {
     fn reads_progress_lines() {
         assert_eq!(
             parse_progress("progress: ms=100 requests=12345"),
-            Some(12345)
+            Some((100, 12345))
         );
         assert_eq!(parse_progress("load: requests=5 seconds=1.0"), None);
         assert_eq!(parse_progress("progress: ms=100"), None);
@@ -537,10 +621,11 @@ mod tests {
         assert_eq!(pairs.len(), 1);
         let pair = &pairs[0];
         assert_eq!(pair.plain_us, Some(8.0));
-        assert_eq!(pair.windows, Some(2.0));
-        assert_eq!(pair.gaps, Some(1.0));
+        assert_eq!(pair.cpu.windows, Some(2.0));
+        assert_eq!(pair.cpu.gaps, Some(1.0));
         assert_eq!(pair.window_share, Some(0.25));
-        assert_eq!(pair.steady, Some(40.0 / 32.0));
+        assert_eq!(pair.cpu.steady, Some(40.0 / 32.0));
+        assert_eq!(pair.throughput.steady, Some(1.0));
         // Three start slices of 1,000 requests, each 12 or 8 µs a request above plain.
         assert_eq!(pair.start_ms, Some(12.0 + 12.0 + 8.0));
         assert_eq!(pair.stop_ms, Some(0.0));
@@ -558,8 +643,8 @@ mod tests {
         slices.extend([slice(2, 8, None), slice(2, 8, None), slice(2, 8, None)]);
         let pair = &pairs(&slices, &parts(&slices))[0];
         assert_eq!(pair.plain_us, Some(8.0));
-        assert_eq!(pair.gaps, Some(1.0));
-        assert_eq!(pair.steady, Some(1.0));
+        assert_eq!(pair.cpu.gaps, Some(1.0));
+        assert_eq!(pair.cpu.steady, Some(1.0));
     }
 
     #[test]

@@ -207,6 +207,8 @@ async fn client(
 async fn report_progress(every: Duration, started: Instant, answered: Arc<AtomicU64>) {
     let mut ticks =
         tokio::time::interval_at(tokio::time::Instant::from_std(started + every), every);
+    // A late report is followed by one a whole interval later, not by a burst of short ones.
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
         let ms = started.elapsed().as_millis();
