@@ -195,8 +195,10 @@ pub struct PollStats {
     pub blocked_at: Option<Box<BlockedAt>>,
     /// Where the poll running now was seen blocked, until it ends.
     blocked_now: Option<Box<BlockedAt>>,
-    /// Where the poll that ran longest on CPU was seen computing (a timer sample), when one
-    /// fell in it, and where the poll running now was, until it ends.
+    /// Where the longest poll (the one the long-poll warning tells) was seen computing (a timer
+    /// sample), when one fell in it, and where the poll running now was, until it ends. Not the
+    /// poll longest on CPU: on a busy machine a preempted poll outlasts one that computed a
+    /// little longer, and the place must be the told poll's.
     pub computing_at: Option<Box<BlockedAt>>,
     computing_now: Option<Box<BlockedAt>>,
 }
@@ -320,8 +322,11 @@ impl Task {
             stats.max_poll_preempted_ns = preempted;
             stats.max_poll_stolen_ns = stolen;
         }
-        // Kept for the poll longest on CPU only, as the place of the most blocked one below.
+        // Kept for the longest poll only, as the place of the most blocked one below.
         let computing_now = stats.computing_now.take();
+        if longest {
+            stats.computing_at = computing_now;
+        }
         let on_cpu = if end.flags & flags::OFF_CPU_UNKNOWN == 0 {
             Some(took - blocked - preempted - stolen)
         } else {
@@ -331,9 +336,6 @@ impl Task {
             end.cpu.map(|cpu| cpu.ns.min(sampled_bound(cpu)).min(took))
         };
         if let Some(on_cpu) = on_cpu {
-            if on_cpu > 0 && on_cpu >= stats.max_on_cpu_ns {
-                stats.computing_at = computing_now;
-            }
             stats.max_on_cpu_ns = stats.max_on_cpu_ns.max(on_cpu);
         }
         // Kept for the most blocked poll only, and dropped when that one was not seen blocked:
@@ -1471,6 +1473,34 @@ mod tests {
         m.apply(&event(90 * ms, EventKind::PollStart, HDR, 1));
         m.apply(&end(130 * ms, 39 * ms));
         assert_eq!(m.tasks()[0].stats().blocked_at, None);
+    }
+
+    #[test]
+    fn the_computing_place_is_the_longest_polls_though_another_computed_longer() {
+        let mut m = model();
+        let ms = 1_000_000;
+        let end = |ts_ns, preempted| TaskEvent {
+            other_header: probe_common::off_cpu::pack(0, preempted),
+            ..poll_end(ts_ns, HDR, 1, 0)
+        };
+        let at = |function: &str| BlockedAt {
+            doing: Doing::Computing,
+            frames: vec![NativeFrame {
+                function: Some(function.to_owned()),
+                ..NativeFrame::default()
+            }],
+        };
+        m.apply(&event(0, EventKind::Spawn, HDR, 1));
+        m.apply(&event(0, EventKind::PollStart, HDR, 1));
+        m.blocked(0, at("app::first"));
+        m.apply(&end(52 * ms, 0));
+        // Longer, as it was preempted for 15 ms, but 1 ms less on CPU: the long poll told.
+        m.apply(&event(60 * ms, EventKind::PollStart, HDR, 1));
+        m.blocked(0, at("app::second"));
+        m.apply(&end(126 * ms, 15 * ms));
+        let stats = m.tasks()[0].stats();
+        assert_eq!(stats.computing_at.as_deref(), Some(&at("app::second")));
+        assert_eq!(stats.max_on_cpu_ns, 52 * ms);
     }
 
     #[test]

@@ -174,12 +174,11 @@ fn poll_split(task: &crate::model::Task, limits: &Thresholds) -> String {
     let on_cpu = task
         .max_poll_ns
         .saturating_sub(blocked + preempted + stolen);
-    // Where a sample found it computing, told only where the longest poll is the one longest
-    // on CPU, as for the blocked place below.
+    // Where a sample found the longest poll computing.
     let computing_at = stats
         .computing_at
         .as_ref()
-        .filter(|_| on_cpu > 0 && stats.max_on_cpu_ns == on_cpu)
+        .filter(|_| on_cpu > 0)
         .map(|at| format!(", in {}", at.describe(&location)))
         .unwrap_or_default();
     let mut parts = vec![format!("{} on CPU{computing_at}", duration(on_cpu))];
