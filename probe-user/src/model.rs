@@ -190,8 +190,8 @@ pub struct PollStats {
     /// task (the timer, the I/O driver, another thread). At most [`MAX_WAKERS`] entries; wakes
     /// from further tasks are not itemised.
     pub woken_by: Vec<(Option<usize>, u64)>,
-    /// Where the poll that blocked longest was seen blocked (its thread's native stack), when
-    /// the probe looked while it was.
+    /// Where the longest poll was seen blocked (its thread's native stack), when the probe
+    /// looked while it was: the poll the long-poll warning tells, as for `computing_at`.
     pub blocked_at: Option<Box<BlockedAt>>,
     /// Where the poll running now was seen blocked, until it ends.
     blocked_now: Option<Box<BlockedAt>>,
@@ -316,16 +316,17 @@ impl Task {
             self.max_poll_ns = took;
         }
         let stats = self.stats_mut();
+        // The places are the longest poll's, the one the long-poll warning tells: on a busy host
+        // a preempted poll outlasts one that computed or blocked a little longer. A place not
+        // seen in it is dropped: it must be where the time the report gives went.
+        let (computing_now, blocked_now) = (stats.computing_now.take(), stats.blocked_now.take());
         if longest {
             stats.max_poll_tid = end.tid;
             stats.max_poll_blocked_ns = blocked;
             stats.max_poll_preempted_ns = preempted;
             stats.max_poll_stolen_ns = stolen;
-        }
-        // Kept for the longest poll only, as the place of the most blocked one below.
-        let computing_now = stats.computing_now.take();
-        if longest {
             stats.computing_at = computing_now;
+            stats.blocked_at = blocked_now.filter(|_| blocked > 0);
         }
         let on_cpu = if end.flags & flags::OFF_CPU_UNKNOWN == 0 {
             Some(took - blocked - preempted - stolen)
@@ -337,12 +338,6 @@ impl Task {
         };
         if let Some(on_cpu) = on_cpu {
             stats.max_on_cpu_ns = stats.max_on_cpu_ns.max(on_cpu);
-        }
-        // Kept for the most blocked poll only, and dropped when that one was not seen blocked:
-        // the place must be where the time the report gives went.
-        let blocked_now = stats.blocked_now.take();
-        if blocked > 0 && blocked >= stats.max_blocked_ns {
-            stats.blocked_at = blocked_now;
         }
         stats.max_blocked_ns = stats.max_blocked_ns.max(blocked);
         stats.poll_times.record(took);
@@ -1459,7 +1454,7 @@ mod tests {
         m.blocked(0, at("app::sleeps_long"));
         m.apply(&end(30 * ms, 29 * ms));
         assert_eq!(m.polls_running().count(), 0);
-        // Blocked for less, elsewhere: the longer block's place stays.
+        // A shorter poll, blocked elsewhere: the longest poll's place stays.
         m.apply(&event(40 * ms, EventKind::PollStart, HDR, 1));
         m.blocked(0, at("app::sleeps_short"));
         m.apply(&end(50 * ms, 9 * ms));
@@ -1469,7 +1464,7 @@ mod tests {
         m.apply(&end(80 * ms, 19 * ms));
         let kept = m.tasks()[0].stats().blocked_at.as_deref();
         assert_eq!(kept, Some(&at("app::sleeps_long")));
-        // Blocked longest of all, but not seen where: no place is better than another's.
+        // The longest poll now, not seen where it blocked: no place is better than another's.
         m.apply(&event(90 * ms, EventKind::PollStart, HDR, 1));
         m.apply(&end(130 * ms, 39 * ms));
         assert_eq!(m.tasks()[0].stats().blocked_at, None);
@@ -1501,6 +1496,34 @@ mod tests {
         let stats = m.tasks()[0].stats();
         assert_eq!(stats.computing_at.as_deref(), Some(&at("app::second")));
         assert_eq!(stats.max_on_cpu_ns, 52 * ms);
+    }
+
+    #[test]
+    fn the_blocked_place_is_the_longest_polls_though_another_blocked_longer() {
+        let mut m = model();
+        let ms = 1_000_000;
+        let end = |ts_ns, blocked, preempted| TaskEvent {
+            other_header: probe_common::off_cpu::pack(blocked, preempted),
+            ..poll_end(ts_ns, HDR, 1, 0)
+        };
+        let at = |function: &str| BlockedAt {
+            doing: Doing::Blocked,
+            frames: vec![NativeFrame {
+                function: Some(function.to_owned()),
+                ..NativeFrame::default()
+            }],
+        };
+        m.apply(&event(0, EventKind::Spawn, HDR, 1));
+        m.apply(&event(0, EventKind::PollStart, HDR, 1));
+        m.blocked(0, at("app::first"));
+        m.apply(&end(31 * ms, 30 * ms, 0));
+        // Longer, as it waited 6 ms for a CPU, but blocked 1 ms less: the long poll told.
+        m.apply(&event(40 * ms, EventKind::PollStart, HDR, 1));
+        m.blocked(0, at("app::second"));
+        m.apply(&end(76 * ms, 29 * ms, 6 * ms));
+        let stats = m.tasks()[0].stats();
+        assert_eq!(stats.blocked_at.as_deref(), Some(&at("app::second")));
+        assert_eq!(stats.max_blocked_ns, 30 * ms);
     }
 
     #[test]

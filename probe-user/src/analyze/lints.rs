@@ -183,13 +183,8 @@ fn poll_split(task: &crate::model::Task, limits: &Thresholds) -> String {
         .unwrap_or_default();
     let mut parts = vec![format!("{} on CPU{computing_at}", duration(on_cpu))];
     if blocked > 0 {
-        // Where the probe saw it blocked, when it looked while it was: the place is the most
-        // blocked poll's, so it is told only where that is the longest poll.
-        let place = stats
-            .blocked_at
-            .as_ref()
-            .filter(|_| stats.max_blocked_ns == blocked);
-        let at = match place {
+        // Where the probe saw the longest poll blocked, when it looked while it was.
+        let at = match stats.blocked_at.as_ref() {
             Some(at) => format!(", in {}", at.describe(&location)),
             None => " (a blocking call: std::thread::sleep, a std Mutex, blocking I/O)".to_owned(),
         };
