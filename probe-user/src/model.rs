@@ -1471,59 +1471,41 @@ mod tests {
     }
 
     #[test]
-    fn the_computing_place_is_the_longest_polls_though_another_computed_longer() {
-        let mut m = model();
+    fn the_places_told_are_the_longest_polls_though_another_computed_or_blocked_longer() {
         let ms = 1_000_000;
-        let end = |ts_ns, preempted| TaskEvent {
-            other_header: probe_common::off_cpu::pack(0, preempted),
-            ..poll_end(ts_ns, HDR, 1, 0)
-        };
-        let at = |function: &str| BlockedAt {
-            doing: Doing::Computing,
-            frames: vec![NativeFrame {
-                function: Some(function.to_owned()),
-                ..NativeFrame::default()
-            }],
-        };
-        m.apply(&event(0, EventKind::Spawn, HDR, 1));
-        m.apply(&event(0, EventKind::PollStart, HDR, 1));
-        m.blocked(0, at("app::first"));
-        m.apply(&end(52 * ms, 0));
-        // Longer, as it was preempted for 15 ms, but 1 ms less on CPU: the long poll told.
-        m.apply(&event(60 * ms, EventKind::PollStart, HDR, 1));
-        m.blocked(0, at("app::second"));
-        m.apply(&end(126 * ms, 15 * ms));
-        let stats = m.tasks()[0].stats();
-        assert_eq!(stats.computing_at.as_deref(), Some(&at("app::second")));
-        assert_eq!(stats.max_on_cpu_ns, 52 * ms);
-    }
-
-    #[test]
-    fn the_blocked_place_is_the_longest_polls_though_another_blocked_longer() {
-        let mut m = model();
-        let ms = 1_000_000;
-        let end = |ts_ns, blocked, preempted| TaskEvent {
-            other_header: probe_common::off_cpu::pack(blocked, preempted),
-            ..poll_end(ts_ns, HDR, 1, 0)
-        };
-        let at = |function: &str| BlockedAt {
-            doing: Doing::Blocked,
-            frames: vec![NativeFrame {
-                function: Some(function.to_owned()),
-                ..NativeFrame::default()
-            }],
-        };
-        m.apply(&event(0, EventKind::Spawn, HDR, 1));
-        m.apply(&event(0, EventKind::PollStart, HDR, 1));
-        m.blocked(0, at("app::first"));
-        m.apply(&end(31 * ms, 30 * ms, 0));
-        // Longer, as it waited 6 ms for a CPU, but blocked 1 ms less: the long poll told.
-        m.apply(&event(40 * ms, EventKind::PollStart, HDR, 1));
-        m.blocked(0, at("app::second"));
-        m.apply(&end(76 * ms, 29 * ms, 6 * ms));
-        let stats = m.tasks()[0].stats();
-        assert_eq!(stats.blocked_at.as_deref(), Some(&at("app::second")));
-        assert_eq!(stats.max_blocked_ns, 30 * ms);
+        for doing in [Doing::Computing, Doing::Blocked] {
+            let mut m = model();
+            let at = |function: &str| BlockedAt {
+                doing,
+                frames: vec![NativeFrame {
+                    function: Some(function.to_owned()),
+                    ..NativeFrame::default()
+                }],
+            };
+            // Blocked for that long, or computing.
+            let off = |blocked: u64| if doing == Doing::Blocked { blocked } else { 0 };
+            m.apply(&event(0, EventKind::Spawn, HDR, 1));
+            m.apply(&event(0, EventKind::PollStart, HDR, 1));
+            m.blocked(0, at("app::first"));
+            m.apply(&TaskEvent {
+                other_header: probe_common::off_cpu::pack(off(30 * ms), 0),
+                ..poll_end(31 * ms, HDR, 1, 0)
+            });
+            // Longer, as it waited 6 ms for a CPU, but 1 ms less at it: the long poll told.
+            m.apply(&event(40 * ms, EventKind::PollStart, HDR, 1));
+            m.blocked(0, at("app::second"));
+            m.apply(&TaskEvent {
+                other_header: probe_common::off_cpu::pack(off(29 * ms), 6 * ms),
+                ..poll_end(76 * ms, HDR, 1, 0)
+            });
+            let stats = m.tasks()[0].stats();
+            let (place, most) = match doing {
+                Doing::Blocked => (&stats.blocked_at, stats.max_blocked_ns),
+                _ => (&stats.computing_at, stats.max_on_cpu_ns),
+            };
+            assert_eq!(place.as_deref(), Some(&at("app::second")), "{doing:?}");
+            assert_eq!(most, if doing == Doing::Blocked { 30 } else { 31 } * ms);
+        }
     }
 
     #[test]
