@@ -412,16 +412,7 @@ impl Bench<'_> {
 
     /// Runs inspect-load against the server for `duration` and reads its line.
     fn load(&self, port: u16, duration: Duration) -> Result<LoadLine> {
-        let mut command = Command::new(&self.binaries.load);
-        command
-            .args(["--addr", &format!("127.0.0.1:{port}")])
-            .args(["--clients", &self.options.clients.to_string()])
-            .args(["--duration", &format!("{}ms", duration.as_millis())])
-            // A cap far above what loopback can do: the duration is what ends the run.
-            .args([
-                "--max-requests",
-                &(duration.as_secs().max(1) * 10_000_000).to_string(),
-            ]);
+        let mut command = load_command(&self.binaries, port, self.options.clients, duration);
         let output = command
             .stdin(Stdio::null())
             .output()
@@ -569,6 +560,26 @@ impl Bench<'_> {
 fn us_per_request(ticks: u64, ticks_per_second: u64, requests: u64) -> Option<f64> {
     (requests > 0 && ticks_per_second > 0)
         .then(|| ticks as f64 * 1e6 / ticks_per_second as f64 / requests as f64)
+}
+
+/// inspect-load against the server on `port` for `duration`, from `clients` connections.
+pub(crate) fn load_command(
+    binaries: &Binaries,
+    port: u16,
+    clients: u32,
+    duration: Duration,
+) -> Command {
+    let mut command = Command::new(&binaries.load);
+    command
+        .args(["--addr", &format!("127.0.0.1:{port}")])
+        .args(["--clients", &clients.to_string()])
+        .args(["--duration", &format!("{}ms", duration.as_millis())])
+        // A cap far above what loopback can do: the duration is what ends the run.
+        .args([
+            "--max-requests",
+            &(duration.as_secs().max(1) * 10_000_000).to_string(),
+        ]);
+    command
 }
 
 /// A Markdown table: the first column left-aligned, the others right-aligned.

@@ -17,7 +17,7 @@ use std::{
     fs,
     io::{BufRead, BufReader},
     path::Path,
-    process::{Child, Command, Stdio},
+    process::{Child, Stdio},
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering},
@@ -27,7 +27,7 @@ use std::{
 };
 
 use crate::bench::{Summary, median, or_na};
-use crate::server_bench::{Binaries, Probe, Server, build, markdown_table, proc};
+use crate::server_bench::{Binaries, Probe, Server, build, load_command, markdown_table, proc};
 use crate::{Result, describe};
 
 /// The options of the steady workload.
@@ -163,15 +163,8 @@ pub(crate) fn steady_bench(
 }
 
 fn start_load(binaries: &Binaries, port: u16, total: Duration) -> Result<Child> {
-    let mut command = Command::new(&binaries.load);
+    let mut command = load_command(binaries, port, CLIENTS, total);
     command
-        .args(["--addr", &format!("127.0.0.1:{port}")])
-        .args(["--clients", &CLIENTS.to_string()])
-        .args(["--duration", &format!("{}s", total.as_secs())])
-        .args([
-            "--max-requests",
-            &(total.as_secs() * 10_000_000).to_string(),
-        ])
         .args(["--progress", &format!("{}ms", PROGRESS.as_millis())])
         .stdin(Stdio::null())
         .stdout(Stdio::piped());
@@ -284,15 +277,10 @@ impl PhaseClock<'_> {
 /// Each slice's part: a probed phase's slices are its start until the end of its first window
 /// (the first run of slices at the most links it held), then windows (the most links) and gaps.
 fn parts(slices: &[Slice]) -> Vec<Part> {
-    let mut parts = Vec::with_capacity(slices.len());
-    let mut at = 0;
-    while at < slices.len() {
-        let phase = slices[at].phase;
-        let end = at + slices[at..].iter().take_while(|s| s.phase == phase).count();
-        parts.extend(phase_parts(&slices[at..end], phase % 2 == 1));
-        at = end;
-    }
-    parts
+    slices
+        .chunk_by(|a, b| a.phase == b.phase)
+        .flat_map(|phase| phase_parts(phase, phase[0].phase % 2 == 1))
+        .collect()
 }
 
 fn phase_parts(slices: &[Slice], probed: bool) -> Vec<Part> {
