@@ -27,9 +27,11 @@
 //! Probing past the entry. The kernel takes any file offset and decodes whatever bytes are there:
 //! it does not check that the offset starts an instruction, and an `int3` written into the middle
 //! of one corrupts the program. Offsets here come from decoding forward from the symbol's start,
-//! so they are instruction boundaries. The probe fires each time its instruction runs: if a branch
-//! lands between the entry and the probed instruction (a loop head), it would fire more than once
-//! per call, so such places are not chosen. A uretprobe must stay at the entry:
+//! so they are instruction boundaries. The probe fires each time its instruction runs, so the
+//! instruction chosen must run exactly once per call: the code before it may loop (tokio's
+//! `wake_by_ref` is a compare-and-swap loop from its first instructions on), but must not leave
+//! the span between the entry and the probe except into a panic, and nothing after the probe may
+//! branch back into that span. A uretprobe must stay at the entry:
 //! `arch_uretprobe_hijack_return_addr()` swaps the word at `[rsp]` for the trampoline, which is
 //! the return address only before the function pushes anything.
 
@@ -82,7 +84,10 @@ pub struct Entry {
 }
 
 /// Prologues are short: past this many instructions the argument is rarely still in a register.
-const MAX_WALK: usize = 32;
+/// (`wake_by_ref`'s first emulated instruction reached once per call is its 41st.)
+const MAX_WALK: usize = 64;
+/// A panic path is a few instructions setting up the call that does not return.
+const MAX_DEAD_END: usize = 16;
 /// Bound on the code searched for branches back into the prologue, against a bad symbol size.
 const MAX_FUNCTION_BYTES: usize = 64 * 1024;
 
@@ -145,10 +150,11 @@ pub fn starts_instruction(code: &[u8], ip: u64, offset: u64) -> bool {
         .any(|instruction| instruction.ip() - ip == offset)
 }
 
-/// The cheapest place to probe the function whose code starts at `code` (address `ip`) and whose
+/// The cheapest place to probe the function whose code is `code` (address `ip`; the whole
+/// function where its size is known, which lets panic paths at its end be recognized) and whose
 /// first argument arrives in %rdi: its entry when the first instruction is emulated; otherwise the
-/// first emulated instruction reached on every call, if the argument is still in some register
-/// there; otherwise the entry, single-stepped. Scans at most a few dozen instructions.
+/// first emulated instruction run exactly once on every call, if the argument is still in some
+/// register there; otherwise the entry, single-stepped. Scans at most a few dozen instructions.
 pub fn cheapest(code: &[u8], ip: u64) -> Option<Entry> {
     let (stepping, first) = classify(code, ip)?;
     let entry = Entry {
@@ -173,40 +179,57 @@ pub fn cheapest(code: &[u8], ip: u64) -> Option<Entry> {
     })
 }
 
-/// The first emulated instruction that straight-line code from the entry reaches, with a
-/// register still holding the argument there: `(offset, register, text)`.
+/// The first emulated instruction run exactly once on every call, with a register still holding
+/// the argument there: `(offset, register, text)`. The code before it may branch and loop within
+/// itself; calls, returns and indirect jumps there end the search.
 fn past_prologue(code: &[u8], ip: u64) -> Option<(u64, Register, String)> {
     let mut info = InstructionInfoFactory::new();
     let mut holders = vec![Register::Rdi];
+    // Targets of the branches walked so far.
+    let mut targets = Vec::new();
+    let mut falls_through = true;
     let decoder = Decoder::with_ip(64, code, ip, DecoderOptions::NONE);
     for instruction in decoder.into_iter().take(MAX_WALK) {
         if instruction.is_invalid() {
             return None;
         }
-        let offset = instruction.ip() - ip;
-        let bytes = &code[offset as usize..][..instruction.len()];
-        // A call is a fine probe point: the argument registers are intact at the call itself.
-        // Jumps are not taken as probe points; they end the walk below.
+        let here = instruction.ip();
+        let bytes = &code[(here - ip) as usize..][..instruction.len()];
+        let flow = instruction.flow_control();
+        // At a call the argument registers are intact; a branch is emulated too.
         let candidate = matches!(
-            instruction.flow_control(),
-            FlowControl::Next | FlowControl::Call
-        );
-        if candidate && stepping(&instruction, bytes) == Stepping::Emulated {
-            if branch_lands_within(code, ip, instruction.ip()) {
-                return None;
-            }
-            return Some((offset, preferred(&holders), text(&instruction)));
+            flow,
+            FlowControl::Next
+                | FlowControl::Call
+                | FlowControl::ConditionalBranch
+                | FlowControl::UnconditionalBranch
+        ) && stepping(&instruction, bytes) == Stepping::Emulated;
+        let reached = falls_through || targets.contains(&here);
+        if candidate && reached && runs_once(code, ip, here, &targets) {
+            return Some((here - ip, preferred(&holders), text(&instruction)));
         }
-        // Past a branch, call or return, later instructions are not reached on every call.
-        if instruction.flow_control() != FlowControl::Next
-            || instruction.is_save_restore_instruction()
-        {
+        match flow {
+            FlowControl::Next => falls_through = true,
+            FlowControl::ConditionalBranch | FlowControl::UnconditionalBranch => {
+                let target = direct_target(&instruction)?;
+                if target < ip {
+                    return None;
+                }
+                targets.push(target);
+                falls_through = flow == FlowControl::ConditionalBranch;
+            }
+            _ => return None,
+        }
+        if instruction.is_save_restore_instruction() {
             return None;
         }
+        // A copy of the argument that a branch before it may jump over is not on every path.
+        let copies = targets.iter().all(|&target| target <= here);
         track(
             &mut holders,
             &instruction,
             info.info(&instruction).used_registers(),
+            copies,
         );
         if holders.is_empty() {
             return None;
@@ -215,11 +238,68 @@ fn past_prologue(code: &[u8], ip: u64) -> Option<(u64, Register, String)> {
     None
 }
 
+/// Whether the instruction at `probe` runs once per call, given the `targets` of the branches
+/// between the entry and it: each of them lands at or before it, or in a panic; and no branch
+/// from it onwards goes back to `(entry, probe]` (a jump to the entry itself runs the entry's
+/// probe again as well).
+fn runs_once(code: &[u8], entry: u64, probe: u64, targets: &[u64]) -> bool {
+    let leaves = targets
+        .iter()
+        .any(|&target| target > probe && !dead_end(code, entry, target));
+    if leaves {
+        return false;
+    }
+    let code = &code[..code.len().min(MAX_FUNCTION_BYTES)];
+    !Decoder::with_ip(64, code, entry, DecoderOptions::NONE)
+        .into_iter()
+        .filter(|instruction| instruction.ip() >= probe)
+        .filter_map(|instruction| direct_target(&instruction))
+        .any(|target| (entry + 1..=probe).contains(&target))
+}
+
+/// Whether the code at `target` cannot return: straight-line code ending in a trap, or in a call
+/// that is the function's last instruction (a call to a panic, which nothing follows).
+fn dead_end(code: &[u8], entry: u64, target: u64) -> bool {
+    let end = entry + code.len() as u64;
+    let Some(from) = target.checked_sub(entry).filter(|_| target < end) else {
+        return false;
+    };
+    let decoder = Decoder::with_ip(64, &code[from as usize..], target, DecoderOptions::NONE);
+    for instruction in decoder.into_iter().take(MAX_DEAD_END) {
+        match instruction.flow_control() {
+            _ if instruction.is_invalid() => return false,
+            FlowControl::Next => {}
+            FlowControl::Call | FlowControl::IndirectCall => {
+                if instruction.next_ip() == end {
+                    return true;
+                }
+            }
+            FlowControl::Exception | FlowControl::Interrupt => return true,
+            _ => return false,
+        }
+    }
+    false
+}
+
+fn direct_target(instruction: &Instruction) -> Option<u64> {
+    matches!(
+        instruction.op0_kind(),
+        OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64
+    )
+    .then(|| instruction.near_branch_target())
+}
+
 /// Updates the registers holding the argument across one instruction: a full `mov r64, r64` from
-/// a holder adds its destination; any other write to a register, partial or implicit, removes it.
-fn track(holders: &mut Vec<Register>, instruction: &Instruction, used: &[UsedRegister]) {
+/// a holder adds its destination (where `copies` are trusted); any other write to a register,
+/// partial or implicit, removes it.
+fn track(
+    holders: &mut Vec<Register>,
+    instruction: &Instruction,
+    used: &[UsedRegister],
+    copies: bool,
+) {
     let copied_to = register_copy(instruction)
-        .filter(|(_, source)| holders.contains(source))
+        .filter(|(_, source)| copies && holders.contains(source))
         .map(|(destination, _)| destination);
     for register in used {
         let written = !matches!(
@@ -259,21 +339,6 @@ fn preferred(holders: &[Register]) -> Register {
         .iter()
         .min_by_key(|register| **register as u8)
         .expect("the walk stops when no register holds the argument")
-}
-
-/// Whether a direct branch anywhere in the function targets `(entry, probe]`: then the probed
-/// instruction can run more than once per call (a loop head), or without the prologue before it.
-fn branch_lands_within(code: &[u8], entry: u64, probe: u64) -> bool {
-    let code = &code[..code.len().min(MAX_FUNCTION_BYTES)];
-    Decoder::with_ip(64, code, entry, DecoderOptions::NONE)
-        .into_iter()
-        .filter(|instruction| {
-            matches!(
-                instruction.op0_kind(),
-                OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64
-            )
-        })
-        .any(|instruction| (entry + 1..=probe).contains(&instruction.near_branch_target()))
 }
 
 /// Mirrors `arch_uprobe_analyze_insn()` of kernel 6.18 (see the table at the top of this file).
@@ -477,11 +542,79 @@ mod tests {
         assert_eq!((entry.offset, entry.argument), (10, Register::Rdi));
         assert_eq!(entry.instruction, "push rbx");
         assert_eq!(entry.skipped.as_deref(), Some("mov eax,0x40"));
-        // Then test rax,rax; js: a branch before any emulated instruction.
-        code.extend([0x48, 0x85, 0xc0, 0x78, 0x00]);
+        // A retry loop instead (jne back to the xadd): its back edge runs once per try.
+        code.extend([0x75, 0xf9]);
         let entry = at(&code);
         assert_eq!((entry.offset, entry.stepping), (0, Stepping::SingleStepped));
         assert_eq!(entry.instruction, "mov eax,0x40");
+    }
+
+    /// `waker::wake_by_ref` of tokio 1.54 in a release build (inspect-server, rustc 1.95): a
+    /// compare-and-swap loop from its first instructions, a panic on reference-count overflow,
+    /// then `test sil,sil; je` deciding whether to schedule the task. The `je` runs once per
+    /// call, with the task header still in %rdi.
+    #[test]
+    fn wake_by_ref_is_probed_after_its_compare_and_swap_loop() {
+        const WAKE_BY_REF: [u8; 192] = [
+            0x48, 0x83, 0xec, 0x18, 0x48, 0x8b, 0x07, 0x48, 0x8d, 0x4c, 0x24, 0x08, 0x48, 0x8d,
+            0x54, 0x24, 0x10, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x2e, 0x0f, 0x1f, 0x84, 0x00,
+            0x00, 0x00, 0x00, 0x00, 0xa8, 0x02, 0x75, 0x1c, 0xa8, 0x04, 0x75, 0x38, 0xa8, 0x01,
+            0x75, 0x3b, 0x48, 0x85, 0xc0, 0x78, 0x76, 0x4c, 0x8d, 0x40, 0x44, 0x40, 0xb6, 0x01,
+            0xeb, 0x36, 0x66, 0x0f, 0x1f, 0x44, 0x00, 0x00, 0x31, 0xf6, 0x49, 0x89, 0xc9, 0x45,
+            0x31, 0xc0, 0x4d, 0x89, 0x01, 0x83, 0x7c, 0x24, 0x08, 0x01, 0x74, 0x34, 0xeb, 0x3e,
+            0x66, 0x66, 0x66, 0x2e, 0x0f, 0x1f, 0x84, 0x00, 0x00, 0x00, 0x00, 0x00, 0x31, 0xf6,
+            0x49, 0x89, 0xc0, 0xeb, 0x09, 0x49, 0x89, 0xc0, 0x49, 0x83, 0xc8, 0x04, 0x31, 0xf6,
+            0x48, 0xc7, 0x44, 0x24, 0x08, 0x01, 0x00, 0x00, 0x00, 0x49, 0x89, 0xd1, 0x4d, 0x89,
+            0x01, 0x83, 0x7c, 0x24, 0x08, 0x01, 0x75, 0x0c, 0x4c, 0x8b, 0x44, 0x24, 0x10, 0xf0,
+            0x4c, 0x0f, 0xb1, 0x07, 0x75, 0x8e, 0x40, 0x84, 0xf6, 0x74, 0x0b, 0x48, 0x8b, 0x47,
+            0x10, 0x48, 0x83, 0xc4, 0x18, 0xff, 0x60, 0x08, 0x48, 0x83, 0xc4, 0x18, 0xc3, 0x48,
+            0x8d, 0x3d, 0x1c, 0x5d, 0xfb, 0xff, 0x48, 0x8d, 0x15, 0x23, 0x19, 0x05, 0x00, 0xbe,
+            0x2f, 0x00, 0x00, 0x00, 0xff, 0x15, 0x38, 0x52, 0x05, 0x00,
+        ];
+        let ip = 0x676a0;
+        let entry = cheapest(&WAKE_BY_REF, ip).expect("decodes");
+        assert_eq!(
+            entry,
+            Entry {
+                offset: 0x95,
+                argument: Register::Rdi,
+                stepping: Stepping::Emulated,
+                instruction: "je 0x67742".into(),
+                skipped: Some("sub rsp,0x18".into()),
+            }
+        );
+        // Without the function's end, the overflow check's panic is not known to be one: the
+        // `js` to it could go around the probe.
+        let with_more = [&WAKE_BY_REF[..], &[0x53, 0x48, 0x89, 0xfb]].concat();
+        assert_eq!(cheapest(&with_more, ip).unwrap().offset, 0);
+    }
+
+    /// `sub rsp,0x18; mov rax,[rdi]; test al,2; jne OUT; lock cmpxchg [rdi],r8; jne back to the
+    /// mov; push rbx; pop rbx; add rsp,0x18; ret`, then `tail`.
+    fn loop_then_push(out: u8, tail: &[u8]) -> Vec<u8> {
+        let head = [
+            0x48, 0x83, 0xec, 0x18, 0x48, 0x8b, 0x07, 0xa8, 0x02, 0x75, out, 0xf0, 0x4c, 0x0f,
+            0xb1, 0x07, 0x75, 0xf2, 0x53, 0x5b, 0x48, 0x83, 0xc4, 0x18, 0xc3,
+        ];
+        [&head[..], tail].concat()
+    }
+
+    #[test]
+    fn a_loop_before_the_probe_is_fine_but_a_way_around_it_is_not() {
+        // lea rdi,[rip]; call [rip]: a panic, the function's last instruction.
+        let panic = [0x48, 0x8d, 0x3d, 0, 0, 0, 0, 0xff, 0x15, 0, 0, 0, 0];
+        // The loop's exit to the panic (offset 25): the push runs once per call.
+        let entry = at(&loop_then_push(14, &panic));
+        assert_eq!((entry.offset, entry.argument), (18, Register::Rdi));
+        assert_eq!(entry.instruction, "push rbx");
+        // The exit to the `ret` (offset 24) goes around the push.
+        assert_eq!(at(&loop_then_push(13, &panic)).offset, 0);
+        // Code after the call: it may return.
+        let returns = [&panic[..], &[0xc3]].concat();
+        assert_eq!(at(&loop_then_push(14, &returns)).offset, 0);
+        // ud2 ends a path as well.
+        let entry = at(&loop_then_push(14, &[0x0f, 0x0b, 0xc3]));
+        assert_eq!(entry.offset, 18);
     }
 
     #[test]
@@ -497,19 +630,36 @@ mod tests {
     }
 
     #[test]
-    fn a_branch_first_keeps_the_entry() {
+    fn a_branch_every_call_reaches_is_probed() {
         // sub rsp,0x18; jne +0
         let entry = at(&[0x48, 0x83, 0xec, 0x18, 0x75, 0x00]);
         assert_eq!(
             entry,
             Entry {
-                offset: 0,
+                offset: 4,
                 argument: Register::Rdi,
-                stepping: Stepping::SingleStepped,
-                instruction: "sub rsp,0x18".into(),
-                skipped: None,
+                stepping: Stepping::Emulated,
+                instruction: "jne 0x1006".into(),
+                skipped: Some("sub rsp,0x18".into()),
             }
         );
+    }
+
+    #[test]
+    fn a_copy_of_the_argument_counts_only_if_no_branch_skips_it() {
+        // sub rsp,0x18; test al,1; jne back to the test; mov rbx,rdi; xor edi,edi; push rbx:
+        // the copy follows a loop, and every call makes it.
+        let entry = at(&[
+            0x48, 0x83, 0xec, 0x18, 0xa8, 0x01, 0x75, 0xfc, 0x48, 0x89, 0xfb, 0x31, 0xff, 0x53,
+        ]);
+        assert_eq!((entry.offset, entry.argument), (13, Register::Rbx));
+        // sub rsp,0x18; test al,1; jne over the copy; mov rbx,rdi; xor edi,edi; test al,2; jne
+        // back to the first test; push rbx: no register surely holds the argument at the push.
+        let entry = at(&[
+            0x48, 0x83, 0xec, 0x18, 0xa8, 0x01, 0x75, 0x03, 0x48, 0x89, 0xfb, 0x31, 0xff, 0xa8,
+            0x02, 0x75, 0xf3, 0x53,
+        ]);
+        assert_eq!(entry.offset, 0);
     }
 
     #[test]

@@ -588,10 +588,12 @@ pub fn resolve_with(binary: &Path, debuginfo: Option<&Path>) -> Result<ProbePlan
             path: binary.to_owned(),
             reason: format!("address {address:#x} is in no section"),
         })?;
-        let (at_start, cheapest) = entries(&file, address).ok_or_else(|| ResolveError::NotElf {
-            path: binary.to_owned(),
-            reason: format!("the code at {address:#x} does not decode as x86-64"),
-        })?;
+        let size = table.at(address).map(|symbol| symbol.size);
+        let (at_start, cheapest) =
+            entries(&file, address, size).ok_or_else(|| ResolveError::NotElf {
+                path: binary.to_owned(),
+                reason: format!("the code at {address:#x} does not decode as x86-64"),
+            })?;
         sites.push(Site {
             kind,
             address,
@@ -727,10 +729,16 @@ fn best(current: NamingSource, new: NamingSource) -> NamingSource {
     }
 }
 
-/// Where to probe the function at `address`: on its first instruction, and where it is cheapest.
-fn entries(file: &object::File<'_>, address: u64) -> Option<(entry::Entry, entry::Entry)> {
-    // Enough for the few dozen instructions the search looks at.
-    let cheapest = entry::cheapest(bytes_at(file, address, 256)?, address)?;
+/// Where to probe the function at `address` (`size` bytes long, where its symbol says): on its
+/// first instruction, and where it is cheapest.
+fn entries(
+    file: &object::File<'_>,
+    address: u64,
+    size: Option<u64>,
+) -> Option<(entry::Entry, entry::Entry)> {
+    // Without a size, enough for the few dozen instructions the search looks at.
+    let size = size.filter(|&size| size > 0).unwrap_or(256);
+    let cheapest = entry::cheapest(bytes_at(file, address, size)?, address)?;
     Some((cheapest.at_start(), cheapest))
 }
 
