@@ -10,7 +10,8 @@
 //! links the collector holds, which is most while its per-poll probes are attached. So each 100-ms
 //! slice of a probed phase is known as the probe's start (up to the end of its first window, a
 //! cost paid once per attach), a window, a gap, or its stop, and is priced in CPU per request
-//! against the plain phases either side.
+//! against the plain phases either side. The load also reports each slice's reply latencies (as
+//! histogram buckets), which give the p99 latency of the probed phase against the plain ones.
 
 use std::{
     ffi::OsString,
@@ -72,7 +73,7 @@ const STOP_ALLOWANCE: Duration = Duration::from_secs(10);
 const WARMING: usize = usize::MAX;
 
 /// One progress report's slice of the load: what the server answered and spent since the last.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 struct Slice {
     phase: usize,
     /// How long it lasted, by the load generator's clock.
@@ -84,6 +85,8 @@ struct Slice {
     links: Option<usize>,
     /// The probe had been told to stop.
     stopping: bool,
+    /// The replies' latencies: (about this many ns, this many replies).
+    latencies: Vec<(u64, u64)>,
 }
 
 /// What a slice of a probed phase was.
@@ -179,7 +182,12 @@ fn sample(load: impl BufRead, server: u32, now: &Now) -> Vec<Slice> {
     let mut last = ((0, 0), proc::threads_cpu_ns(server).ok());
     for line in load.lines() {
         let Ok(line) = line else { break };
-        let Some((ms, answered)) = parse_progress(&line) else {
+        let Some(Progress {
+            ms,
+            answered,
+            latencies,
+        }) = parse_progress(&line)
+        else {
             continue;
         };
         let Ok(cpu_ns) = proc::threads_cpu_ns(server) else {
@@ -201,22 +209,43 @@ fn sample(load: impl BufRead, server: u32, now: &Now) -> Vec<Slice> {
                 .then(|| proc::probe_links(collector).ok())
                 .flatten(),
             stopping: now.stopping.load(Ordering::Relaxed),
+            latencies,
         });
     }
     slices
 }
 
-/// inspect-load's `progress: ms=T requests=N`: (T, N).
-fn parse_progress(line: &str) -> Option<(u64, u64)> {
+/// One of inspect-load's `progress: ms=T requests=N latencies=V:C,...` reports.
+#[derive(Debug, PartialEq)]
+struct Progress {
+    ms: u64,
+    /// Requests answered since the load began.
+    answered: u64,
+    /// Since the last report: (about V ns, C replies).
+    latencies: Vec<(u64, u64)>,
+}
+
+fn parse_progress(line: &str) -> Option<Progress> {
     let rest = line.trim().strip_prefix("progress: ")?;
-    let field = |name: &str| -> Option<u64> {
+    let field = |name: &str| {
         let mut fields = rest.split_whitespace();
-        fields
-            .find_map(|field| field.strip_prefix(name))?
-            .parse()
-            .ok()
+        fields.find_map(|field| field.strip_prefix(name))
     };
-    Some((field("ms=")?, field("requests=")?))
+    let number = |name: &str| field(name)?.parse().ok();
+    let latencies = field("latencies=").unwrap_or_default();
+    let bucket = |pair: &str| {
+        let (value, count) = pair.split_once(':')?;
+        Some((value.parse().ok()?, count.parse().ok()?))
+    };
+    Some(Progress {
+        ms: number("ms=")?,
+        answered: number("requests=")?,
+        latencies: latencies
+            .split(',')
+            .filter(|pair| !pair.is_empty())
+            .map(bucket)
+            .collect::<Option<_>>()?,
+    })
 }
 
 /// Runs the phases: attaches the probe for the odd ones.
@@ -333,6 +362,12 @@ struct Pair {
     /// over the plain median: paid once per attach.
     start_ms: Option<f64>,
     stop_ms: Option<f64>,
+    /// The plain phases' p99 latency, in µs.
+    p99_plain_us: Option<f64>,
+    /// The p99 latency over the plain phases': while attached (windows and gaps), and over the
+    /// whole probed phase (its start and stop too).
+    p99_attached: Option<f64>,
+    p99_phase: Option<f64>,
 }
 
 /// A figure of the probed phase's slices over the plain phases' median.
@@ -368,8 +403,7 @@ impl<'a> PairSlices<'a> {
             start: Vec::new(),
             stop: Vec::new(),
         };
-        let counted = slices.iter().zip(parts);
-        for (slice, part) in counted.filter(|(s, _)| s.requests >= MIN_SLICE_REQUESTS) {
+        for (slice, part) in slices.iter().zip(parts) {
             let into = match part {
                 _ if slice.phase + 1 == phase || slice.phase == phase + 1 => &mut pair.plain,
                 _ if slice.phase != phase => continue,
@@ -383,6 +417,29 @@ impl<'a> PairSlices<'a> {
             into.push(slice);
         }
         pair
+    }
+
+    /// The slices of the probe's windows and gaps (or, its links unread, all but start and stop).
+    fn attached(&self) -> Vec<&'a Slice> {
+        [&self.window, &self.gap, &self.probed]
+            .into_iter()
+            .flatten()
+            .copied()
+            .collect()
+    }
+
+    /// The p99 latency: of the plain phases (µs), and over it while attached and for the whole
+    /// probed phase. Over every reply, not medians of slices: a stall is part of the tail.
+    fn p99(&self) -> (Option<f64>, Option<f64>, Option<f64>) {
+        let plain = latency_us(&self.plain, 0.99);
+        let over = |slices: &[&Slice]| Some(latency_us(slices, 0.99)? / plain?);
+        let attached = self.attached();
+        let phase: Vec<&Slice> = [&attached, &self.start, &self.stop]
+            .into_iter()
+            .flatten()
+            .copied()
+            .collect();
+        (plain, over(&attached), over(&phase))
     }
 
     fn window_share(&self) -> Option<f64> {
@@ -421,6 +478,7 @@ fn pairs(slices: &[Slice], parts: &[Part]) -> Vec<Pair> {
         .map(|phase| {
             let pair = PairSlices::of(slices, parts, phase);
             let base = median_of(&pair.plain, ns_per_request);
+            let (p99_plain_us, p99_attached, p99_phase) = pair.p99();
             Pair {
                 plain_us: base.map(|ns| ns / 1e3),
                 cpu: pair.ratios(ns_per_request),
@@ -428,14 +486,35 @@ fn pairs(slices: &[Slice], parts: &[Part]) -> Vec<Pair> {
                 window_share: pair.window_share(),
                 start_ms: base.map(|base| extra_ms(&pair.start, base)),
                 stop_ms: base.map(|base| extra_ms(&pair.stop, base)),
+                p99_plain_us,
+                p99_attached,
+                p99_phase,
             }
         })
         .collect()
 }
 
 fn median_of(slices: &[&Slice], figure: fn(&Slice) -> f64) -> Option<f64> {
-    let mut values: Vec<f64> = slices.iter().map(|slice| figure(slice)).collect();
+    let counted = slices.iter().filter(|s| s.requests >= MIN_SLICE_REQUESTS);
+    let mut values: Vec<f64> = counted.map(|slice| figure(slice)).collect();
     median(&mut values)
+}
+
+/// The `q` quantile of the latencies of every reply in `slices`, in µs (None: no replies).
+fn latency_us(slices: &[&Slice], q: f64) -> Option<f64> {
+    let mut buckets: Vec<(u64, u64)> = slices
+        .iter()
+        .flat_map(|slice| slice.latencies.iter().copied())
+        .collect();
+    buckets.sort_unstable();
+    let total: u64 = buckets.iter().map(|(_, count)| count).sum();
+    let rank = ((q * total as f64).ceil() as u64).clamp(1, total.max(1));
+    let mut seen = 0;
+    let (ns, _) = buckets.iter().find(|(_, count)| {
+        seen += count;
+        seen >= rank
+    })?;
+    Some(*ns as f64 / 1e3)
 }
 
 /// CPU beyond what `base` ns per request would have spent on the slices' requests, in ms.
@@ -470,7 +549,8 @@ fn print_pairs(slices: &[Slice], parts: &[Part], summaries: &[Summary]) {
          probes attached), in its gaps, and both mixed in their shares of the time after its \
          first window (steady: what it costs while left attached). Start and stop: the server CPU \
          beyond plain from the probe's launch to the end of its first window, and after SIGINT, \
-         paid once per attach. Coverage and estimate: the probe's own report. Each slice is in \
+         paid once per attach. p99: the latency of every reply, attached (windows and gaps) and \
+         over the whole probed phase (start and stop too), over the plain phases'. Coverage and estimate: the probe's own report. Each slice is in \
          target/bench/steady-slices.tsv.\n"
     );
     let pairs = pairs(slices, parts);
@@ -498,6 +578,9 @@ fn print_pairs(slices: &[Slice], parts: &[Part], summaries: &[Summary]) {
         window_share: mid(&|p| p.window_share),
         start_ms: mid(&|p| p.start_ms),
         stop_ms: mid(&|p| p.stop_ms),
+        p99_plain_us: mid(&|p| p.p99_plain_us),
+        p99_attached: mid(&|p| p.p99_attached),
+        p99_phase: mid(&|p| p.p99_phase),
     };
     rows.push(pair_row("median", &medians, None));
     let header = [
@@ -510,6 +593,9 @@ fn print_pairs(slices: &[Slice], parts: &[Part], summaries: &[Summary]) {
         "req/s, steady",
         "start, ms",
         "stop, ms",
+        "p99 plain µs",
+        "p99, attached",
+        "p99, whole phase",
         "coverage",
         "estimate",
     ];
@@ -533,6 +619,9 @@ fn pair_row(name: &str, pair: &Pair, summary: Option<&Summary>) -> Vec<String> {
         ratio(pair.throughput.steady),
         ms(pair.start_ms),
         ms(pair.stop_ms),
+        or_na(pair.p99_plain_us.map(|us| format!("{us:.0}"))),
+        ratio(pair.p99_attached),
+        ratio(pair.p99_phase),
         summary_figure(|s| s.coverage, 3, ""),
         summary_figure(|s| s.estimate_percent, 1, " %"),
     ]
@@ -542,7 +631,8 @@ fn pair_row(name: &str, pair: &Pair, summary: Option<&Summary>) -> Vec<String> {
 mod tests {
     use super::*;
 
-    /// A slice of `phase` answering 1,000 requests at `us` µs each, the collector holding `links`.
+    /// A slice of `phase` answering 1,000 requests at `us` µs of CPU each, in 100 µs each, the
+    /// collector holding `links`.
     fn slice(phase: usize, us: u64, links: Option<usize>) -> Slice {
         Slice {
             phase,
@@ -551,17 +641,37 @@ mod tests {
             cpu_ns: us * 1_000_000,
             links,
             stopping: false,
+            latencies: vec![(100_000, 1_000)],
         }
     }
 
     #[test]
     fn reads_progress_lines() {
+        let progress = |ms, answered, latencies| {
+            Some(Progress {
+                ms,
+                answered,
+                latencies,
+            })
+        };
         assert_eq!(
             parse_progress("progress: ms=100 requests=12345"),
-            Some((100, 12345))
+            progress(100, 12345, vec![])
+        );
+        assert_eq!(
+            parse_progress("progress: ms=200 requests=12400 latencies="),
+            progress(200, 12400, vec![])
+        );
+        assert_eq!(
+            parse_progress("progress: ms=300 requests=12500 latencies=98304:40,132095:60"),
+            progress(300, 12500, vec![(98304, 40), (132095, 60)])
         );
         assert_eq!(parse_progress("load: requests=5 seconds=1.0"), None);
         assert_eq!(parse_progress("progress: ms=100"), None);
+        assert_eq!(
+            parse_progress("progress: ms=1 requests=2 latencies=98304"),
+            None
+        );
     }
 
     #[test]
@@ -633,6 +743,25 @@ mod tests {
         assert_eq!(pair.plain_us, Some(8.0));
         assert_eq!(pair.cpu.gaps, Some(1.0));
         assert_eq!(pair.cpu.steady, Some(1.0));
+    }
+
+    #[test]
+    fn p99_is_over_every_reply_of_the_phase() {
+        let with = |slice: Slice, latencies: Vec<(u64, u64)>| Slice { latencies, ..slice };
+        let mut slices = vec![slice(0, 8, None), slice(0, 8, None)];
+        // Attached (its gaps): 1.5 % of replies at 300 µs. The start: 2.5 % at 1 ms.
+        slices.extend([
+            with(slice(1, 8, None), vec![(100_000, 950), (1_000_000, 50)]),
+            slice(1, 8, Some(9)),
+            with(slice(1, 8, Some(3)), vec![(100_000, 970), (300_000, 30)]),
+            slice(1, 8, Some(3)),
+        ]);
+        slices.extend([slice(2, 8, None), slice(2, 8, None)]);
+        let pair = &pairs(&slices, &parts(&slices))[0];
+        assert_eq!(pair.p99_plain_us, Some(100.0));
+        assert_eq!(pair.p99_attached, Some(3.0));
+        assert_eq!(pair.p99_phase, Some(10.0));
+        assert_eq!(latency_us(&[], 0.99), None);
     }
 
     #[test]

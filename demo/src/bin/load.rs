@@ -10,18 +10,22 @@
 //! load: requests=N seconds=S p50_us=X p99_us=Y
 //! ```
 //!
-//! With `--progress`, it also prints `progress: ms=T requests=N` at that interval: the requests
-//! answered in the first T ms, for a benchmark that splits one unbroken load into slices.
+//! With `--progress`, it also prints `progress: ms=T requests=N latencies=V:C,V:C,...` at that
+//! interval: the requests answered in the first T ms, for a benchmark that splits one unbroken load
+//! into slices, and the latencies of the replies received since the last report (C replies took
+//! about V ns, V the middle of a histogram bucket), so that it can give percentiles of any run of
+//! slices.
 //!
 //! `seconds` runs from when every client is connected to when the last one stops. The latencies go
 //! into a fixed log-linear histogram (32 buckets per power of two: within 3%), one per client, so
 //! the generator stays light: it runs on one thread (tokio's current-thread runtime), and it shares
 //! the machine with the server it measures.
 
+use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -142,6 +146,10 @@ async fn drive(options: &Options) -> std::io::Result<String> {
     }
     let budget = Arc::new(AtomicU64::new(options.max_requests));
     let answered = Arc::new(AtomicU64::new(0));
+    // The latencies since the last progress report (the runtime has one thread: never contended).
+    let recent = options
+        .progress
+        .map(|_| Arc::new(Mutex::new(Histogram::new())));
     let started = Instant::now();
     let deadline = started + options.duration;
     // One timer per client, not per request: a server that stops answering ends the run.
@@ -149,13 +157,18 @@ async fn drive(options: &Options) -> std::io::Result<String> {
     let clients: Vec<_> = streams
         .into_iter()
         .map(|stream| {
-            let client = client(stream, deadline, budget.clone(), answered.clone());
+            let counters = Counters {
+                budget: budget.clone(),
+                answered: answered.clone(),
+                recent: recent.clone(),
+            };
+            let client = client(stream, deadline, counters);
             tokio::spawn(tokio::time::timeout_at(give_up, client))
         })
         .collect();
     let progress = options
         .progress
-        .map(|every| tokio::spawn(report_progress(every, started, answered)));
+        .map(|every| tokio::spawn(report_progress(every, started, answered, recent)));
     let mut latencies = Histogram::new();
     for client in clients {
         let finished = client.await.map_err(std::io::Error::other)?;
@@ -180,31 +193,49 @@ async fn drive(options: &Options) -> std::io::Result<String> {
     ))
 }
 
+/// What the clients share.
+struct Counters {
+    /// Requests left to send.
+    budget: Arc<AtomicU64>,
+    answered: Arc<AtomicU64>,
+    /// With `--progress`: the latencies since the last report.
+    recent: Option<Arc<Mutex<Histogram>>>,
+}
+
 /// One connection, request after request: returns its latencies.
 async fn client(
     mut stream: TcpStream,
     deadline: Instant,
-    budget: Arc<AtomicU64>,
-    answered: Arc<AtomicU64>,
+    counters: Counters,
 ) -> std::io::Result<Histogram> {
     let mut latencies = Histogram::new();
     let mut request = [0u8; MESSAGE_BYTES];
     let mut reply = [0u8; MESSAGE_BYTES];
     let mut sent = Instant::now();
-    while sent < deadline && take_one(&budget) {
+    while sent < deadline && take_one(&counters.budget) {
         request[..8].copy_from_slice(&latencies.count().to_le_bytes());
         stream.write_all(&request).await?;
         stream.read_exact(&mut reply).await?;
         let received = Instant::now();
-        latencies.record((received - sent).as_nanos() as u64);
-        answered.fetch_add(1, Ordering::Relaxed);
+        let latency = (received - sent).as_nanos() as u64;
+        latencies.record(latency);
+        if let Some(recent) = &counters.recent {
+            recent.lock().expect("not poisoned").record(latency);
+        }
+        counters.answered.fetch_add(1, Ordering::Relaxed);
         sent = received;
     }
     Ok(latencies)
 }
 
-/// Prints the requests answered so far every `every`, until aborted.
-async fn report_progress(every: Duration, started: Instant, answered: Arc<AtomicU64>) {
+/// Prints the requests answered so far and the latencies since the last report every `every`,
+/// until aborted.
+async fn report_progress(
+    every: Duration,
+    started: Instant,
+    answered: Arc<AtomicU64>,
+    recent: Option<Arc<Mutex<Histogram>>>,
+) {
     let mut ticks =
         tokio::time::interval_at(tokio::time::Instant::from_std(started + every), every);
     // A late report is followed by one a whole interval later, not by a burst of short ones.
@@ -213,7 +244,14 @@ async fn report_progress(every: Duration, started: Instant, answered: Arc<Atomic
         ticks.tick().await;
         let ms = started.elapsed().as_millis();
         let requests = answered.load(Ordering::Relaxed);
-        println!("progress: ms={ms} requests={requests}");
+        let latencies = recent
+            .as_ref()
+            .map(|recent| {
+                std::mem::replace(&mut *recent.lock().expect("not poisoned"), Histogram::new())
+            })
+            .map(|histogram| histogram.buckets())
+            .unwrap_or_default();
+        println!("progress: ms={ms} requests={requests} latencies={latencies}");
     }
 }
 
@@ -280,6 +318,21 @@ impl Histogram {
         self.total
     }
 
+    /// `V:C,V:C,...`: C values in the bucket whose middle is V, for each bucket holding any.
+    fn buckets(&self) -> String {
+        let mut text = String::new();
+        for (index, count) in self.counts.iter().enumerate().filter(|(_, c)| **c > 0) {
+            let separator = if text.is_empty() { "" } else { "," };
+            let _ = write!(text, "{separator}{}:{count}", Self::middle(index));
+        }
+        text
+    }
+
+    fn middle(index: usize) -> u64 {
+        let (low, high) = Self::bounds(index);
+        low + (high - low - 1) / 2
+    }
+
     /// The middle of the bucket that holds the `q` quantile; 0 when empty.
     fn quantile_ns(&self, q: f64) -> u64 {
         let rank = ((q * self.total as f64).ceil() as u64).clamp(1, self.total.max(1));
@@ -287,8 +340,7 @@ impl Histogram {
         for (index, count) in self.counts.iter().enumerate() {
             seen += count;
             if seen >= rank && *count > 0 {
-                let (low, high) = Self::bounds(index);
-                return low + (high - low - 1) / 2;
+                return Self::middle(index);
             }
         }
         0
@@ -334,6 +386,34 @@ mod tests {
         let p99 = histogram.quantile_ns(0.99) as f64;
         assert!((p99 - 100_000.0).abs() < 100_000.0 * 0.04, "{p99}");
         assert!(histogram.quantile_ns(1.0) > 9_000_000);
+    }
+
+    #[test]
+    fn buckets_list_the_values_held() {
+        let mut histogram = Histogram::new();
+        assert_eq!(histogram.buckets(), "");
+        for value in [7, 7, 1_000_000, 1_000_100, 5_000_000] {
+            histogram.record(value);
+        }
+        let buckets: Vec<(u64, u64)> = histogram
+            .buckets()
+            .split(',')
+            .map(|pair| {
+                let (value, count) = pair.split_once(':').unwrap();
+                (value.parse().unwrap(), count.parse().unwrap())
+            })
+            .collect();
+        assert_eq!(buckets.len(), 3, "{buckets:?}");
+        assert_eq!(buckets[0], (7, 2));
+        assert_eq!(buckets[1].1, 2);
+        assert!(
+            buckets[1].0.abs_diff(1_000_000) < 1_000_000 / 32,
+            "{buckets:?}"
+        );
+        assert!(
+            buckets[2].0.abs_diff(5_000_000) < 5_000_000 / 32,
+            "{buckets:?}"
+        );
     }
 
     #[test]
