@@ -11,7 +11,8 @@
 //! slice of a probed phase is known as the probe's start (up to the end of its first window, a
 //! cost paid once per attach), a window, a gap, or its stop, and is priced in CPU per request
 //! against the plain phases either side. The load also reports each slice's reply latencies (as
-//! histogram buckets), which give the p99 latency of the probed phase against the plain ones.
+//! histogram buckets): each slice's p99 is priced the same way, and the p99 of all the probed
+//! phase's replies against all the plain phases'.
 
 use std::{
     ffi::OsString,
@@ -362,12 +363,12 @@ struct Pair {
     /// over the plain median: paid once per attach.
     start_ms: Option<f64>,
     stop_ms: Option<f64>,
-    /// The plain phases' p99 latency, in µs.
+    /// The plain phases' median slice p99 latency, in µs.
     p99_plain_us: Option<f64>,
-    /// The p99 latency over the plain phases': while attached (windows and gaps), and over the
-    /// whole probed phase (its start and stop too).
-    p99_attached: Option<f64>,
-    p99_phase: Option<f64>,
+    /// Slices' p99 latency.
+    p99: Ratios,
+    /// The p99 of every reply of the probed phase (start and stop too) over the plain phases'.
+    p99_all: Option<f64>,
 }
 
 /// A figure of the probed phase's slices over the plain phases' median.
@@ -419,27 +420,21 @@ impl<'a> PairSlices<'a> {
         pair
     }
 
-    /// The slices of the probe's windows and gaps (or, its links unread, all but start and stop).
-    fn attached(&self) -> Vec<&'a Slice> {
-        [&self.window, &self.gap, &self.probed]
-            .into_iter()
-            .flatten()
-            .copied()
-            .collect()
-    }
-
-    /// The p99 latency: of the plain phases (µs), and over it while attached and for the whole
-    /// probed phase. Over every reply, not medians of slices: a stall is part of the tail.
-    fn p99(&self) -> (Option<f64>, Option<f64>, Option<f64>) {
-        let plain = latency_us(&self.plain, 0.99);
-        let over = |slices: &[&Slice]| Some(latency_us(slices, 0.99)? / plain?);
-        let attached = self.attached();
-        let phase: Vec<&Slice> = [&attached, &self.start, &self.stop]
-            .into_iter()
-            .flatten()
-            .copied()
-            .collect();
-        (plain, over(&attached), over(&phase))
+    /// The p99 of every reply of the probed phase over the plain phases': a stall here is in
+    /// the tail of whichever phase it meets, but so is a pause the probe causes.
+    fn p99_all(&self) -> Option<f64> {
+        let phase: Vec<&Slice> = [
+            &self.start,
+            &self.window,
+            &self.gap,
+            &self.probed,
+            &self.stop,
+        ]
+        .into_iter()
+        .flatten()
+        .copied()
+        .collect();
+        Some(latency_us(&phase, 0.99)? / latency_us(&self.plain, 0.99)?)
     }
 
     fn window_share(&self) -> Option<f64> {
@@ -447,7 +442,7 @@ impl<'a> PairSlices<'a> {
         (window + gap > 0).then(|| window as f64 / (window + gap) as f64)
     }
 
-    fn ratios(&self, figure: fn(&Slice) -> f64) -> Ratios {
+    fn ratios(&self, figure: fn(&Slice) -> Option<f64>) -> Ratios {
         let base = median_of(&self.plain, figure);
         let over = |slices: &[&Slice]| Some(median_of(slices, figure)? / base?);
         let (windows, gaps) = (over(&self.window), over(&self.gap));
@@ -463,12 +458,16 @@ impl<'a> PairSlices<'a> {
     }
 }
 
-fn ns_per_request(slice: &Slice) -> f64 {
-    slice.cpu_ns as f64 / slice.requests as f64
+fn ns_per_request(slice: &Slice) -> Option<f64> {
+    Some(slice.cpu_ns as f64 / slice.requests as f64)
 }
 
-fn requests_per_second(slice: &Slice) -> f64 {
-    slice.requests as f64 * 1e3 / slice.ms.max(1) as f64
+fn requests_per_second(slice: &Slice) -> Option<f64> {
+    Some(slice.requests as f64 * 1e3 / slice.ms.max(1) as f64)
+}
+
+fn p99_us(slice: &Slice) -> Option<f64> {
+    latency_us(&[slice], 0.99)
 }
 
 fn pairs(slices: &[Slice], parts: &[Part]) -> Vec<Pair> {
@@ -478,7 +477,7 @@ fn pairs(slices: &[Slice], parts: &[Part]) -> Vec<Pair> {
         .map(|phase| {
             let pair = PairSlices::of(slices, parts, phase);
             let base = median_of(&pair.plain, ns_per_request);
-            let (p99_plain_us, p99_attached, p99_phase) = pair.p99();
+
             Pair {
                 plain_us: base.map(|ns| ns / 1e3),
                 cpu: pair.ratios(ns_per_request),
@@ -486,17 +485,17 @@ fn pairs(slices: &[Slice], parts: &[Part]) -> Vec<Pair> {
                 window_share: pair.window_share(),
                 start_ms: base.map(|base| extra_ms(&pair.start, base)),
                 stop_ms: base.map(|base| extra_ms(&pair.stop, base)),
-                p99_plain_us,
-                p99_attached,
-                p99_phase,
+                p99_plain_us: median_of(&pair.plain, p99_us),
+                p99: pair.ratios(p99_us),
+                p99_all: pair.p99_all(),
             }
         })
         .collect()
 }
 
-fn median_of(slices: &[&Slice], figure: fn(&Slice) -> f64) -> Option<f64> {
+fn median_of(slices: &[&Slice], figure: fn(&Slice) -> Option<f64>) -> Option<f64> {
     let counted = slices.iter().filter(|s| s.requests >= MIN_SLICE_REQUESTS);
-    let mut values: Vec<f64> = counted.map(|slice| figure(slice)).collect();
+    let mut values: Vec<f64> = counted.filter_map(|slice| figure(slice)).collect();
     median(&mut values)
 }
 
@@ -525,17 +524,21 @@ fn extra_ms(slices: &[&Slice], base: f64) -> f64 {
     (cpu as f64 - base * requests as f64) / 1e6
 }
 
-/// Every slice, for a closer look: phase, part, requests, server CPU (ns), probe links.
+/// Every slice, for a closer look: phase, part, requests, server CPU (ns), probe links, p50 and
+/// p99 latency (µs).
 fn write_slices(path: &Path, slices: &[Slice], parts: &[Part]) -> Result<()> {
-    let mut text = String::from("phase\tpart\trequests\tcpu_ns\tlinks\n");
+    let mut text = String::from("phase\tpart\trequests\tcpu_ns\tlinks\tp50_us\tp99_us\n");
     for (slice, part) in slices.iter().zip(parts) {
-        let links = slice
-            .links
-            .map(|links| links.to_string())
-            .unwrap_or_default();
+        let or_empty = |value: Option<String>| value.unwrap_or_default();
+        let links = or_empty(slice.links.map(|links| links.to_string()));
+        let latency = |q| or_empty(latency_us(&[slice], q).map(|us| format!("{us:.1}")));
         text += &format!(
-            "{}\t{part:?}\t{}\t{}\t{links}\n",
-            slice.phase, slice.requests, slice.cpu_ns
+            "{}\t{part:?}\t{}\t{}\t{links}\t{}\t{}\n",
+            slice.phase,
+            slice.requests,
+            slice.cpu_ns,
+            latency(0.5),
+            latency(0.99)
         );
     }
     fs::write(path, text).map_err(|error| format!("writing {}: {error}", path.display()))
@@ -549,8 +552,9 @@ fn print_pairs(slices: &[Slice], parts: &[Part], summaries: &[Summary]) {
          probes attached), in its gaps, and both mixed in their shares of the time after its \
          first window (steady: what it costs while left attached). Start and stop: the server CPU \
          beyond plain from the probe's launch to the end of its first window, and after SIGINT, \
-         paid once per attach. p99: the latency of every reply, attached (windows and gaps) and \
-         over the whole probed phase (start and stop too), over the plain phases'. Coverage and estimate: the probe's own report. Each slice is in \
+         paid once per attach. p99, steady: each slice's p99 latency, priced as the CPU is. p99 \
+         of all replies: over the whole probed phase (start and stop too), over the plain \
+         phases'; a stall moves it as much as a pause the probe causes. Coverage and estimate: the probe's own report. Each slice is in \
          target/bench/steady-slices.tsv.\n"
     );
     let pairs = pairs(slices, parts);
@@ -579,8 +583,11 @@ fn print_pairs(slices: &[Slice], parts: &[Part], summaries: &[Summary]) {
         start_ms: mid(&|p| p.start_ms),
         stop_ms: mid(&|p| p.stop_ms),
         p99_plain_us: mid(&|p| p.p99_plain_us),
-        p99_attached: mid(&|p| p.p99_attached),
-        p99_phase: mid(&|p| p.p99_phase),
+        p99: Ratios {
+            steady: mid(&|p| p.p99.steady),
+            ..Ratios::default()
+        },
+        p99_all: mid(&|p| p.p99_all),
     };
     rows.push(pair_row("median", &medians, None));
     let header = [
@@ -594,8 +601,8 @@ fn print_pairs(slices: &[Slice], parts: &[Part], summaries: &[Summary]) {
         "start, ms",
         "stop, ms",
         "p99 plain µs",
-        "p99, attached",
-        "p99, whole phase",
+        "p99, steady",
+        "p99 of all replies",
         "coverage",
         "estimate",
     ];
@@ -620,8 +627,8 @@ fn pair_row(name: &str, pair: &Pair, summary: Option<&Summary>) -> Vec<String> {
         ms(pair.start_ms),
         ms(pair.stop_ms),
         or_na(pair.p99_plain_us.map(|us| format!("{us:.0}"))),
-        ratio(pair.p99_attached),
-        ratio(pair.p99_phase),
+        ratio(pair.p99.steady),
+        ratio(pair.p99_all),
         summary_figure(|s| s.coverage, 3, ""),
         summary_figure(|s| s.estimate_percent, 1, " %"),
     ]
@@ -746,7 +753,7 @@ mod tests {
     }
 
     #[test]
-    fn p99_is_over_every_reply_of_the_phase() {
+    fn p99_per_slice_and_over_every_reply() {
         let with = |slice: Slice, latencies: Vec<(u64, u64)>| Slice { latencies, ..slice };
         let mut slices = vec![slice(0, 8, None), slice(0, 8, None)];
         // Attached (its gaps): 1.5 % of replies at 300 µs. The start: 2.5 % at 1 ms.
@@ -759,8 +766,10 @@ mod tests {
         slices.extend([slice(2, 8, None), slice(2, 8, None)]);
         let pair = &pairs(&slices, &parts(&slices))[0];
         assert_eq!(pair.p99_plain_us, Some(100.0));
-        assert_eq!(pair.p99_attached, Some(3.0));
-        assert_eq!(pair.p99_phase, Some(10.0));
+        // One gap of two at 3x: the median of two slices is their mean.
+        assert_eq!(pair.p99.gaps, Some(2.0));
+        assert_eq!(pair.p99.windows, None);
+        assert_eq!(pair.p99_all, Some(10.0));
         assert_eq!(latency_us(&[], 0.99), None);
     }
 
