@@ -817,6 +817,46 @@ fn a_task_that_wakes_itself_is_reported() {
     assert_eq!(number(spin, "self_wakes"), 500);
 }
 
+/// The probe sites of the report (`summary.overhead.probes`, what `--explain` prints).
+fn probe_sites(report: &Value) -> &Vec<Value> {
+    report["summary"]["overhead"]["probes"]
+        .as_array()
+        .expect("summary.overhead.probes")
+}
+
+/// In an optimised build `wake_by_ref` begins with `sub rsp` (single-stepped, two traps a hit),
+/// then loops on a compare-and-swap: it is probed at the branch after the loop, emulated, and
+/// each of the 500 self-wakes is still seen. No site of that build is single-stepped.
+#[test]
+fn an_optimised_build_is_probed_without_single_stepping() {
+    let Some(_serial) = privileged() else { return };
+    let (output, report) = probe_launch(
+        "self-wake-release",
+        &["--quiet"],
+        &fixture("release-debuginfo/inspect-hangs"),
+        &["self-wake", "--exit-after-ms", "1500"],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        number(task(&report, "inspect_hangs::spin"), "self_wakes"),
+        500
+    );
+    let sites = probe_sites(&report);
+    let wake_by_ref = sites
+        .iter()
+        .find(|site| site["probe"] == "wake (waker::wake_by_ref)")
+        .expect("a wake_by_ref site");
+    assert_eq!(wake_by_ref["moved"], 1, "{wake_by_ref:#}");
+    assert!(number(wake_by_ref, "hits") >= 500, "{wake_by_ref:#}");
+    for site in sites {
+        assert_eq!(site["single_stepped"], 0, "{site:#}");
+    }
+}
+
 fn run_test_mode(args: &[&str]) -> Output {
     let output = Command::new(probe_binary())
         .arg("test")
@@ -1080,6 +1120,10 @@ fn a_busy_server_loses_no_event_under_the_budget() {
         "{:#}",
         report["warnings"]
     );
+    // What `--explain` shows: no site of the bundled server is single-stepped.
+    for site in probe_sites(&report) {
+        assert_eq!(site["single_stepped"], 0, "{site:#}");
+    }
 }
 
 /// A launched program that exits before the probe's report still has its cost told: its CPU
