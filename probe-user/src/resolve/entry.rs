@@ -188,6 +188,8 @@ fn past_prologue(code: &[u8], ip: u64) -> Option<(u64, Register, String)> {
     // Targets of the branches walked so far.
     let mut targets = Vec::new();
     let mut falls_through = true;
+    // Every direct branch of the function, decoded once for all the candidates.
+    let branches = direct_branches(code, ip);
     let decoder = Decoder::with_ip(64, code, ip, DecoderOptions::NONE);
     for instruction in decoder.into_iter().take(MAX_WALK) {
         if instruction.is_invalid() {
@@ -205,7 +207,7 @@ fn past_prologue(code: &[u8], ip: u64) -> Option<(u64, Register, String)> {
                 | FlowControl::UnconditionalBranch
         ) && stepping(&instruction, bytes) == Stepping::Emulated;
         let reached = falls_through || targets.contains(&here);
-        if candidate && reached && runs_once(code, ip, here, &targets) {
+        if candidate && reached && runs_once(code, ip, here, &targets, &branches) {
             return Some((here - ip, preferred(&holders), text(&instruction)));
         }
         match flow {
@@ -240,21 +242,31 @@ fn past_prologue(code: &[u8], ip: u64) -> Option<(u64, Register, String)> {
 
 /// Whether the instruction at `probe` runs once per call, given the `targets` of the branches
 /// between the entry and it: each of them lands at or before it, or in a panic; and no branch
-/// from it onwards goes back to `(entry, probe]` (a jump to the entry itself runs the entry's
-/// probe again as well).
-fn runs_once(code: &[u8], entry: u64, probe: u64, targets: &[u64]) -> bool {
+/// of the function's (`(source, target)`) from it onwards goes back to `(entry, probe]` (a jump
+/// to the entry itself runs the entry's probe again as well).
+fn runs_once(
+    code: &[u8],
+    entry: u64,
+    probe: u64,
+    targets: &[u64],
+    branches: &[(u64, u64)],
+) -> bool {
     let leaves = targets
         .iter()
         .any(|&target| target > probe && !dead_end(code, entry, target));
-    if leaves {
-        return false;
-    }
+    let loops_back = branches
+        .iter()
+        .any(|&(source, target)| source >= probe && (entry + 1..=probe).contains(&target));
+    !leaves && !loops_back
+}
+
+/// `(source, target)` of every direct branch in the function.
+fn direct_branches(code: &[u8], entry: u64) -> Vec<(u64, u64)> {
     let code = &code[..code.len().min(MAX_FUNCTION_BYTES)];
-    !Decoder::with_ip(64, code, entry, DecoderOptions::NONE)
+    Decoder::with_ip(64, code, entry, DecoderOptions::NONE)
         .into_iter()
-        .filter(|instruction| instruction.ip() >= probe)
-        .filter_map(|instruction| direct_target(&instruction))
-        .any(|target| (entry + 1..=probe).contains(&target))
+        .filter_map(|instruction| Some((instruction.ip(), direct_target(&instruction)?)))
+        .collect()
 }
 
 /// Whether the code at `target` cannot return: straight-line code ending in a trap, or in a call
